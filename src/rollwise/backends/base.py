@@ -1,0 +1,133 @@
+"""The backend contract: how the gateway talks to one loaded model version.
+
+A backend is ``load``, ``ready``, ``predict``, ``close`` and ``metadata`` and nothing
+more. Requests and responses are Open Inference Protocol (V2) tensors; ``raw`` carries
+the request body as it arrived so that an HTTP backend can pass it through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+# Open Inference Protocol datatypes and the numpy dtype each maps to.
+OIP_DATATYPES: Mapping[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "object",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """One named tensor; ``data`` is flat, row-major, as in the OIP JSON encoding."""
+
+    name: str
+    shape: tuple[int, ...]
+    datatype: str
+    data: Sequence[Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "datatype": self.datatype,
+            "data": self.data if isinstance(self.data, list) else list(self.data),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    inputs: tuple[Tensor, ...]
+    id: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    raw: bytes | None = None
+    """The OIP JSON body as received, when it may be forwarded unchanged."""
+
+    @property
+    def rows(self) -> int:
+        first = self.inputs[0]
+        return first.shape[0] if first.shape else 1
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResponse:
+    outputs: tuple[Tensor, ...]
+    model_version: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def primary(self) -> Sequence[Any]:
+        """One value per row from the first output: the label, class or number predicted."""
+        if not self.outputs:
+            return []
+        first = self.outputs[0]
+        if len(first.shape) <= 1:
+            return first.data
+        width = 1
+        for dim in first.shape[1:]:
+            width *= dim
+        # A probability matrix per row: the primary value is the arg-max column.
+        data = first.data
+        rows = first.shape[0]
+        if width == 1:
+            return data
+        out: list[Any] = []
+        for r in range(rows):
+            row = data[r * width : (r + 1) * width]
+            best = max(range(width), key=row.__getitem__)
+            out.append(best)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """What a backend can say about the model it serves (OIP model metadata)."""
+
+    platform: str
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One loaded model version. ``predict`` must never block the event loop."""
+
+    kind: str
+
+    async def load(self) -> None:
+        """Load the model; raise ``BackendLoadError`` with the reason when it cannot."""
+
+    def ready(self) -> bool:
+        """True once ``load`` succeeded and the model can answer."""
+
+    async def predict(self, request: InferenceRequest) -> InferenceResponse:
+        """Answer one request; raise ``BackendError``/``BackendTimeout`` on failure."""
+
+    async def close(self) -> None:
+        """Release threads, sessions and connections."""
+
+    def metadata(self) -> ModelMetadata:
+        """Describe inputs and outputs as far as the backend knows them."""
