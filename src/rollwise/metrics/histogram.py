@@ -36,8 +36,8 @@ from collections.abc import Iterable, Iterator, Mapping
 BUCKETS_PER_DECADE = 30
 DECADES = 7
 LOWEST = 0.01
-HIGHEST = LOWEST * 10**DECADES
-GROWTH = 10 ** (1 / BUCKETS_PER_DECADE)
+HIGHEST = LOWEST * math.pow(10.0, DECADES)
+GROWTH = math.pow(10.0, 1 / BUCKETS_PER_DECADE)
 REGULAR_BUCKETS = DECADES * BUCKETS_PER_DECADE
 NUM_BUCKETS = REGULAR_BUCKETS + 2
 """Total number of buckets including the underflow (0) and overflow (last) buckets."""
@@ -50,10 +50,10 @@ _INV_LOG_GROWTH = 1.0 / math.log(GROWTH)
 # computed as powers of ten rather than repeated products so that decade edges are exact.
 _EDGES: tuple[float, ...] = (
     0.0,
-    *(LOWEST * 10 ** (k / BUCKETS_PER_DECADE) for k in range(REGULAR_BUCKETS + 1)),
+    *(LOWEST * math.pow(10.0, k / BUCKETS_PER_DECADE) for k in range(REGULAR_BUCKETS + 1)),
 )
 _MIDPOINTS: tuple[float, ...] = tuple(
-    LOWEST * 10 ** ((i - 0.5) / BUCKETS_PER_DECADE) for i in range(NUM_BUCKETS)
+    LOWEST * math.pow(10.0, (i - 0.5) / BUCKETS_PER_DECADE) for i in range(NUM_BUCKETS)
 )
 
 
@@ -298,4 +298,4 @@ def _interpolate(index: int, fraction: float) -> float:
     lo, hi = _EDGES[index], _EDGES[index + 1]
     if index == UNDERFLOW:
         return lo + (hi - lo) * fraction
-    return lo * (hi / lo) ** fraction
+    return lo * math.pow(hi / lo, fraction)
