@@ -1,0 +1,159 @@
+"""What the in-process backends share: options, model files, the thread pool, errors.
+
+A subclass loads its model in ``_load_model`` and answers in ``_infer``; both run in
+the shared ``ModelExecutor`` so that neither file I/O nor model code ever runs on the
+event loop. Exceptions from model code become ``BackendError`` naming the version;
+``ValidationError`` (bad input) passes through for the gateway to answer 422.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
+from rollwise.backends.executor import ModelExecutor, get_executor
+from rollwise.backends.options import check_options, version_key
+from rollwise.backends.tensors import select_outputs
+from rollwise.errors import BackendError, BackendLoadError, RollwiseError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class InProcessBackend:
+    """Base of the backends that run a model inside the gateway process."""
+
+    kind: str = "inprocess"
+    platform: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        base_dir: Path,
+        *,
+        executor: ModelExecutor | None = None,
+    ) -> None:
+        self.name = name
+        self.options: Mapping[str, Any] = dict(options)
+        self.base_dir = Path(base_dir)
+        self._executor = executor
+        check_options(self.kind, self.options, version_key(name))
+        self._loaded = False
+
+    @property
+    def executor(self) -> ModelExecutor:
+        # Looked up per call so that a pool configured at start-up applies to every
+        # backend, whenever it was built.
+        return self._executor if self._executor is not None else get_executor()
+
+    def ready(self) -> bool:
+        return self._loaded
+
+    async def load(self) -> None:
+        if self._loaded:
+            return
+        try:
+            await self.executor.run(self._load_model)
+        except RollwiseError as error:
+            if isinstance(error, BackendError) and error.version is None:
+                error.version = self.name
+            raise
+        except Exception as error:
+            raise BackendLoadError(
+                f"version {self.name!r} ({self.kind}) failed to load: "
+                f"{type(error).__name__}: {error}",
+                version=self.name,
+            ) from error
+        self._loaded = True
+
+    async def predict(self, request: InferenceRequest) -> InferenceResponse:
+        self._require_ready()
+        outputs = await self._infer(request)
+        return InferenceResponse(
+            outputs=select_outputs(outputs, request.outputs), model_version=self.name
+        )
+
+    async def close(self) -> None:
+        self._loaded = False
+        self._unload()
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(platform=self.platform)
+
+    # -- for subclasses ---------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        """Load the model; runs in the thread pool."""
+        raise NotImplementedError
+
+    def _unload(self) -> None:
+        """Drop the model so its memory can be reclaimed."""
+
+    async def _infer(self, request: InferenceRequest) -> list[Tensor]:
+        raise NotImplementedError
+
+    async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run model code in the pool; its failures become ``BackendError``."""
+        try:
+            return await self.executor.run(fn, *args, **kwargs)
+        except RollwiseError:
+            raise
+        except Exception as error:
+            raise self._predict_error(error) from error
+
+    def _predict_error(self, error: Exception) -> BackendError:
+        return BackendError(
+            f"version {self.name!r} ({self.kind}) failed to predict: "
+            f"{type(error).__name__}: {error}",
+            version=self.name,
+        )
+
+    def _require_ready(self) -> None:
+        if not self._loaded:
+            raise BackendError(f"version {self.name!r} is not loaded", version=self.name)
+
+    def _model_path(self) -> Path:
+        path = Path(str(self.options["path"])).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def _read_model_file(self) -> tuple[Path, bytes]:
+        """The model file's bytes, checked against ``sha256`` when the options give one.
+
+        The bytes are read once and everything after (hash check, parsing) works on
+        them, so the file cannot change between being checked and being loaded.
+        """
+        path = self._model_path()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BackendLoadError(
+                f"version {self.name!r}: model file not found: {path} "
+                f"(path {self.options['path']!r}, relative to {self.base_dir})",
+                version=self.name,
+            ) from None
+        except OSError as error:
+            raise BackendLoadError(
+                f"version {self.name!r}: cannot read model file {path}: {error}",
+                version=self.name,
+            ) from error
+        expected = self.options.get("sha256")
+        if expected is not None:
+            self._check_sha256(path, data, str(expected))
+        return path, data
+
+    def _check_sha256(self, path: Path, data: bytes, expected: str) -> None:
+        found = sha256_hex(data)
+        if found != expected.strip().lower():
+            raise BackendLoadError(
+                f"version {self.name!r}: sha256 of {path} is {found}, but the config "
+                f"expects {expected.strip().lower()}; refusing to load",
+                version=self.name,
+            )
