@@ -1,0 +1,46 @@
+"""Persistence of rollwise: models, routing, events, metrics, predictions and feedback.
+
+``open_store(url)`` gives a ``Store`` on SQLite (one machine) or PostgreSQL (replicas
+sharing one database). Call ``migrate()`` once at start-up before anything else.
+"""
+
+from __future__ import annotations
+
+from rollwise.store.base import (
+    FeedbackRecord,
+    MetricBucketRow,
+    PredictionRecord,
+    Store,
+    StoredVersion,
+)
+from rollwise.store.engine import create_store_engine, parse_store_url
+from rollwise.store.sql import EVENT_ROUTING_INITIALIZED, EVENT_ROUTING_RESET, SqlStore
+
+__all__ = [
+    "EVENT_ROUTING_INITIALIZED",
+    "EVENT_ROUTING_RESET",
+    "FeedbackRecord",
+    "MetricBucketRow",
+    "PredictionRecord",
+    "SqlStore",
+    "Store",
+    "StoredVersion",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open the store at ``url`` and check that the database answers.
+
+    ``sqlite:///path.db`` (relative to the current directory), ``sqlite:////abs/path.db``,
+    ``sqlite://`` (in memory, for tests) or ``postgresql://user@host:port/db``. A bad URL
+    raises ``ConfigError``; a database that cannot be reached raises ``StoreError``.
+    """
+    target = parse_store_url(url)
+    store = SqlStore(target, create_store_engine(target))
+    try:
+        store.check_connection()
+    except BaseException:
+        store.close()
+        raise
+    return store

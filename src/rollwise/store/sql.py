@@ -1,0 +1,618 @@
+"""The SQL store: the ``Store`` contract on SQLite or PostgreSQL through SQLAlchemy Core.
+
+Every method runs in its own short transaction. Writes that change state (routing) bump
+the state counter and append their event in that same transaction, so readers see
+either the whole change or none of it. Database errors leave as ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+
+from rollwise.domain import Event, ModelSpec, Role, Routing
+from rollwise.errors import ConfigError, NotFound, StoreError, ValidationError
+from rollwise.store import schema as t
+from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, StoredVersion
+from rollwise.store.engine import BEGIN_MODE_OPTION, StoreURL
+from rollwise.store.jsontext import UnstorableValue
+
+MIGRATIONS = "rollwise.store:migrations"
+
+# PostgreSQL advisory lock keys; 0x726F6C6C77697365 is "rollwise" in ASCII.
+MIGRATE_LOCK_KEY = 0x726F6C6C77697365
+EVENTS_LOCK_KEY = MIGRATE_LOCK_KEY + 1
+
+PRUNE_CHUNK = 5_000
+"""Rows deleted per transaction when pruning, so that a large prune never holds the
+write lock long enough to stall the gateway's flushes."""
+
+EVENT_ROUTING_INITIALIZED = "routing.initialized"
+EVENT_ROUTING_RESET = "routing.reset"
+
+_UNDEFINED_TABLE = "42P01"
+
+
+class SqlStore:
+    """The store on one database; thread-safe, one instance per process.
+
+    ``url`` is the store URL with any password masked. Open one with
+    ``rollwise.store.open_store``.
+    """
+
+    url: str
+
+    def __init__(self, url: StoreURL, engine: Engine) -> None:
+        self.url = url.display
+        self._target = url
+        self._engine = engine
+        self._postgres = url.dialect == "postgresql"
+        self._insert: Callable[[sa.Table], Any] = (
+            postgresql.insert if self._postgres else sqlite.insert
+        )
+        # An in-memory SQLite database is one connection shared by all threads, and
+        # SQLite connections interleave transactions of different threads.
+        self._serial: threading.RLock | None = threading.RLock() if url.in_memory else None
+
+    # lifecycle ----------------------------------------------------------------------
+    def check_connection(self) -> None:
+        """Connect once, raising ``StoreError`` that says why when that fails."""
+        try:
+            with self._guard(), self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            detail = _detail(exc)
+            if not self._postgres and "unable to open" in detail:
+                folder = Path(self._target.sa_url.database or ".").parent
+                detail += f" (does the folder {folder} exist, and may this process write there?)"
+            raise StoreError(f"cannot connect to the store at {self.url}: {detail}") from exc
+
+    def migrate(self) -> None:
+        config = _alembic_config()
+        script = ScriptDirectory.from_config(config)
+        try:
+            with self._guard(), self._engine.connect() as conn:
+                if not self._postgres:
+                    # With foreign keys on, a migration that rebuilds a parent table
+                    # (SQLite's only way to alter one) would cascade-delete its children.
+                    _sqlite_pragma(conn, "PRAGMA foreign_keys = OFF")
+                try:
+                    with conn.begin():
+                        if self._postgres:
+                            # Replicas starting together queue here; the later ones then
+                            # find the schema current and do nothing.
+                            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATE_LOCK_KEY)))
+                        self._check_revision(conn, script)
+                        config.attributes["connection"] = conn
+                        command.upgrade(config, "head")
+                        if not self._postgres:
+                            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                            if broken:
+                                raise StoreError(
+                                    f"migrating {self.url} left rows whose parent is missing: "
+                                    f"{broken[:5]}"
+                                )
+                finally:
+                    if not self._postgres:
+                        _sqlite_pragma(conn, "PRAGMA foreign_keys = ON")
+        except (SQLAlchemyError, CommandError) as exc:
+            raise StoreError(f"migrating the store at {self.url} failed: {_detail(exc)}") from exc
+
+    def _check_revision(self, conn: Connection, script: ScriptDirectory) -> None:
+        """Refuse a database that a newer rollwise has migrated past our newest revision."""
+        context = MigrationContext.configure(conn, opts={"version_table": t.VERSION_TABLE})
+        unknown = sorted(rev for rev in context.get_current_heads() if not _known(script, rev))
+        if unknown:
+            raise StoreError(
+                f"the store at {self.url} is at schema revision {', '.join(unknown)}, newer "
+                f"than this rollwise knows (newest: {', '.join(script.get_heads())}); "
+                "upgrade rollwise here"
+            )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # transactions -------------------------------------------------------------------
+    def _guard(self) -> AbstractContextManager[Any]:
+        return self._serial if self._serial is not None else nullcontext()
+
+    @contextmanager
+    def _tx(self, action: str, *, write: bool) -> Iterator[Connection]:
+        """One transaction; a database error inside it becomes a ``StoreError``."""
+        try:
+            with self._guard(), self._engine.connect() as conn:
+                if not write:
+                    conn.execution_options(**{BEGIN_MODE_OPTION: "DEFERRED"})
+                with conn.begin():
+                    yield conn
+        except UnstorableValue as exc:
+            # psycopg encodes JSON itself, so this arrives without SQLAlchemy's wrapper.
+            raise StoreError(f"{action} failed: a value cannot be stored as JSON ({exc})") from exc
+        except SQLAlchemyError as exc:
+            raise _store_error(action, self.url, exc) from exc
+
+    def _bump_state(self, conn: Connection) -> None:
+        # On PostgreSQL the row lock taken here also orders concurrent routing writers.
+        conn.execute(
+            sa.update(t.state_counter)
+            .where(t.state_counter.c.id == t.STATE_ROW_ID)
+            .values(version=t.state_counter.c.version + 1)
+        )
+
+    def _insert_event(self, conn: Connection, event: Event) -> Event:
+        if self._postgres:
+            # Sequence values are handed out at insert but become visible at commit,
+            # so without this lock a reader paging by after_id could pass over an
+            # event that commits later with a smaller id. Events are rare; queueing
+            # their writers costs nothing.
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENTS_LOCK_KEY)))
+        result = conn.execute(
+            sa.insert(t.events).values(
+                model=event.model,
+                kind=event.kind,
+                message=event.message,
+                data=dict(event.data),
+                actor=event.actor,
+                at_s=event.at_s,
+            )
+        )
+        key = result.inserted_primary_key
+        if key is None:
+            raise StoreError(f"the store at {self.url} did not return the new event's id")
+        return dataclasses.replace(event, id=int(key[0]))
+
+    def _upsert_routing(self, conn: Connection, routing: Routing, at_s: float) -> None:
+        values = {
+            "model": routing.model,
+            "stable": routing.stable,
+            "weights": dict(routing.weights),
+            "mirrors": dict(routing.mirrors),
+            "salt": routing.salt,
+            "updated_at_s": at_s,
+        }
+        stmt = self._insert(t.routing).values(**values)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[t.routing.c.model],
+                set_={k: stmt.excluded[k] for k in values if k != "model"},
+            )
+        )
+
+    # models and versions ------------------------------------------------------------
+    def sync_models(self, models: Sequence[ModelSpec], now_s: float) -> list[Event]:
+        """Record the configured models and versions; (re)initialise routing that is
+        missing or names a version no longer configured. Returns the events written.
+
+        Models absent from ``models`` are left as they are: during a rolling config
+        change, other replicas may still serve them.
+        """
+        for model in models:
+            if model.stable not in model.versions:
+                raise ConfigError(
+                    f"model {model.name!r}: stable version {model.stable!r} is not among "
+                    f"its versions ({', '.join(sorted(model.versions)) or 'none'})"
+                )
+        written: list[Event] = []
+        with self._tx("syncing models", write=True) as conn:
+            # Replicas that start together sync one after the other, so only the first
+            # initialises a model's routing.
+            conn.execute(
+                sa.select(t.state_counter.c.version)
+                .where(t.state_counter.c.id == t.STATE_ROW_ID)
+                .with_for_update()
+            )
+            for model in models:
+                self._sync_model(conn, model, now_s)
+            names = [model.name for model in models]
+            stored = {
+                row.model: _routing(row)
+                for row in conn.execute(sa.select(t.routing).where(t.routing.c.model.in_(names)))
+            }
+            for model in models:
+                event = self._initial_routing_event(model, stored.get(model.name), now_s)
+                if event is None:
+                    continue
+                routing = Routing.from_dict(event.data["routing"])
+                self._bump_state(conn)
+                self._upsert_routing(conn, routing, now_s)
+                written.append(self._insert_event(conn, event))
+        return written
+
+    def _sync_model(self, conn: Connection, model: ModelSpec, now_s: float) -> None:
+        values = {
+            "name": model.name,
+            "stable": model.stable,
+            "sticky_key": str(model.sticky_key) if model.sticky_key else None,
+            "task": model.task,
+            "created_at_s": now_s,
+            "updated_at_s": now_s,
+        }
+        stmt = self._insert(t.models).values(**values)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[t.models.c.name],
+                set_={k: stmt.excluded[k] for k in values if k not in ("name", "created_at_s")},
+            )
+        )
+        conn.execute(
+            sa.delete(t.versions).where(
+                t.versions.c.model == model.name, t.versions.c.name.not_in(list(model.versions))
+            )
+        )
+        for name, spec in model.versions.items():
+            version_values = {
+                "model": model.name,
+                "name": name,
+                "backend": spec.backend,
+                "options": dict(spec.options),
+                "updated_at_s": now_s,
+            }
+            vstmt = self._insert(t.versions).values(**version_values)
+            conn.execute(
+                vstmt.on_conflict_do_update(
+                    index_elements=[t.versions.c.model, t.versions.c.name],
+                    set_={k: vstmt.excluded[k] for k in ("backend", "options", "updated_at_s")},
+                )
+            )
+
+    @staticmethod
+    def _initial_routing_event(
+        model: ModelSpec, stored: Routing | None, now_s: float
+    ) -> Event | None:
+        fresh = Routing(
+            model=model.name,
+            stable=model.stable,
+            weights={model.stable: 100},
+            mirrors={},
+            salt=model.effective_salt,
+        )
+        if stored is None:
+            return Event(
+                model=model.name,
+                kind=EVENT_ROUTING_INITIALIZED,
+                message=(
+                    f"model {model.name} has no stored routing: "
+                    f"100 % on its stable version {model.stable}"
+                ),
+                data={"routing": fresh.to_dict()},
+                at_s=now_s,
+            )
+        missing = sorted(_named_versions(stored) - set(model.versions))
+        if not missing:
+            return None
+        return Event(
+            model=model.name,
+            kind=EVENT_ROUTING_RESET,
+            message=(
+                f"stored routing of model {model.name} names "
+                f"{'version' if len(missing) == 1 else 'versions'} {', '.join(missing)}, "
+                f"no longer configured: 100 % back on its stable version {model.stable}"
+            ),
+            data={
+                "routing": fresh.to_dict(),
+                "previous": stored.to_dict(),
+                "missing_versions": missing,
+            },
+            at_s=now_s,
+        )
+
+    def list_versions(self, model: str | None = None) -> list[StoredVersion]:
+        query = sa.select(t.versions).order_by(t.versions.c.model, t.versions.c.name)
+        if model is not None:
+            query = query.where(t.versions.c.model == model)
+        with self._tx("listing versions", write=False) as conn:
+            rows = conn.execute(query).all()
+        return [
+            StoredVersion(model=r.model, name=r.name, backend=r.backend, options=r.options)
+            for r in rows
+        ]
+
+    # routing ------------------------------------------------------------------------
+    def get_routing(self, model: str) -> Routing | None:
+        with self._tx("reading routing", write=False) as conn:
+            row = conn.execute(sa.select(t.routing).where(t.routing.c.model == model)).first()
+        return None if row is None else _routing(row)
+
+    def list_routings(self) -> list[Routing]:
+        with self._tx("listing routing", write=False) as conn:
+            rows = conn.execute(sa.select(t.routing).order_by(t.routing.c.model)).all()
+        return [_routing(row) for row in rows]
+
+    def set_routing(self, routing: Routing, event: Event) -> Event:
+        """Replace a model's routing and append its event in one transaction.
+
+        Raises ``NotFound`` for a model that ``sync_models`` never recorded and
+        ``ValidationError`` for weights that do not sum to 100.
+        """
+        _check_routing(routing, event)
+        with self._tx(f"setting the routing of {routing.model}", write=True) as conn:
+            known = conn.execute(
+                sa.select(t.models.c.name).where(t.models.c.name == routing.model)
+            ).first()
+            if known is None:
+                raise NotFound(f"model {routing.model!r} is not in the store")
+            self._bump_state(conn)
+            self._upsert_routing(conn, routing, event.at_s)
+            return self._insert_event(conn, event)
+
+    def state_version(self) -> int:
+        with self._tx("reading the state version", write=False) as conn:
+            version = conn.execute(
+                sa.select(t.state_counter.c.version).where(t.state_counter.c.id == t.STATE_ROW_ID)
+            ).scalar_one_or_none()
+        if version is None:
+            raise StoreError(f"the store at {self.url} has no state counter; run migrate()")
+        return int(version)
+
+    # events -------------------------------------------------------------------------
+    def add_event(self, event: Event) -> Event:
+        with self._tx(f"adding a {event.kind} event", write=True) as conn:
+            return self._insert_event(conn, event)
+
+    def list_events(
+        self, model: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[Event]:
+        """Events with id > after_id, oldest first, at most ``limit``."""
+        if limit <= 0:
+            return []
+        query = sa.select(t.events).where(t.events.c.id > after_id)
+        if model is not None:
+            query = query.where(t.events.c.model == model)
+        query = query.order_by(t.events.c.id).limit(limit)
+        with self._tx("listing events", write=False) as conn:
+            rows = conn.execute(query).all()
+        return [
+            Event(
+                model=r.model,
+                kind=r.kind,
+                message=r.message,
+                data=r.data,
+                at_s=r.at_s,
+                id=int(r.id),
+                actor=r.actor,
+            )
+            for r in rows
+        ]
+
+    # metrics ------------------------------------------------------------------------
+    def write_metric_buckets(self, rows: Sequence[MetricBucketRow]) -> None:
+        if not rows:
+            return
+        params = [
+            {
+                "model": r.model,
+                "version": r.version,
+                "role": Role(r.role).value,
+                "start_s": r.start_s,
+                "width_s": r.width_s,
+                "replica": r.replica,
+                "payload": r.payload,
+            }
+            for r in rows
+        ]
+        with self._tx(f"writing {len(rows)} metric buckets", write=True) as conn:
+            conn.execute(sa.insert(t.metric_buckets), params)
+
+    def read_metric_buckets(
+        self,
+        model: str,
+        since_s: float,
+        until_s: float | None = None,
+        version: str | None = None,
+        role: Role | None = None,
+    ) -> list[MetricBucketRow]:
+        """Rows with since_s <= start_s < until_s, oldest first."""
+        c = t.metric_buckets.c
+        query = sa.select(t.metric_buckets).where(c.model == model, c.start_s >= since_s)
+        if until_s is not None:
+            query = query.where(c.start_s < until_s)
+        if version is not None:
+            query = query.where(c.version == version)
+        if role is not None:
+            query = query.where(c.role == Role(role).value)
+        query = query.order_by(c.start_s, c.id)
+        with self._tx("reading metric buckets", write=False) as conn:
+            rows = conn.execute(query).all()
+        return [
+            MetricBucketRow(
+                model=r.model,
+                version=r.version,
+                role=Role(r.role),
+                start_s=int(r.start_s),
+                width_s=int(r.width_s),
+                replica=r.replica,
+                payload=r.payload,
+            )
+            for r in rows
+        ]
+
+    def prune_metric_buckets(self, older_than_s: float) -> int:
+        return self._prune(
+            t.metric_buckets, t.metric_buckets.c.start_s < older_than_s, "metric buckets"
+        )
+
+    # predictions and feedback -------------------------------------------------------
+    def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        if not records:
+            return
+        params = [
+            {
+                "request_id": r.request_id,
+                "model": r.model,
+                "version": r.version,
+                "role": Role(r.role).value,
+                "outputs": r.outputs,
+                "at_s": r.at_s,
+            }
+            for r in records
+        ]
+        with self._tx(f"logging {len(records)} predictions", write=True) as conn:
+            conn.execute(sa.insert(t.predictions), params)
+
+    def get_predictions(self, request_id: str) -> list[PredictionRecord]:
+        """Every version's answer to one request (served first, then shadows)."""
+        query = (
+            sa.select(t.predictions)
+            .where(t.predictions.c.request_id == request_id)
+            .order_by(t.predictions.c.id)
+        )
+        with self._tx("reading predictions", write=False) as conn:
+            rows = conn.execute(query).all()
+        records = [
+            PredictionRecord(
+                request_id=r.request_id,
+                model=r.model,
+                version=r.version,
+                role=Role(r.role),
+                outputs=r.outputs,
+                at_s=r.at_s,
+            )
+            for r in rows
+        ]
+        # A stable sort: served answers first, each group in the order it was logged.
+        return sorted(records, key=lambda rec: rec.role is not Role.SERVED)
+
+    def prune_predictions(self, older_than_s: float) -> int:
+        return self._prune(t.predictions, t.predictions.c.at_s < older_than_s, "predictions")
+
+    def record_feedback(self, feedback: FeedbackRecord) -> bool:
+        """Store a label once; False when the request already has feedback."""
+        stmt = (
+            self._insert(t.feedback)
+            .values(
+                request_id=feedback.request_id,
+                model=feedback.model,
+                label=feedback.label,
+                at_s=feedback.at_s,
+            )
+            .on_conflict_do_nothing(index_elements=[t.feedback.c.request_id])
+            # SQLAlchemy forgets an INSERT's row count unless asked to keep it.
+            .execution_options(preserve_rowcount=True)
+        )
+        with self._tx(f"recording feedback for {feedback.request_id}", write=True) as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def get_feedback(self, request_id: str) -> FeedbackRecord | None:
+        with self._tx("reading feedback", write=False) as conn:
+            row = conn.execute(
+                sa.select(t.feedback).where(t.feedback.c.request_id == request_id)
+            ).first()
+        if row is None:
+            return None
+        return FeedbackRecord(
+            request_id=row.request_id, model=row.model, label=row.label, at_s=row.at_s
+        )
+
+    # helpers ------------------------------------------------------------------------
+    def _prune(self, table: sa.Table, condition: sa.ColumnElement[bool], what: str) -> int:
+        chunk = sa.select(table.c.id).where(condition).limit(PRUNE_CHUNK).scalar_subquery()
+        deleted = 0
+        while True:
+            with self._tx(f"pruning {what}", write=True) as conn:
+                count = conn.execute(sa.delete(table).where(table.c.id.in_(chunk))).rowcount
+            deleted += count
+            if count < PRUNE_CHUNK:
+                return deleted
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return config
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    # PRAGMA foreign_keys is ignored inside a transaction, and every statement through
+    # SQLAlchemy opens one, so this goes straight to the driver.
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is None:
+        raise StoreError("the SQLite connection was closed during migration")
+    dbapi.cursor().execute(pragma)
+
+
+def _named_versions(routing: Routing) -> set[str]:
+    return {routing.stable, *routing.weights, *routing.mirrors}
+
+
+def _check_routing(routing: Routing, event: Event) -> None:
+    if event.model != routing.model:
+        raise ValidationError(
+            f"the event is about model {event.model!r} but the routing is for {routing.model!r}"
+        )
+    total = sum(routing.weights.values())
+    if total != 100:
+        raise ValidationError(
+            f"routing of {routing.model!r}: weights {dict(routing.weights)} sum to {total}, not 100"
+        )
+    for kind, shares in (("weight", routing.weights), ("mirror", routing.mirrors)):
+        for version, percent in shares.items():
+            if not 0 <= percent <= 100:
+                raise ValidationError(
+                    f"routing of {routing.model!r}: {kind} of {version!r} is {percent}, "
+                    "outside 0..100"
+                )
+
+
+def _routing(row: Row[Any]) -> Routing:
+    return Routing(
+        model=row.model,
+        stable=row.stable,
+        weights=_percent_map(row.weights),
+        mirrors=_percent_map(row.mirrors),
+        salt=row.salt,
+    )
+
+
+def _percent_map(value: Mapping[str, Any] | None) -> dict[str, int]:
+    return {str(k): int(v) for k, v in (value or {}).items()}
+
+
+def _detail(exc: BaseException) -> str:
+    """The driver's own words, first line only: SQLAlchemy appends SQL and parameters."""
+    orig = getattr(exc, "orig", None)
+    source = orig if isinstance(orig, BaseException) else exc
+    lines = str(source).strip().splitlines()
+    return lines[0] if lines else type(source).__name__
+
+
+def _store_error(action: str, url: str, exc: SQLAlchemyError) -> StoreError:
+    detail = _detail(exc)
+    if isinstance(exc, StatementError) and isinstance(exc.orig, UnstorableValue):
+        return StoreError(f"{action} failed: a value cannot be stored as JSON ({detail})")
+    if isinstance(exc, DBAPIError) and _is_missing_table(exc, detail):
+        return StoreError(
+            f"{action} failed: the store at {url} has no rollwise schema or an old one "
+            f"({detail}); run migrate() (rollwise migrate) first"
+        )
+    return StoreError(f"{action} failed on the store at {url}: {detail}")
+
+
+def _is_missing_table(exc: DBAPIError, detail: str) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == _UNDEFINED_TABLE or "no such table" in detail
