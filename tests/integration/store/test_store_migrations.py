@@ -1,0 +1,130 @@
+"""Store migrations: they build the schema the code expects, run safely in parallel,
+go down and up again, and refuse a database migrated by a newer rollwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+
+from rollwise.errors import StoreError
+from rollwise.store import open_store
+from rollwise.store.engine import create_store_engine, parse_store_url
+from rollwise.store.schema import VERSION_TABLE, metadata
+
+MIGRATIONS_DIR = Path(__file__).parents[3] / "src" / "rollwise" / "store" / "migrations"
+
+# Each process imports everything first, then starts migrating at the same instant.
+MIGRATE_AT = """
+import sys, time
+from rollwise.errors import StoreError
+from rollwise.store import open_store
+store = open_store(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+store.migrate()
+store.close()
+"""
+
+
+def revisions(url: str) -> list[str]:
+    engine = create_store_engine(parse_store_url(url))
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_the_migrated_schema_matches_the_code(store_url: str) -> None:
+    open_store(store_url).migrate()
+    engine = create_store_engine(parse_store_url(store_url))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+            )
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_processes_migrating_at_once_all_succeed(store_url: str) -> None:
+    start_at = time.time() + 3.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE_AT, store_url, str(start_at)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    failures = [p.communicate(timeout=120)[1] for p in procs if p.wait(timeout=120) != 0]
+
+    assert failures == []
+    assert revisions(store_url) == ["0001"]
+
+
+def test_downgrade_to_nothing_and_upgrade_again(store_url: str) -> None:
+    store = open_store(store_url)
+    store.migrate()
+    engine = create_store_engine(parse_store_url(store_url))
+    try:
+        with engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", "rollwise.store:migrations")
+            config.attributes["connection"] = conn
+            command.downgrade(config, "base")
+        assert revisions(store_url) == []
+        assert "events" not in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    store.migrate()
+    assert store.state_version() == 0
+    store.close()
+
+
+def test_a_database_from_a_newer_rollwise_is_refused(store_url: str) -> None:
+    store = open_store(store_url)
+    store.migrate()
+    engine = create_store_engine(parse_store_url(store_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    finally:
+        engine.dispose()
+
+    with pytest.raises(StoreError, match=r"9999.*newer than this rollwise"):
+        store.migrate()
+    store.close()
+
+
+def test_the_alembic_command_line_migrates_with_the_shipped_ini(tmp_path: Path) -> None:
+    """The developer workflow: ``alembic -c .../alembic.ini -x url=... upgrade head``."""
+    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alembic",
+            "-c",
+            str(MIGRATIONS_DIR / "alembic.ini"),
+            "-x",
+            f"url={url}",
+            "upgrade",
+            "head",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert revisions(url) == ["0001"]
