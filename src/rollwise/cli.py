@@ -1,0 +1,226 @@
+"""The ``rollwise`` command line: serve the gateway, route traffic, read status and events."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rollwise.errors import RollwiseError
+
+app = typer.Typer(
+    name="rollwise",
+    help="Deploy new versions of ML models safely: route, mirror, measure, roll back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar="ROLLWISE_URL", help="gateway address [default: http://127.0.0.1:8080]"),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="ROLLWISE_TOKEN", help="bearer token (viewer or operator)", show_default=False),
+]
+
+
+def _client(url: str | None, token: str | None) -> Any:
+    from rollwise.client import Client
+
+    return Client(url, token)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="gateway config file (YAML or TOML)")] = Path(
+        "rollwise.yaml"
+    ),
+    host: Annotated[str | None, typer.Option(help="address to listen on [default: from config]")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on [default: from config]")] = None,
+    insecure_dev: Annotated[
+        bool,
+        typer.Option("--insecure-dev", help="allow the control API without tokens (loopback only)"),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run the gateway: every version of every model behind one routed endpoint."""
+    import logging
+
+    from rollwise.config import load_config
+    from rollwise.server.app import run
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    loaded = load_config(config)
+    run(
+        loaded,
+        host=host or loaded.server.host,
+        port=port if port is not None else loaded.server.port,
+        insecure_dev=insecure_dev,
+        log_level=log_level,
+    )
+
+
+@app.command()
+def route(
+    model: Annotated[str, typer.Argument(help="model name")],
+    weights: Annotated[list[str], typer.Argument(help="VERSION=PERCENT ..., summing to 100")],
+    mirror: Annotated[
+        list[str] | None,
+        typer.Option("--mirror", "-m", help="VERSION=PERCENT: copy that share of requests to a shadow"),
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Split a model's live traffic, e.g. `rollwise route iris v1=90 v2=10 --mirror v3=50`.
+
+    The new weights and mirrors replace the old ones; users keep their version when a
+    version's share grows.
+    """
+    from rollwise.routing import parse_assignments
+
+    parsed = parse_assignments(weights, "weight")
+    mirrors = parse_assignments(mirror or [], "mirror")
+    with _client(url, token) as client:
+        routing = client.set_routing(model, parsed, mirrors)
+    shown = ", ".join(f"{v}={w}%" for v, w in routing["weights"].items())
+    mirrored = ", ".join(f"{v}={p}%" for v, p in routing["mirrors"].items())
+    console.print(f"{model}: {shown}" + (f"; mirroring {mirrored}" if mirrored else ""))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+@app.command()
+def status(
+    model: Annotated[str | None, typer.Argument(help="only this model")] = None,
+    window: Annotated[int, typer.Option("--window", help="seconds of metrics to show")] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Versions, health, weights, requests, errors and latency per version."""
+    with _client(url, token) as client:
+        models = [client.model(model, window)] if model else client.models(window)
+    if as_json:
+        import json
+
+        console.print_json(json.dumps(models))
+        return
+    for info in models:
+        table = Table(
+            title=f"{info['name']}  (stable {info['stable']}, last {info['window_s']:.0f} s)",
+            title_justify="left",
+        )
+        for column in ("version", "backend", "health", "weight", "mirror", "requests", "errors", "p50 ms", "p99 ms", "agree", "accuracy"):
+            table.add_column(
+                column,
+                justify="left" if column in ("version", "backend", "health") else "right",
+                no_wrap=True,
+            )
+        notes: list[str] = []
+        for version in info["versions"]:
+            served = version["served"] or {}
+            shadow = version["shadow"] or {}
+            shown = served or shadow
+            health = version["health"]
+            if version["reason"]:
+                notes.append(f"{version['name']}: {version['reason']}")
+            weight = f"{version['weight']}%"
+            if version["effective_weight"] != version["weight"]:
+                weight += f" (→{version['effective_weight']}%)"
+            table.add_row(
+                version["name"],
+                version["backend"],
+                health,
+                weight,
+                f"{version['mirror']}%" if version["mirror"] else "-",
+                str(shown.get("requests", 0)),
+                str(shown.get("errors", 0)),
+                _ms(shown.get("latency_p50_ms")),
+                _ms(shown.get("latency_p99_ms")),
+                _pct(shadow.get("agreement")) if shadow else "-",
+                _pct(shown.get("accuracy")),
+            )
+        console.print(table)
+        for note in notes:
+            console.print(f"  [yellow]{note}[/]", highlight=False)
+
+
+@app.command()
+def events(
+    model: Annotated[str | None, typer.Argument(help="only this model")] = None,
+    limit: Annotated[int, typer.Option(help="how many of the latest events")] = 20,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The latest events: routing changes, rollouts, and why they happened."""
+    import datetime
+
+    with _client(url, token) as client:
+        found: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = client.events(model, after, 1000)
+            found.extend(page)
+            if len(page) < 1000:
+                break
+            after = page[-1]["id"]
+    table = Table(title_justify="left")
+    for column in ("id", "time (UTC)", "model", "kind", "by", "message"):
+        table.add_column(column)
+    for event in found[-limit:]:
+        at = datetime.datetime.fromtimestamp(event["at_s"], tz=datetime.UTC)
+        table.add_row(
+            str(event["id"]), at.strftime("%Y-%m-%d %H:%M:%S"), event["model"], event["kind"], event["actor"], event["message"]
+        )
+    console.print(table)
+
+
+@app.command()
+def example(
+    directory: Annotated[Path, typer.Argument(help="where to write the models and rollwise.yaml")] = Path(
+        "rollwise-example"
+    ),
+) -> None:
+    """Train small example models (iris) and write a ready-to-serve config next to them."""
+    from rollwise.example_models import write_example
+
+    path = write_example(directory)
+    console.print(f"wrote {path}; run: rollwise serve --config {path} --insecure-dev")
+
+
+def main() -> None:
+    """Entry point: one clear line and a non-zero exit code on any refusal."""
+    try:
+        app(standalone_mode=False)
+    except RollwiseError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as error:
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

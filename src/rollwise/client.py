@@ -1,0 +1,100 @@
+"""The Python client of rollwise's control API (what the CLI uses).
+
+    from rollwise.client import Client
+    client = Client("http://127.0.0.1:8080", token="...")
+    client.set_routing("iris", {"v1": 90, "v2": 10})
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from rollwise.errors import RollwiseError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class ClientError(RollwiseError):
+    """The server refused a call (``status`` is its HTTP code) or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Client:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        self.url = (url or os.environ.get("ROLLWISE_URL") or DEFAULT_URL).rstrip("/")
+        token = token if token is not None else os.environ.get("ROLLWISE_TOKEN")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise ClientError(f"cannot reach rollwise at {self.url}: {error}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            message = body.get("error") if isinstance(body, dict) else None
+            raise ClientError(
+                message or f"{method} {path} failed with HTTP {response.status_code}",
+                status=response.status_code,
+            )
+        return body
+
+    # control API ----------------------------------------------------------------------
+    def models(self, window_s: int = 300) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/v1/models", params={"window_s": window_s})["models"])
+
+    def model(self, name: str, window_s: int = 300) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/v1/models/{name}", params={"window_s": window_s}))
+
+    def set_routing(
+        self, model: str, weights: Mapping[str, int], mirrors: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        body = {"weights": dict(weights), "mirrors": dict(mirrors or {})}
+        return dict(self._call("PUT", f"/api/v1/models/{model}/routing", json=body))
+
+    def events(
+        self, model: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"after_id": after_id, "limit": limit}
+        if model:
+            params["model"] = model
+        return list(self._call("GET", "/api/v1/events", params=params)["events"])
+
+    def whoami(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/api/v1/whoami"))
+
+    # data plane -----------------------------------------------------------------------
+    def predict(
+        self,
+        model: str,
+        inputs: Sequence[Sequence[float]],
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        body = {"inputs": [list(row) for row in inputs]}
+        return dict(self._call("POST", f"/models/{model}/predict", json=body, headers=headers))
+
+    def feedback(self, model: str, request_id: str, label: Any) -> dict[str, Any]:
+        body = {"request_id": request_id, "label": label}
+        return dict(self._call("POST", f"/models/{model}/feedback", json=body))

@@ -1,0 +1,267 @@
+"""The gateway config file (YAML or TOML), parsed and checked once at start-up.
+
+Every refusal names the key and the value that was wrong, e.g.
+``rollwise.yaml: models.iris.stable = 'v9': not one of the versions (v1, v2)``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from rollwise.domain import ModelSpec, StickyKey, StickyKind, VersionSpec
+from rollwise.errors import ConfigError
+
+ROLES = ("viewer", "operator")
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSection(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+    mirror_concurrency: int = Field(64, ge=1, le=100_000)
+    flush_interval_s: float = Field(1.0, gt=0, le=60)
+    routing_poll_interval_s: float = Field(1.0, gt=0, le=60)
+    prediction_retention_s: float = Field(7 * 86400.0, gt=0)
+    prediction_cache_size: int = Field(100_000, ge=0)
+    metrics_retention_s: float = Field(30 * 86400.0, gt=0)
+    predict_threads: int = Field(0, ge=0, le=256)
+
+
+class TokenEntry(_Strict):
+    name: str
+    role: Literal["viewer", "operator"]
+    secret: str = Field(min_length=8)
+
+
+class EnvRef(_Strict):
+    env: str
+
+
+class AuthSection(_Strict):
+    tokens: str | EnvRef | list[TokenEntry] = Field(default_factory=list)
+
+
+class VersionSection(BaseModel):
+    # Backend options vary by kind; the backend factory checks them.
+    model_config = ConfigDict(extra="allow", frozen=True)
+    backend: str
+
+
+class ModelSection(_Strict):
+    stable: str
+    versions: dict[str, VersionSection] = Field(min_length=1)
+    sticky_key: str | None = None
+    salt: str = ""
+    task: Literal["classification", "regression"] = "classification"
+    agreement_tolerance: float = Field(1e-6, ge=0)
+
+    @field_validator("sticky_key")
+    @classmethod
+    def _check_sticky(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_sticky_key(value)
+        return value
+
+
+class ConfigFile(_Strict):
+    store: str = "sqlite:///rollwise.db"
+    server: ServerSection = Field(default_factory=ServerSection)  # type: ignore[arg-type]
+    auth: AuthSection = Field(default_factory=AuthSection)
+    models: dict[str, ModelSection] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    name: str
+    role: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The parsed config: what the gateway needs, with paths already resolved."""
+
+    store_url: str
+    server: ServerSection
+    tokens: tuple[Token, ...]
+    models: Mapping[str, ModelSpec]
+    base_dir: Path
+    source: str = "<config>"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_sticky_key(text: str) -> StickyKey:
+    kind, sep, name = text.partition(":")
+    if not sep or not name:
+        raise ValueError(f"{text!r} must look like header:NAME, cookie:NAME or field:NAME")
+    try:
+        sticky_kind = StickyKind(kind)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} has unknown kind {kind!r}; expected header, cookie or field"
+        ) from None
+    return StickyKey(sticky_kind, name.lower() if sticky_kind is StickyKind.HEADER else name)
+
+
+def parse_tokens(text: str, origin: str) -> tuple[Token, ...]:
+    """Parse ``name:role:secret,...`` into tokens, naming the bad entry on error."""
+    tokens: list[Token] = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        parts = entry.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise ConfigError(f"{origin}: token entry {entry.split(':')[0]!r} must be name:role:secret")
+        name, role, secret = parts
+        if role not in ROLES:
+            raise ConfigError(f"{origin}: token {name!r} has role {role!r}; expected viewer or operator")
+        if len(secret) < 8:
+            raise ConfigError(f"{origin}: token {name!r} has a secret shorter than 8 characters")
+        tokens.append(Token(name, role, secret))
+    return tuple(tokens)
+
+
+def _format_pydantic(source: str, error: PydanticValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        # Union branches add their type name to the location; drop it for readability.
+        loc = loc.replace(".str", "").replace(".EnvRef", "").replace(".list[TokenEntry]", "")
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" = {value!r}"
+        lines.append(f"{source}: {loc}{shown}: {msg}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _resolve_store_url(url: str, base_dir: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        relative = url[len(prefix) :]
+        if relative and relative != ":memory:":
+            return prefix + str((base_dir / relative).resolve())
+    return url
+
+
+def _model_spec(name: str, section: ModelSection, source: str) -> ModelSpec:
+    if section.stable not in section.versions:
+        known = ", ".join(section.versions)
+        raise ConfigError(
+            f"{source}: models.{name}.stable = {section.stable!r}: not one of the versions ({known})"
+        )
+    versions: dict[str, VersionSpec] = {}
+    for version_name, version in section.versions.items():
+        options = dict(version.model_extra or {})
+        versions[version_name] = VersionSpec(version_name, version.backend, options)
+    return ModelSpec(
+        name=name,
+        stable=section.stable,
+        versions=versions,
+        sticky_key=parse_sticky_key(section.sticky_key) if section.sticky_key else None,
+        salt=section.salt,
+        task=section.task,
+        agreement_tolerance=section.agreement_tolerance,
+    )
+
+
+def _check_name(kind: str, name: str, source: str) -> None:
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError(
+            f"{source}: {kind} name {name!r} may only hold letters, digits, '-', '_' and '.'"
+        )
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+) -> GatewayConfig:
+    """Check a config mapping and turn it into a ``GatewayConfig``."""
+    env = os.environ if environ is None else environ
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    try:
+        parsed = ConfigFile.model_validate(data)
+    except PydanticValidationError as error:
+        raise ConfigError(_format_pydantic(source, error)) from None
+
+    tokens: tuple[Token, ...]
+    auth = parsed.auth.tokens
+    if isinstance(auth, EnvRef):
+        tokens = parse_tokens(env.get(auth.env, ""), f"{source}: auth.tokens (env {auth.env})")
+    elif isinstance(auth, str):
+        tokens = parse_tokens(auth, f"{source}: auth.tokens")
+    else:
+        tokens = tuple(Token(t.name, t.role, t.secret) for t in auth)
+    # Tokens from the environment add to the file's, so secrets need not live in it.
+    if "ROLLWISE_TOKENS" in env and not (isinstance(auth, EnvRef) and auth.env == "ROLLWISE_TOKENS"):
+        tokens += parse_tokens(env["ROLLWISE_TOKENS"], "environment ROLLWISE_TOKENS")
+
+    from rollwise.backends.registry import validate_backend_options
+
+    models: dict[str, ModelSpec] = {}
+    for name, section in parsed.models.items():
+        _check_name("model", name, source)
+        for version_name in section.versions:
+            _check_name(f"models.{name}.versions: version", version_name, source)
+        spec = _model_spec(name, section, source)
+        for version in spec.versions.values():
+            try:
+                validate_backend_options(spec.name, version)
+            except ConfigError as error:
+                raise ConfigError(f"{source}: {error}") from None
+        models[name] = spec
+
+    return GatewayConfig(
+        store_url=_resolve_store_url(parsed.store, base_dir),
+        server=parsed.server,
+        tokens=tokens,
+        models=models,
+        base_dir=base_dir,
+        source=source,
+    )
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read a YAML (or ``.toml``) config file; refuse it with a clear message if bad."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config {str(file)!r}: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{file}: not valid {'TOML' if file.suffix == '.toml' else 'YAML'}: {error}") from None
+    if data is None:
+        raise ConfigError(f"{file}: the file is empty")
+    return parse_config(data, base_dir=file.resolve().parent, source=file.name, environ=environ)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

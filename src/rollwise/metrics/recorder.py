@@ -1,0 +1,229 @@
+"""In-memory, mergeable measurements per (model, version, role).
+
+The request path only adds to plain counters and histograms owned by the event loop's
+thread, so it takes no lock. About once a second the gateway swaps the current window
+out, writes it to the store as a time bucket and folds it into the running totals
+that ``/metrics`` and ``status`` show. Windows from several replicas or several seconds
+merge by addition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollwise.domain import Role
+from rollwise.metrics.histogram import LogHistogram
+
+MAX_CATEGORIES = 64
+OTHER_CATEGORY = "__other__"
+
+MetricKey = tuple[str, str, Role]
+
+
+def _category(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass
+class VersionWindow:
+    """What one version did in one role during one window, in mergeable form."""
+
+    requests: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    rows: int = 0
+    latency_ms: LogHistogram = field(default_factory=LogHistogram)
+    latency_sum_ms: float = 0.0
+    outputs: dict[str, int] = field(default_factory=dict)
+    """Counts of predicted classes (classification)."""
+    output_values: LogHistogram = field(default_factory=LogHistogram)
+    """Magnitudes of predicted numbers (regression); ``negative_outputs`` counts signs."""
+    negative_outputs: int = 0
+    output_sum: float = 0.0
+    output_sum_sq: float = 0.0
+    compared: int = 0
+    agreed: int = 0
+    dropped: int = 0
+    feedback: int = 0
+    correct: int = 0
+    abs_error_sum: float = 0.0
+    sq_error_sum: float = 0.0
+
+    def record_outputs(self, values: Sequence[Any], categorical: bool) -> None:
+        self.rows += len(values)
+        if categorical:
+            outputs = self.outputs
+            for value in values:
+                name = _category(value)
+                if name in outputs:
+                    outputs[name] += 1
+                elif len(outputs) < MAX_CATEGORIES:
+                    outputs[name] = 1
+                else:
+                    outputs[OTHER_CATEGORY] = outputs.get(OTHER_CATEGORY, 0) + 1
+            return
+        for value in values:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            if number < 0:
+                self.negative_outputs += 1
+            self.output_values.record(abs(number))
+            self.output_sum += number
+            self.output_sum_sq += number * number
+
+    def merge(self, other: VersionWindow) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.timeouts += other.timeouts
+        self.rows += other.rows
+        self.latency_ms.update(other.latency_ms)
+        self.latency_sum_ms += other.latency_sum_ms
+        for name, count in other.outputs.items():
+            self.outputs[name] = self.outputs.get(name, 0) + count
+        self.output_values.update(other.output_values)
+        self.negative_outputs += other.negative_outputs
+        self.output_sum += other.output_sum
+        self.output_sum_sq += other.output_sum_sq
+        self.compared += other.compared
+        self.agreed += other.agreed
+        self.dropped += other.dropped
+        self.feedback += other.feedback
+        self.correct += other.correct
+        self.abs_error_sum += other.abs_error_sum
+        self.sq_error_sum += other.sq_error_sum
+
+    def copy(self) -> VersionWindow:
+        clone = VersionWindow()
+        clone.merge(self)
+        return clone
+
+    @property
+    def empty(self) -> bool:
+        return not (self.requests or self.dropped or self.feedback or self.compared)
+
+    def to_payload(self) -> dict[str, Any]:
+        """A compact JSON-able form; zero fields are left out."""
+        payload: dict[str, Any] = {}
+        for name in _SCALARS:
+            value = getattr(self, name)
+            if value:
+                payload[name] = value
+        if self.latency_ms.count:
+            payload["latency_ms"] = _json_keys(self.latency_ms.to_dict())
+        if self.outputs:
+            payload["outputs"] = dict(self.outputs)
+        if self.output_values.count:
+            payload["output_values"] = _json_keys(self.output_values.to_dict())
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> VersionWindow:
+        window = cls()
+        for name in _SCALARS:
+            if name in payload:
+                setattr(window, name, payload[name])
+        if "latency_ms" in payload:
+            window.latency_ms = LogHistogram.from_dict(payload["latency_ms"])
+        if "outputs" in payload:
+            window.outputs = {str(k): int(v) for k, v in payload["outputs"].items()}
+        if "output_values" in payload:
+            window.output_values = LogHistogram.from_dict(payload["output_values"])
+        return window
+
+    def summary(self) -> dict[str, Any]:
+        """Readable figures: rates, mean and quantile latencies."""
+        result: dict[str, Any] = {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": self.errors / self.requests if self.requests else None,
+            "latency_p50_ms": self.latency_ms.quantile(0.5) if self.latency_ms.count else None,
+            "latency_p95_ms": self.latency_ms.quantile(0.95) if self.latency_ms.count else None,
+            "latency_p99_ms": self.latency_ms.quantile(0.99) if self.latency_ms.count else None,
+            "latency_mean_ms": (
+                self.latency_sum_ms / self.latency_ms.count if self.latency_ms.count else None
+            ),
+            "outputs": dict(self.outputs),
+        }
+        if self.compared or self.dropped:
+            result["compared"] = self.compared
+            result["agreement"] = self.agreed / self.compared if self.compared else None
+            result["dropped"] = self.dropped
+        if self.feedback:
+            result["feedback"] = self.feedback
+            result["accuracy"] = self.correct / self.feedback
+            result["mae"] = self.abs_error_sum / self.feedback
+            result["rmse"] = (self.sq_error_sum / self.feedback) ** 0.5
+        return result
+
+
+_SCALARS = (
+    "requests",
+    "errors",
+    "timeouts",
+    "rows",
+    "latency_sum_ms",
+    "negative_outputs",
+    "output_sum",
+    "output_sum_sq",
+    "compared",
+    "agreed",
+    "dropped",
+    "feedback",
+    "correct",
+    "abs_error_sum",
+    "sq_error_sum",
+)
+
+
+def _json_keys(counts: Mapping[int, int]) -> dict[str, int]:
+    return {str(index): count for index, count in counts.items()}
+
+
+def merge_windows(windows: Iterable[VersionWindow]) -> VersionWindow:
+    total = VersionWindow()
+    for window in windows:
+        total.merge(window)
+    return total
+
+
+class MetricsRecorder:
+    """The current window and the running totals of every (model, version, role)."""
+
+    def __init__(self) -> None:
+        self._window: dict[MetricKey, VersionWindow] = {}
+        self._totals: dict[MetricKey, VersionWindow] = {}
+
+    def window(self, model: str, version: str, role: Role) -> VersionWindow:
+        key = (model, version, role)
+        window = self._window.get(key)
+        if window is None:
+            window = self._window[key] = VersionWindow()
+        return window
+
+    def swap(self) -> dict[MetricKey, VersionWindow]:
+        """Take the current window (for the store) and fold it into the totals."""
+        window, self._window = self._window, {}
+        for key, part in window.items():
+            total = self._totals.get(key)
+            if total is None:
+                self._totals[key] = part.copy()
+            else:
+                total.merge(part)
+        return {k: v for k, v in window.items() if not v.empty}
+
+    def totals(self) -> Iterator[tuple[MetricKey, VersionWindow]]:
+        """Running totals including the window not yet swapped out."""
+        keys = set(self._totals) | set(self._window)
+        for key in sorted(keys):
+            total = VersionWindow()
+            if key in self._totals:
+                total.merge(self._totals[key])
+            if key in self._window:
+                total.merge(self._window[key])
+            yield key, total

@@ -1,0 +1,112 @@
+"""Routing tables: immutable, precomputed answers to "which version serves this request?".
+
+A table is built from stored routing plus the versions that are ready, then swapped in
+whole; the request path only reads it. Bucket ranges: every version other than the
+anchor (``Routing.stable``) owns a range from bucket 0 upwards, in name order; the anchor
+owns the rest. Raising one version's weight therefore only adds buckets to it, and the
+users it already had stay on it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from rollwise.domain import BUCKETS, Routing, StickyKey
+from rollwise.routing.hashing import bucket_of
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTable:
+    """The routing of one model, ready for the request path."""
+
+    model: str
+    sticky_key: StickyKey | None
+    salt: str
+    bounds: tuple[int, ...]
+    """Exclusive upper bucket of each range, ascending; the last is ``BUCKETS``."""
+    versions: tuple[str, ...]
+    mirrors: tuple[tuple[str, int], ...]
+    """(version, percent) of ready shadow versions."""
+    routing: Routing
+    unavailable: tuple[str, ...] = ()
+    """Versions that have weight but are not ready; their share went to the anchor."""
+
+    @property
+    def serving(self) -> bool:
+        return bool(self.versions)
+
+    def version_for_bucket(self, bucket: int) -> str:
+        return self.versions[bisect_right(self.bounds, bucket)]
+
+    def choose(self, key: str | None, random_bucket: int) -> str:
+        """The version for a request with sticky ``key`` (or none: ``random_bucket``)."""
+        if len(self.versions) == 1:
+            return self.versions[0]
+        bucket = bucket_of(self.salt, key) if key is not None else random_bucket
+        return self.versions[bisect_right(self.bounds, bucket)]
+
+    def effective_weights(self) -> dict[str, int]:
+        """The percent each ready version actually receives."""
+        result: dict[str, int] = {}
+        low = 0
+        for bound, version in zip(self.bounds, self.versions, strict=True):
+            result[version] = result.get(version, 0) + (bound - low) * 100 // BUCKETS
+            low = bound
+        return result
+
+
+def build_table(
+    routing: Routing, ready: Collection[str], sticky_key: StickyKey | None
+) -> ModelTable:
+    """Compile ``routing`` into a table that only routes to ``ready`` versions.
+
+    The share of a version that is not ready goes to the anchor; if the anchor is not
+    ready either, its range goes to the ready version with the largest weight. With no
+    ready version the table serves nothing.
+    """
+    weights: Mapping[str, int] = routing.weights
+    unavailable = tuple(sorted(v for v, w in weights.items() if w > 0 and v not in ready))
+    ready_weighted = {v: w for v, w in weights.items() if w > 0 and v in ready}
+    anchor = routing.stable
+    if anchor not in ready_weighted:
+        anchor = max(sorted(ready_weighted), key=ready_weighted.__getitem__, default="")
+    bounds: list[int] = []
+    versions: list[str] = []
+    low = 0
+    # Ranges keep their positions when a version is not ready (the anchor covers its
+    # range), so the users of every other version stay where they are.
+    for version in sorted(v for v, w in weights.items() if w > 0):
+        if version == routing.stable:
+            continue
+        low += weights[version] * (BUCKETS // 100)
+        owner = version if version in ready_weighted else anchor
+        if versions and versions[-1] == owner:
+            bounds[-1] = low
+        else:
+            bounds.append(low)
+            versions.append(owner)
+    if anchor:
+        if versions and versions[-1] == anchor:
+            bounds[-1] = BUCKETS
+        else:
+            bounds.append(BUCKETS)
+            versions.append(anchor)
+    else:
+        bounds, versions = [], []
+    mirrors = tuple(
+        (version, percent)
+        for version, percent in sorted(routing.mirrors.items())
+        if version in ready and percent > 0
+    )
+    return ModelTable(
+        model=routing.model,
+        sticky_key=sticky_key,
+        salt=routing.salt or routing.model,
+        bounds=tuple(bounds),
+        versions=tuple(versions),
+        mirrors=mirrors,
+        routing=routing,
+        unavailable=unavailable,
+    )

@@ -1,0 +1,98 @@
+"""Builds the gateway's ASGI application and runs it under uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from rollwise.config import GatewayConfig, is_loopback
+from rollwise.errors import ConfigError
+from rollwise.server.auth import Authenticator
+from rollwise.server.control import build_control_app
+from rollwise.server.dataplane import DataPlane, Receive, Scope, Send
+from rollwise.server.gateway import Gateway
+
+log = logging.getLogger("rollwise.server")
+
+
+class RollwiseApp:
+    """The ASGI app: runs the gateway's lifecycle and dispatches to the data plane."""
+
+    def __init__(self, gateway: Gateway, auth: Authenticator) -> None:
+        self.gateway = gateway
+        self.dataplane = DataPlane(gateway, auth, build_control_app(gateway, auth))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.dataplane(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def check_exposure(host: str, insecure_dev: bool, has_tokens: bool) -> None:
+    """Refuse ``--insecure-dev`` off loopback; warn when no token can use the control API."""
+    if insecure_dev and not is_loopback(host):
+        raise ConfigError(
+            f"--insecure-dev only works on a loopback address; refusing to serve {host!r} without tokens"
+        )
+    if not insecure_dev and not has_tokens:
+        log.warning(
+            "no tokens configured: the control API will refuse every call "
+            "(set auth.tokens or ROLLWISE_TOKENS, or use --insecure-dev on loopback)"
+        )
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    insecure_dev: bool = False,
+    host: str | None = None,
+    **gateway_options: Any,
+) -> RollwiseApp:
+    check_exposure(host or config.server.host, insecure_dev, bool(config.tokens))
+    auth = Authenticator(config.tokens, insecure_dev=insecure_dev)
+    return RollwiseApp(Gateway(config, **gateway_options), auth)
+
+
+def run(config: GatewayConfig, *, host: str, port: int, insecure_dev: bool, log_level: str = "info") -> None:
+    import uvicorn
+
+    app = create_app(config, insecure_dev=insecure_dev, host=host)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop" if _has("uvloop") else "asyncio",
+            http="httptools" if _has("httptools") else "h11",
+            lifespan="on",
+            log_level=log_level,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+        )
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,216 @@
+"""The control API (JSON under /api/v1) and the OIP metadata and health routes.
+
+Reads need a viewer token, changes an operator token, unless the server runs with
+``--insecure-dev`` on loopback. Request bodies are checked with pydantic models whose
+JSON schemas also document the API in ``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import rollwise
+from rollwise.domain import VersionHealth
+from rollwise.errors import RollwiseError, ValidationError
+from rollwise.metrics.prometheus import GatewayCollector, render
+from rollwise.server.auth import Authenticator, Principal
+from rollwise.server.errors import status_of
+from rollwise.server.gateway import Gateway
+from rollwise.server.openapi import openapi_document
+from rollwise.server.payloads import load_json
+
+
+class RoutingUpdate(BaseModel):
+    """New routing of a model: whole percents per version summing to 100, and mirrors."""
+
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[str, int] = Field(description="percent of traffic per version; sums to 100")
+    mirrors: dict[str, int] = Field(
+        default_factory=dict, description="percent of requests copied to each shadow version"
+    )
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _error(error: RollwiseError) -> JSONResponse:
+    headers = {"www-authenticate": "Bearer"} if status_of(error) == 401 else None
+    return JSONResponse({"error": str(error)}, status_code=status_of(error), headers=headers)
+
+
+def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
+    collector = GatewayCollector(gateway.metrics.totals, lambda: _weights(gateway))
+
+    def principal(request: Request, role: str) -> Principal:
+        return auth.require(request.headers.get("authorization"), role)
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        is_ready = gateway.started and any(t.serving for t in gateway.tables.values())
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse({"name": "rollwise", "version": rollwise.__version__, "extensions": []})
+
+    async def model_metadata(request: Request) -> Response:
+        try:
+            name = request.path_params["model"]
+            model = gateway.model(name)
+            version = request.path_params.get("version")
+            table = gateway.tables.get(name)
+            chosen = version or (table.routing.stable if table else model.stable)
+            if chosen not in model.versions:
+                gateway.choose(name, None, chosen)
+            backend = gateway.backends.get((name, chosen))
+            meta = backend.metadata() if backend is not None and backend.ready() else None
+            body: dict[str, Any] = {
+                "name": name,
+                "versions": list(model.versions),
+                "platform": meta.platform if meta else "",
+                "inputs": [t.to_json() for t in meta.inputs] if meta else [],
+                "outputs": [t.to_json() for t in meta.outputs] if meta else [],
+            }
+            if version:
+                body["version"] = version
+            return JSONResponse(body)
+        except RollwiseError as error:
+            return _error(error)
+
+    async def model_ready(request: Request) -> Response:
+        try:
+            name = request.path_params["model"]
+            model = gateway.model(name)
+            version = request.path_params.get("version")
+            if version is not None:
+                if version not in model.versions:
+                    gateway.choose(name, None, version)
+                state = gateway.states.get((name, version))
+                is_ready = state is not None and state.health is VersionHealth.READY
+            else:
+                table = gateway.tables.get(name)
+                is_ready = bool(table and table.serving)
+            return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+        except RollwiseError as error:
+            return _error(error)
+
+    async def metrics(request: Request) -> Response:
+        return Response(render(collector), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def list_models(request: Request) -> Response:
+        try:
+            principal(request, "viewer")
+            window_s = _window(request)
+            models = [await gateway.model_status(name, window_s) for name in gateway.models]
+            return JSONResponse({"models": models})
+        except RollwiseError as error:
+            return _error(error)
+
+    async def get_model(request: Request) -> Response:
+        try:
+            principal(request, "viewer")
+            return JSONResponse(await gateway.model_status(request.path_params["model"], _window(request)))
+        except RollwiseError as error:
+            return _error(error)
+
+    async def put_routing(request: Request) -> Response:
+        try:
+            who = principal(request, "operator")
+            data = load_json(await request.body())
+            try:
+                update = RoutingUpdate.model_validate(data)
+            except PydanticValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValidationError(f"{where}: {first['msg']}") from None
+            routing = await gateway.set_routing(
+                request.path_params["model"], update.weights, update.mirrors, actor=who.name
+            )
+            return JSONResponse(routing.to_dict())
+        except RollwiseError as error:
+            return _error(error)
+
+    async def events(request: Request) -> Response:
+        try:
+            principal(request, "viewer")
+            model = request.query_params.get("model")
+            if model is not None:
+                gateway.model(model)
+            after_id = _int_param(request, "after_id", 0, 0, 2**62)
+            limit = _int_param(request, "limit", 100, 1, 1000)
+            found = await gateway.db(gateway.store.list_events, model, after_id, limit)
+            return JSONResponse({"events": [e.to_dict() for e in found]})
+        except RollwiseError as error:
+            return _error(error)
+
+    async def whoami(request: Request) -> Response:
+        try:
+            who = principal(request, "viewer")
+            return JSONResponse({"name": who.name, "role": who.role})
+        except RollwiseError as error:
+            return _error(error)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(RoutingUpdate))
+
+    routes = [
+        Route("/v2", server_metadata),
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2/models/{model}", model_metadata),
+        Route("/v2/models/{model}/ready", model_ready),
+        Route("/v2/models/{model}/versions/{version}", model_metadata),
+        Route("/v2/models/{model}/versions/{version}/ready", model_ready),
+        Route("/metrics", metrics),
+        Route("/api/v1/models", list_models),
+        Route("/api/v1/models/{model}", get_model),
+        Route("/api/v1/models/{model}/routing", put_routing, methods=["PUT"]),
+        Route("/api/v1/events", events),
+        Route("/api/v1/whoami", whoami),
+        Route("/api/v1/openapi.json", openapi),
+    ]
+    return Starlette(routes=routes)
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"query parameter {name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ValidationError(f"query parameter {name}={value} must be within {low}..{high}")
+    return value
+
+
+def _window(request: Request) -> float:
+    return float(_int_param(request, "window_s", 300, 1, 90 * 86400))
+
+
+def _weights(gateway: Gateway) -> dict[tuple[str, str], tuple[int, int, bool]]:
+    result: dict[tuple[str, str], tuple[int, int, bool]] = {}
+    for name, model in gateway.models.items():
+        routing = gateway.routings.get(name)
+        for version in model.versions:
+            state = gateway.states.get((name, version))
+            result[(name, version)] = (
+                routing.weight_of(version) if routing else 0,
+                routing.mirrors.get(version, 0) if routing else 0,
+                state is not None and state.health is VersionHealth.READY,
+            )
+    return result

@@ -1,0 +1,547 @@
+"""The gateway's runtime: loaded versions, live routing tables, metrics and their flushing.
+
+Everything the data plane and the control API share lives here. The request path only
+reads ``tables`` (replaced whole, never mutated) and adds to in-memory metrics; every
+store access runs in a small thread pool of its own, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
+from rollwise.config import GatewayConfig
+from rollwise.domain import Event, ModelSpec, Role, Routing, VersionHealth
+from rollwise.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    Conflict,
+    NotFound,
+    RollwiseError,
+    ValidationError,
+)
+from rollwise.metrics.recorder import MetricsRecorder, VersionWindow, merge_windows
+from rollwise.routing import ModelTable, build_table, check_routing
+from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, Store
+
+log = logging.getLogger("rollwise.gateway")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionState:
+    health: VersionHealth
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the served version answered, for the reply and for the mirrors."""
+
+    version: str
+    response: InferenceResponse
+    latency_ms: float
+
+
+class Gateway:
+    """Runtime state of one gateway replica."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        replica: str | None = None,
+        backend_factory: Callable[..., Backend] | None = None,
+    ) -> None:
+        self.config = config
+        self.models: Mapping[str, ModelSpec] = config.models
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.replica = replica or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = MetricsRecorder()
+        self.tables: Mapping[str, ModelTable] = {}
+        self.routings: dict[str, Routing] = {}
+        self.backends: dict[tuple[str, str], Backend] = {}
+        self.states: dict[tuple[str, str], VersionState] = {}
+        self._store = store
+        self._backend_factory = backend_factory
+        self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollwise-store")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._mirror_tasks: set[asyncio.Task[None]] = set()
+        self._mirror_limit = config.server.mirror_concurrency
+        self._pending_predictions: list[PredictionRecord] = []
+        self._recent: OrderedDict[str, list[PredictionRecord]] = OrderedDict()
+        self._state_version = -1
+        self._window_start_s = clock()
+        self.started = False
+
+    # lifecycle ------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RollwiseError("the gateway has not been started")
+        return self._store
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_pool, partial(fn, *args))
+
+    async def start(self) -> None:
+        if self._store is None:
+            from rollwise.store import open_store
+
+            self._store = await self.db(open_store, self.config.store_url)
+        await self.db(self.store.migrate)
+        events = await self.db(self.store.sync_models, list(self.models.values()), self.clock())
+        for event in events:
+            log.info("%s: %s", event.model, event.message)
+        await self._load_all()
+        await self.refresh_routing(force=True)
+        self._window_start_s = self.clock()
+        server = self.config.server
+        self._tasks = [
+            asyncio.create_task(self._every(server.flush_interval_s, self.flush), name="flush"),
+            asyncio.create_task(
+                self._every(server.routing_poll_interval_s, self.refresh_routing), name="routing"
+            ),
+            asyncio.create_task(self._every(60.0, self.prune), name="prune"),
+        ]
+        self.started = True
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._mirror_tasks:
+            await asyncio.wait(list(self._mirror_tasks), timeout=5)
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self.flush()
+        for backend in self.backends.values():
+            with contextlib.suppress(Exception):
+                await backend.close()
+        if self._store is not None:
+            await self.db(self.store.close)
+        self._db_pool.shutdown(wait=False)
+        self.started = False
+
+    async def _every(self, interval_s: float, job: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await job()
+            except Exception:
+                log.exception("background job %s failed; retrying next interval", job)
+
+    async def _load_all(self) -> None:
+        from rollwise.backends.registry import create_backend
+
+        factory = self._backend_factory or create_backend
+        jobs = []
+        for model in self.models.values():
+            for version in model.versions.values():
+                key = (model.name, version.name)
+                self.states[key] = VersionState(VersionHealth.LOADING)
+                jobs.append(self._load_one(key, factory, version))
+        await asyncio.gather(*jobs)
+
+    async def _load_one(self, key: tuple[str, str], factory: Callable[..., Backend], spec: Any) -> None:
+        try:
+            backend = factory(spec, self.config.base_dir)
+            self.backends[key] = backend
+            await backend.load()
+        except Exception as error:
+            reason = str(error) or type(error).__name__
+            self.states[key] = VersionState(VersionHealth.FAILED, reason)
+            log.warning("model %s version %s failed to load: %s", key[0], key[1], reason)
+            return
+        self.states[key] = VersionState(VersionHealth.READY)
+        log.info("model %s version %s is ready (%s)", key[0], key[1], spec.backend)
+
+    def ready_versions(self, model: str) -> set[str]:
+        return {
+            version
+            for (m, version), state in self.states.items()
+            if m == model and state.health is VersionHealth.READY
+        }
+
+    # routing --------------------------------------------------------------------------
+    async def refresh_routing(self, force: bool = False) -> None:
+        """Rebuild the tables when the stored routing changed (or when forced)."""
+        state_version = await self.db(self.store.state_version)
+        if not force and state_version == self._state_version:
+            return
+        routings = await self.db(self.store.list_routings)
+        self._state_version = state_version
+        self.routings = {r.model: r for r in routings if r.model in self.models}
+        self._rebuild_tables()
+
+    def _rebuild_tables(self) -> None:
+        tables: dict[str, ModelTable] = {}
+        for name, model in self.models.items():
+            routing = self.routings.get(name) or Routing(
+                name, model.stable, {model.stable: 100}, salt=model.effective_salt
+            )
+            tables[name] = build_table(routing, self.ready_versions(name), model.sticky_key)
+        # One assignment: a request sees the old tables or the new ones, never a mix.
+        self.tables = tables
+
+    async def set_routing(
+        self, model_name: str, weights: Mapping[str, object], mirrors: Mapping[str, object], actor: str
+    ) -> Routing:
+        model = self.model(model_name)
+        current = self.routings.get(model_name)
+        routing = check_routing(model, weights, mirrors, current)
+        ready = self.ready_versions(model_name)
+        not_ready = [v for v in [*routing.weights, *routing.mirrors] if v not in ready]
+        if not_ready:
+            reasons = "; ".join(
+                f"{v}: {self.states[(model_name, v)].health.value}"
+                + (f" ({self.states[(model_name, v)].reason})" if self.states[(model_name, v)].reason else "")
+                for v in not_ready
+            )
+            raise Conflict(f"model {model_name!r}: cannot route to versions that are not ready: {reasons}")
+        shown = ", ".join(f"{v}={w}" for v, w in routing.weights.items())
+        mirrors_shown = ", ".join(f"{v}={p}" for v, p in routing.mirrors.items())
+        message = f"weights {shown}" + (f"; mirror {mirrors_shown}" if mirrors_shown else "")
+        event = Event(
+            model=model_name,
+            kind="routing.changed",
+            message=message,
+            data={
+                "weights": dict(routing.weights),
+                "mirrors": dict(routing.mirrors),
+                "previous": current.to_dict() if current else None,
+            },
+            at_s=self.clock(),
+            actor=actor,
+        )
+        await self.db(self.store.set_routing, routing, event)
+        self.routings[model_name] = routing
+        self._rebuild_tables()
+        return routing
+
+    def model(self, name: str) -> ModelSpec:
+        model = self.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"unknown model {name!r} (models: {known})")
+        return model
+
+    # the request path -----------------------------------------------------------------
+    def choose(self, model: str, key: str | None, forced: str | None) -> tuple[ModelTable, str]:
+        table = self.tables.get(model)
+        if table is None:
+            self.model(model)
+            raise BackendUnavailable(f"model {model!r} is not loaded yet")
+        if forced is not None:
+            if (model, forced) not in self.states:
+                self.model(model).versions  # noqa: B018 - model exists, version does not
+                known = ", ".join(self.models[model].versions)
+                raise NotFound(f"model {model!r} has no version {forced!r} (versions: {known})")
+            state = self.states[(model, forced)]
+            if state.health is not VersionHealth.READY:
+                raise BackendUnavailable(
+                    f"version {forced!r} of model {model!r} is {state.health.value}"
+                    + (f": {state.reason}" if state.reason else ""),
+                    version=forced,
+                )
+            return table, forced
+        if not table.serving:
+            detail = "; ".join(
+                f"{v}: {self.states[(model, v)].health.value}" for v in self.models[model].versions
+            )
+            raise BackendUnavailable(f"model {model!r} has no ready version ({detail})")
+        return table, table.choose(key, self.rng.randrange(10_000))
+
+    async def serve(
+        self, table: ModelTable, version: str, request: InferenceRequest, request_id: str
+    ) -> Outcome:
+        """Ask ``version`` for an answer, recording what happened as served traffic."""
+        model = table.model
+        backend = self.backends[(model, version)]
+        started = time.perf_counter()
+        try:
+            response = await backend.predict(request)
+        except ValidationError:
+            raise
+        except BackendTimeout as error:
+            window = self.metrics.window(model, version, Role.SERVED)
+            self._count_failure(window, started, timeout=True)
+            raise BackendTimeout(
+                f"version {version!r} of model {model!r} did not answer in time: {error}",
+                version=version,
+            ) from None
+        except Exception as error:
+            window = self.metrics.window(model, version, Role.SERVED)
+            self._count_failure(window, started, timeout=False)
+            raise BackendError(
+                f"version {version!r} of model {model!r} failed: {error}", version=version
+            ) from None
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        # Looked up after the await: the window may have been swapped out meanwhile.
+        window = self.metrics.window(model, version, Role.SERVED)
+        window.requests += 1
+        window.latency_ms.record(latency_ms)
+        window.latency_sum_ms += latency_ms
+        outputs = response.primary()
+        window.record_outputs(outputs, self.models[model].task == "classification")
+        self._remember(PredictionRecord(request_id, model, version, Role.SERVED, list(outputs), self.clock()))
+        return Outcome(version, response, latency_ms)
+
+    @staticmethod
+    def _count_failure(window: VersionWindow, started: float, timeout: bool) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        window.requests += 1
+        window.errors += 1
+        window.timeouts += timeout
+        window.latency_ms.record(latency_ms)
+        window.latency_sum_ms += latency_ms
+
+    def _remember(self, record: PredictionRecord) -> None:
+        self._pending_predictions.append(record)
+        limit = self.config.server.prediction_cache_size
+        if limit <= 0:
+            return
+        recent = self._recent.get(record.request_id)
+        if recent is None:
+            self._recent[record.request_id] = [record]
+            if len(self._recent) > limit:
+                self._recent.popitem(last=False)
+        else:
+            recent.append(record)
+
+    def mirror(
+        self, table: ModelTable, request: InferenceRequest, request_id: str, served: Outcome | None
+    ) -> None:
+        """Copy the request to the shadow versions due for it, without waiting for them."""
+        for version, percent in table.mirrors:
+            if percent < 100 and self.rng.random() * 100.0 >= percent:
+                continue
+            if len(self._mirror_tasks) >= self._mirror_limit:
+                # Bounded: a slow shadow sheds load here instead of delaying replies.
+                self.metrics.window(table.model, version, Role.SHADOW).dropped += 1
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._shadow(table.model, version, request, request_id, served)
+            )
+            self._mirror_tasks.add(task)
+            task.add_done_callback(self._mirror_tasks.discard)
+
+    async def _shadow(
+        self,
+        model: str,
+        version: str,
+        request: InferenceRequest,
+        request_id: str,
+        served: Outcome | None,
+    ) -> None:
+        backend = self.backends[(model, version)]
+        started = time.perf_counter()
+        try:
+            response = await backend.predict(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            window = self.metrics.window(model, version, Role.SHADOW)
+            self._count_failure(window, started, timeout=isinstance(error, BackendTimeout))
+            return
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        # The window may have been swapped while the shadow ran; record into the current.
+        window = self.metrics.window(model, version, Role.SHADOW)
+        window.requests += 1
+        window.latency_ms.record(latency_ms)
+        window.latency_sum_ms += latency_ms
+        outputs = list(response.primary())
+        spec = self.models[model]
+        window.record_outputs(outputs, spec.task == "classification")
+        if served is not None:
+            served_outputs = served.response.primary()
+            compared, agreed = compare_outputs(served_outputs, outputs, spec.agreement_tolerance)
+            window.compared += compared
+            window.agreed += agreed
+        self._remember(PredictionRecord(request_id, model, version, Role.SHADOW, outputs, self.clock()))
+
+    # feedback -------------------------------------------------------------------------
+    async def feedback(self, model_name: str, request_id: str, label: Any) -> dict[str, Any]:
+        model = self.model(model_name)
+        records = self._recent.get(request_id)
+        if records is None:
+            records = await self.db(self.store.get_predictions, request_id)
+        records = [r for r in records if r.model == model_name]
+        if not records:
+            hours = self.config.server.prediction_retention_s / 3600
+            raise NotFound(
+                f"unknown or expired request id {request_id!r} for model {model_name!r} "
+                f"(predictions are kept {hours:g} h)"
+            )
+        served = next((r for r in records if r.role is Role.SERVED), records[0])
+        labels = _labels_for(label, len(served.outputs))
+        stored = await self.db(
+            self.store.record_feedback, FeedbackRecord(request_id, model_name, label, self.clock())
+        )
+        if not stored:
+            raise Conflict(f"request {request_id!r} already has feedback")
+        result: dict[str, Any] = {"request_id": request_id, "model": model_name, "versions": {}}
+        seen: set[tuple[str, Role]] = set()
+        for record in records:
+            if (record.version, record.role) in seen:
+                continue
+            seen.add((record.version, record.role))
+            window = self.metrics.window(model_name, record.version, record.role)
+            figures = score(record.outputs, labels, model.task)
+            window.feedback += figures.count
+            window.correct += figures.correct
+            window.abs_error_sum += figures.abs_error
+            window.sq_error_sum += figures.sq_error
+            result["versions"][f"{record.version}/{record.role.value}"] = {
+                "correct": figures.correct,
+                "count": figures.count,
+                "abs_error": figures.abs_error,
+            }
+        return result
+
+    # persistence ----------------------------------------------------------------------
+    async def flush(self) -> None:
+        """Write the current metrics window and the logged predictions to the store."""
+        now = self.clock()
+        windows = self.metrics.swap()
+        predictions, self._pending_predictions = self._pending_predictions, []
+        start_s = math.floor(self._window_start_s)
+        width_s = max(1, math.ceil(now - self._window_start_s))
+        self._window_start_s = now
+        rows = [
+            MetricBucketRow(model, version, role, start_s, width_s, self.replica, window.to_payload())
+            for (model, version, role), window in windows.items()
+        ]
+        if rows:
+            await self.db(self.store.write_metric_buckets, rows)
+        if predictions:
+            await self.db(self.store.log_predictions, predictions)
+
+    async def prune(self) -> None:
+        now = self.clock()
+        server = self.config.server
+        await self.db(self.store.prune_predictions, now - server.prediction_retention_s)
+        await self.db(self.store.prune_metric_buckets, now - server.metrics_retention_s)
+
+    # reading --------------------------------------------------------------------------
+    async def version_metrics(self, model: str, window_s: float) -> dict[tuple[str, Role], VersionWindow]:
+        """Merged metrics of every version of ``model`` over the last ``window_s``,
+        across all replicas (from the store) plus this replica's unflushed window."""
+        since = self.clock() - window_s
+        rows = await self.db(self.store.read_metric_buckets, model, since)
+        grouped: dict[tuple[str, Role], list[VersionWindow]] = {}
+        for row in rows:
+            grouped.setdefault((row.version, row.role), []).append(VersionWindow.from_payload(row.payload))
+        for (m, version, role), window in list(self.metrics._window.items()):
+            if m == model:
+                grouped.setdefault((version, role), []).append(window.copy())
+        return {key: merge_windows(parts) for key, parts in grouped.items()}
+
+    async def model_status(self, name: str, window_s: float) -> dict[str, Any]:
+        model = self.model(name)
+        table = self.tables.get(name)
+        routing = self.routings.get(name)
+        metrics = await self.version_metrics(name, window_s)
+        effective = table.effective_weights() if table else {}
+        versions = []
+        for version in model.versions.values():
+            state = self.states.get((name, version.name), VersionState(VersionHealth.LOADING))
+            versions.append(
+                {
+                    "name": version.name,
+                    "backend": version.backend,
+                    "health": state.health.value,
+                    "reason": state.reason,
+                    "weight": routing.weight_of(version.name) if routing else 0,
+                    "effective_weight": effective.get(version.name, 0),
+                    "mirror": routing.mirrors.get(version.name, 0) if routing else 0,
+                    "served": _summary(metrics.get((version.name, Role.SERVED))),
+                    "shadow": _summary(metrics.get((version.name, Role.SHADOW))),
+                }
+            )
+        return {
+            "name": name,
+            "stable": routing.stable if routing else model.stable,
+            "task": model.task,
+            "sticky_key": str(model.sticky_key) if model.sticky_key else None,
+            "serving": bool(table and table.serving),
+            "window_s": window_s,
+            "versions": versions,
+        }
+
+
+def _summary(window: VersionWindow | None) -> dict[str, Any] | None:
+    return window.summary() if window is not None and not window.empty else None
+
+
+def _same(a: Any, b: Any, tolerance: float) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return abs(float(a) - float(b)) <= tolerance * max(1.0, abs(float(a)), abs(float(b)))
+    return str(a) == str(b)
+
+
+def compare_outputs(served: Sequence[Any], shadow: Sequence[Any], tolerance: float) -> tuple[int, int]:
+    """(rows compared, rows on which the shadow agreed with the served answer)."""
+    compared = min(len(served), len(shadow))
+    agreed = sum(1 for a, b in zip(served, shadow, strict=False) if _same(a, b, tolerance))
+    return compared, agreed
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    count: int
+    correct: int
+    abs_error: float
+    sq_error: float
+
+
+def _labels_for(label: Any, rows: int) -> list[Any]:
+    if isinstance(label, list):
+        if len(label) != rows:
+            raise ValidationError(f"'label' has {len(label)} values but the prediction had {rows} rows")
+        return label
+    if rows != 1:
+        raise ValidationError(f"the prediction had {rows} rows; send 'label' as a list of {rows} values")
+    return [label]
+
+
+def score(outputs: Sequence[Any], labels: Sequence[Any], task: str) -> Score:
+    """Correct answers (classification) and errors (regression) of outputs against labels."""
+    correct = 0
+    abs_error = 0.0
+    sq_error = 0.0
+    for output, label in zip(outputs, labels, strict=False):
+        if task == "classification":
+            correct += _same(output, label, 0.0)
+            continue
+        try:
+            diff = float(output) - float(label)
+        except (TypeError, ValueError):
+            raise ValidationError(f"label {label!r} is not a number; this model does regression") from None
+        abs_error += abs(diff)
+        sq_error += diff * diff
+    return Score(min(len(outputs), len(labels)), correct, abs_error, sq_error)

@@ -1,0 +1,177 @@
+"""The OpenAPI 3.1 description of rollwise's HTTP API, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+import rollwise
+
+_ERROR = {
+    "description": "refused; the message says why",
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"error": {"type": "string"}}}
+        }
+    },
+}
+_BEARER = [{"bearer": []}]
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+
+
+def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
+    model = _path_param("model", "model name")
+    version = _path_param("version", "version name")
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "datatype": {"type": "string", "examples": ["FP32", "INT64", "BYTES"]},
+            "data": {"type": "array"},
+        },
+    }
+    infer_request = {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {"type": "array", "items": tensor, "minItems": 1},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+        },
+    }
+    infer_response = {
+        "type": "object",
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": tensor},
+        },
+    }
+    served_errors = {
+        "400": _ERROR, "404": _ERROR, "413": _ERROR, "422": _ERROR,
+        "502": _ERROR, "503": _ERROR, "504": _ERROR,
+    }  # fmt: skip
+    control_errors = {"401": _ERROR, "403": _ERROR, "404": _ERROR, "422": _ERROR}
+    version_headers = {
+        "X-Rollwise-Version": {"schema": {"type": "string"}, "description": "the version that answered"},
+        "X-Request-Id": {"schema": {"type": "string"}, "description": "the id to send feedback for"},
+    }
+    infer_ok = _json(infer_response)
+    infer_ok["headers"] = version_headers
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "rollwise", "version": rollwise.__version__},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"RoutingUpdate": routing_update.model_json_schema()},
+        },
+        "paths": {
+            "/v2/health/live": {"get": {"summary": "liveness", "responses": {"200": _json({"type": "object"})}}},
+            "/v2/health/ready": {
+                "get": {"summary": "readiness: some model can answer", "responses": {"200": _json({"type": "object"}), "503": _ERROR}}
+            },
+            "/v2/models/{model}": {
+                "get": {"summary": "model metadata (OIP)", "parameters": [model], "responses": {"200": _json({"type": "object"}), "404": _ERROR}}
+            },
+            "/v2/models/{model}/ready": {
+                "get": {"summary": "model readiness (OIP)", "parameters": [model], "responses": {"200": _json({"type": "object"}), "503": _ERROR}}
+            },
+            "/v2/models/{model}/infer": {
+                "post": {
+                    "summary": "inference (Open Inference Protocol V2); the routing picks the version",
+                    "parameters": [
+                        model,
+                        {"name": "X-Rollwise-Version", "in": "header", "required": False, "schema": {"type": "string"},
+                         "description": "force a version (operator token only)"},
+                    ],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": infer_request}}},
+                    "responses": {"200": infer_ok, **served_errors},
+                }
+            },
+            "/v2/models/{model}/versions/{version}/infer": {
+                "post": {
+                    "summary": "inference on one version (operator token only)",
+                    "security": _BEARER,
+                    "parameters": [model, version],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": infer_request}}},
+                    "responses": {"200": infer_ok, "401": _ERROR, "403": _ERROR, **served_errors},
+                }
+            },
+            "/models/{model}/predict": {
+                "post": {
+                    "summary": "plain JSON prediction: rows of features in, one output per row out",
+                    "parameters": [model],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["inputs"],
+                            "properties": {"inputs": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}},
+                        }}},
+                    },
+                    "responses": {"200": _json({"type": "object"}), **served_errors},
+                }
+            },
+            "/models/{model}/feedback": {
+                "post": {
+                    "summary": "the true label of an earlier prediction",
+                    "parameters": [model],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["request_id", "label"],
+                            "properties": {"request_id": {"type": "string"}, "label": {}},
+                        }}},
+                    },
+                    "responses": {"200": _json({"type": "object"}), "404": _ERROR, "409": _ERROR, "422": _ERROR},
+                }
+            },
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
+            "/api/v1/models": {
+                "get": {
+                    "summary": "models, versions, health, routing and recent metrics",
+                    "security": _BEARER,
+                    "parameters": [{"name": "window_s", "in": "query", "schema": {"type": "integer", "default": 300}}],
+                    "responses": {"200": _json({"type": "object"}), **control_errors},
+                }
+            },
+            "/api/v1/models/{model}": {
+                "get": {"summary": "one model's status", "security": _BEARER, "parameters": [model],
+                        "responses": {"200": _json({"type": "object"}), **control_errors}}
+            },
+            "/api/v1/models/{model}/routing": {
+                "put": {
+                    "summary": "set a model's routing (operator)",
+                    "security": _BEARER,
+                    "parameters": [model],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RoutingUpdate"}}}},
+                    "responses": {"200": _json({"type": "object"}), "409": _ERROR, **control_errors},
+                }
+            },
+            "/api/v1/events": {
+                "get": {
+                    "summary": "events, oldest first",
+                    "security": _BEARER,
+                    "parameters": [
+                        {"name": "model", "in": "query", "schema": {"type": "string"}},
+                        {"name": "after_id", "in": "query", "schema": {"type": "integer", "default": 0}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100}},
+                    ],
+                    "responses": {"200": _json({"type": "object"}), **control_errors},
+                }
+            },
+            "/api/v1/whoami": {"get": {"summary": "the caller's token name and role", "security": _BEARER,
+                                       "responses": {"200": _json({"type": "object"}), "401": _ERROR}}},
+        },
+    }

@@ -1,0 +1,200 @@
+"""Decoding and encoding request and response bodies of the data plane.
+
+Bodies are parsed once with orjson and checked for structure and shape before any
+model sees them; every refusal says what was wrong. Open Inference Protocol (V2) JSON
+and the plain ``{"inputs": [[...]]}`` form both become an ``InferenceRequest``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from math import prod
+from typing import Any
+
+import orjson
+
+from rollwise.backends.base import OIP_DATATYPES, InferenceRequest, InferenceResponse, Tensor
+from rollwise.errors import ValidationError
+
+_NUMBER = (int, float)
+
+
+class BadRequest(ValidationError):
+    """The body is not JSON or not an object at all (HTTP 400, not 422)."""
+
+
+def load_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise BadRequest("the request body is empty; send a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"the request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _flatten(data: Sequence[Any], name: str) -> list[Any]:
+    if not any(isinstance(item, list) for item in data):
+        return data if isinstance(data, list) else list(data)
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def parse_oip_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
+    """Parse an OIP V2 inference request; returns it and the decoded JSON object."""
+    data = load_json(body)
+    inputs = data.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ValidationError("'inputs' must be a non-empty list of tensors")
+    tensors: list[Tensor] = []
+    for index, item in enumerate(inputs):
+        tensors.append(_parse_tensor(item, index))
+    rows = tensors[0].shape[0] if tensors[0].shape else 1
+    for tensor in tensors[1:]:
+        if (tensor.shape[0] if tensor.shape else 1) != rows:
+            raise ValidationError(
+                f"input {tensor.name!r} has {tensor.shape[0] if tensor.shape else 1} rows "
+                f"but input {tensors[0].name!r} has {rows}"
+            )
+    request_id = data.get("id")
+    parameters = data.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ValidationError("'parameters' must be an object")
+    outputs = data.get("outputs") or []
+    names = tuple(str(o.get("name")) for o in outputs if isinstance(o, dict))
+    return (
+        InferenceRequest(
+            inputs=tuple(tensors),
+            id=request_id if isinstance(request_id, str) else "",
+            parameters=parameters,
+            outputs=names,
+            raw=body,
+        ),
+        data,
+    )
+
+
+def _parse_tensor(item: Any, index: int) -> Tensor:
+    if not isinstance(item, dict):
+        raise ValidationError(f"inputs[{index}] must be an object with name, shape, datatype, data")
+    name = item.get("name")
+    label = f"input {name!r}" if isinstance(name, str) and name else f"inputs[{index}]"
+    if not isinstance(name, str) or not name:
+        raise ValidationError(f"{label}: 'name' must be a non-empty string")
+    shape = item.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise ValidationError(f"{label}: 'shape' must be a non-empty list of non-negative integers")
+    datatype = item.get("datatype")
+    if datatype not in OIP_DATATYPES:
+        raise ValidationError(
+            f"{label}: 'datatype' {datatype!r} is not one of {', '.join(OIP_DATATYPES)}"
+        )
+    data = item.get("data")
+    if not isinstance(data, list):
+        raise ValidationError(f"{label}: 'data' must be a list")
+    flat = _flatten(data, name)
+    expected = prod(shape)
+    if len(flat) != expected:
+        raise ValidationError(
+            f"{label}: shape {shape} needs {expected} values, got {len(flat)}"
+        )
+    if datatype != "BYTES" and datatype != "BOOL":
+        for value in flat:
+            if not isinstance(value, _NUMBER) or isinstance(value, bool):
+                raise ValidationError(f"{label}: datatype {datatype} needs numbers, got {value!r}")
+    return Tensor(name=name, shape=tuple(shape), datatype=datatype, data=flat)
+
+
+def parse_plain_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
+    """Parse ``{"inputs": [[f1, f2, ...], ...]}`` (or one row ``[f1, f2]``)."""
+    data = load_json(body)
+    rows = data.get("inputs")
+    if not isinstance(rows, list) or not rows:
+        raise ValidationError("'inputs' must be a non-empty list of rows, e.g. [[5.1, 3.5, 1.4, 0.2]]")
+    if not isinstance(rows[0], list):
+        rows = [rows]
+    width = len(rows[0])
+    if width == 0:
+        raise ValidationError("'inputs' rows must not be empty")
+    flat: list[Any] = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise ValidationError(f"inputs[{index}] must be a list of numbers")
+        if len(row) != width:
+            raise ValidationError(
+                f"inputs[{index}] has {len(row)} values but inputs[0] has {width}; "
+                "every row needs the same number of features"
+            )
+        for value in row:
+            if not isinstance(value, _NUMBER) or isinstance(value, bool):
+                raise ValidationError(f"inputs[{index}] holds {value!r}; features must be numbers")
+        flat.extend(row)
+    parameters = data.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ValidationError("'parameters' must be an object")
+    tensor = Tensor(name="input-0", shape=(len(rows), width), datatype="FP64", data=flat)
+    request_id = data.get("id")
+    return (
+        InferenceRequest(
+            inputs=(tensor,),
+            id=request_id if isinstance(request_id, str) else "",
+            parameters=parameters,
+        ),
+        data,
+    )
+
+
+def encode_oip_response(
+    response: InferenceResponse, model: str, version: str, request_id: str
+) -> bytes:
+    body: dict[str, Any] = {
+        "model_name": model,
+        "model_version": version,
+        "id": request_id,
+        "outputs": [t.to_json() for t in response.outputs],
+    }
+    if response.parameters:
+        body["parameters"] = dict(response.parameters)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _rows(tensor: Tensor) -> list[Any]:
+    data = tensor.data if isinstance(tensor.data, list) else list(tensor.data)
+    if len(tensor.shape) <= 1:
+        return data
+    width = prod(tensor.shape[1:])
+    return [data[i * width : (i + 1) * width] for i in range(tensor.shape[0])]
+
+
+def encode_plain_response(
+    response: InferenceResponse, model: str, version: str, request_id: str
+) -> bytes:
+    body: dict[str, Any] = {
+        "model": model,
+        "version": version,
+        "request_id": request_id,
+        "outputs": list(response.primary()),
+    }
+    for tensor in response.outputs[1:]:
+        body[tensor.name] = _rows(tensor)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error_body(message: str, **extra: Any) -> bytes:
+    payload: Mapping[str, Any] = {"error": message, **extra}
+    return orjson.dumps(payload)

@@ -1,0 +1,88 @@
+"""Start a real ``rollwise serve`` process on a free port and talk to it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+OPERATOR = "operator-secret-1"
+VIEWER = "viewer-secret-1"
+TOKENS = f"ops:operator:{OPERATOR},watcher:viewer:{VIEWER}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatewayProcess:
+    """A gateway subprocess with its config, port and log."""
+
+    def __init__(self, directory: Path, config: Mapping[str, Any], *, insecure_dev: bool = False) -> None:
+        self.directory = directory
+        self.config_path = directory / "rollwise.yaml"
+        self.config_path.write_text(yaml.safe_dump(dict(config)))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.insecure_dev = insecure_dev
+        self.log_path = directory / f"gateway-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> GatewayProcess:
+        args = [
+            sys.executable, "-m", "rollwise.cli", "serve",
+            "--config", str(self.config_path), "--port", str(self.port), "--log-level", "warning",
+        ]  # fmt: skip
+        if self.insecure_dev:
+            args.append("--insecure-dev")
+        env = {**os.environ, "ROLLWISE_TOKENS": TOKENS}
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(args, cwd=self.directory, stdout=log, stderr=log, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the gateway exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the gateway did not start within {timeout_s} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, token: str | None = OPERATOR) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@contextlib.contextmanager
+def running(directory: Path, config: Mapping[str, Any], **options: Any) -> Iterator[GatewayProcess]:
+    gateway = GatewayProcess(directory, config, **options).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
