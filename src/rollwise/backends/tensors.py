@@ -80,7 +80,7 @@ def _as_rows(array: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
     if array.ndim == 1:
         # OIP: a 1-D tensor of shape [N] is N rows of one value each.
         return array.reshape(-1, 1)
-    return array.reshape(array.shape[0], -1)
+    return array.reshape(array.shape[0], prod(array.shape[1:]))
 
 
 def request_matrix(
