@@ -24,11 +24,18 @@ err = Console(stderr=True)
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", envvar="ROLLWISE_URL", help="gateway address [default: http://127.0.0.1:8080]"),
+    typer.Option(
+        "--url", envvar="ROLLWISE_URL", help="gateway address [default: http://127.0.0.1:8080]"
+    ),
 ]
 TokenOption = Annotated[
     str | None,
-    typer.Option("--token", envvar="ROLLWISE_TOKEN", help="bearer token (viewer or operator)", show_default=False),
+    typer.Option(
+        "--token",
+        envvar="ROLLWISE_TOKEN",
+        help="bearer token (viewer or operator)",
+        show_default=False,
+    ),
 ]
 
 
@@ -40,11 +47,15 @@ def _client(url: str | None, token: str | None) -> Any:
 
 @app.command()
 def serve(
-    config: Annotated[Path, typer.Option("--config", "-c", help="gateway config file (YAML or TOML)")] = Path(
-        "rollwise.yaml"
-    ),
-    host: Annotated[str | None, typer.Option(help="address to listen on [default: from config]")] = None,
-    port: Annotated[int | None, typer.Option(help="port to listen on [default: from config]")] = None,
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="gateway config file (YAML or TOML)")
+    ] = Path("rollwise.yaml"),
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on [default: from config]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on [default: from config]")
+    ] = None,
     insecure_dev: Annotated[
         bool,
         typer.Option("--insecure-dev", help="allow the control API without tokens (loopback only)"),
@@ -74,7 +85,9 @@ def route(
     weights: Annotated[list[str], typer.Argument(help="VERSION=PERCENT ..., summing to 100")],
     mirror: Annotated[
         list[str] | None,
-        typer.Option("--mirror", "-m", help="VERSION=PERCENT: copy that share of requests to a shadow"),
+        typer.Option(
+            "--mirror", "-m", help="VERSION=PERCENT: copy that share of requests to a shadow"
+        ),
     ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -124,7 +137,19 @@ def status(
             title=f"{info['name']}  (stable {info['stable']}, last {info['window_s']:.0f} s)",
             title_justify="left",
         )
-        for column in ("version", "backend", "health", "weight", "mirror", "requests", "errors", "p50 ms", "p99 ms", "agree", "accuracy"):
+        for column in (
+            "version",
+            "backend",
+            "health",
+            "weight",
+            "mirror",
+            "requests",
+            "errors",
+            "p50 ms",
+            "p99 ms",
+            "agree",
+            "accuracy",
+        ):
             table.add_column(
                 column,
                 justify="left" if column in ("version", "backend", "health") else "right",
@@ -184,16 +209,21 @@ def events(
     for event in found[-limit:]:
         at = datetime.datetime.fromtimestamp(event["at_s"], tz=datetime.UTC)
         table.add_row(
-            str(event["id"]), at.strftime("%Y-%m-%d %H:%M:%S"), event["model"], event["kind"], event["actor"], event["message"]
+            str(event["id"]),
+            at.strftime("%Y-%m-%d %H:%M:%S"),
+            event["model"],
+            event["kind"],
+            event["actor"],
+            event["message"],
         )
     console.print(table)
 
 
 @app.command()
 def example(
-    directory: Annotated[Path, typer.Argument(help="where to write the models and rollwise.yaml")] = Path(
-        "rollwise-example"
-    ),
+    directory: Annotated[
+        Path, typer.Argument(help="where to write the models and rollwise.yaml")
+    ] = Path("rollwise-example"),
 ) -> None:
     """Train small example models (iris) and write a ready-to-serve config next to them."""
     from rollwise.example_models import write_example

@@ -1,8 +1,8 @@
 """The Python client of rollwise's control API (what the CLI uses).
 
-    from rollwise.client import Client
-    client = Client("http://127.0.0.1:8080", token="...")
-    client.set_routing("iris", {"v1": 90, "v2": 10})
+from rollwise.client import Client
+client = Client("http://127.0.0.1:8080", token="...")
+client.set_routing("iris", {"v1": 90, "v2": 10})
 """
 
 from __future__ import annotations

@@ -127,10 +127,14 @@ def parse_tokens(text: str, origin: str) -> tuple[Token, ...]:
             continue
         parts = entry.split(":", 2)
         if len(parts) != 3 or not all(parts):
-            raise ConfigError(f"{origin}: token entry {entry.split(':')[0]!r} must be name:role:secret")
+            raise ConfigError(
+                f"{origin}: token entry {entry.split(':')[0]!r} must be name:role:secret"
+            )
         name, role, secret = parts
         if role not in ROLES:
-            raise ConfigError(f"{origin}: token {name!r} has role {role!r}; expected viewer or operator")
+            raise ConfigError(
+                f"{origin}: token {name!r} has role {role!r}; expected viewer or operator"
+            )
         if len(secret) < 8:
             raise ConfigError(f"{origin}: token {name!r} has a secret shorter than 8 characters")
         tokens.append(Token(name, role, secret))
@@ -165,7 +169,8 @@ def _model_spec(name: str, section: ModelSection, source: str) -> ModelSpec:
     if section.stable not in section.versions:
         known = ", ".join(section.versions)
         raise ConfigError(
-            f"{source}: models.{name}.stable = {section.stable!r}: not one of the versions ({known})"
+            f"{source}: models.{name}.stable = {section.stable!r}: "
+            f"not one of the versions ({known})"
         )
     versions: dict[str, VersionSpec] = {}
     for version_name, version in section.versions.items():
@@ -214,7 +219,9 @@ def parse_config(
     else:
         tokens = tuple(Token(t.name, t.role, t.secret) for t in auth)
     # Tokens from the environment add to the file's, so secrets need not live in it.
-    if "ROLLWISE_TOKENS" in env and not (isinstance(auth, EnvRef) and auth.env == "ROLLWISE_TOKENS"):
+    if "ROLLWISE_TOKENS" in env and not (
+        isinstance(auth, EnvRef) and auth.env == "ROLLWISE_TOKENS"
+    ):
         tokens += parse_tokens(env["ROLLWISE_TOKENS"], "environment ROLLWISE_TOKENS")
 
     from rollwise.backends.registry import validate_backend_options
@@ -252,7 +259,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
     try:
         data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{file}: not valid {'TOML' if file.suffix == '.toml' else 'YAML'}: {error}") from None
+        raise ConfigError(
+            f"{file}: not valid {'TOML' if file.suffix == '.toml' else 'YAML'}: {error}"
+        ) from None
     if data is None:
         raise ConfigError(f"{file}: the file is empty")
     return parse_config(data, base_dir=file.resolve().parent, source=file.name, environ=environ)

@@ -30,7 +30,9 @@ def free_port() -> int:
 class GatewayProcess:
     """A gateway subprocess with its config, port and log."""
 
-    def __init__(self, directory: Path, config: Mapping[str, Any], *, insecure_dev: bool = False) -> None:
+    def __init__(
+        self, directory: Path, config: Mapping[str, Any], *, insecure_dev: bool = False
+    ) -> None:
         self.directory = directory
         self.config_path = directory / "rollwise.yaml"
         self.config_path.write_text(yaml.safe_dump(dict(config)))
@@ -53,7 +55,9 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the gateway exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"the gateway exited with {self.process.returncode}:\n{self.log()}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/v2/health/live", timeout=1).status_code == 200:
                     return self

@@ -28,19 +28,29 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         labels = ["model", "version", "role"]
         requests = CounterMetricFamily("rollwise_requests", "Requests answered", labels=labels)
-        errors = CounterMetricFamily("rollwise_errors", "Requests failed by the version", labels=labels)
+        errors = CounterMetricFamily(
+            "rollwise_errors", "Requests failed by the version", labels=labels
+        )
         timeouts = CounterMetricFamily("rollwise_timeouts", "Requests timed out", labels=labels)
         compared = CounterMetricFamily(
-            "rollwise_shadow_compared", "Shadow answers compared with the served answer", labels=labels
+            "rollwise_shadow_compared",
+            "Shadow answers compared with the served answer",
+            labels=labels,
         )
         agreed = CounterMetricFamily(
             "rollwise_shadow_agreed", "Shadow answers equal to the served answer", labels=labels
         )
         dropped = CounterMetricFamily(
-            "rollwise_mirror_dropped", "Mirrored requests dropped because shadows were busy", labels=labels
+            "rollwise_mirror_dropped",
+            "Mirrored requests dropped because shadows were busy",
+            labels=labels,
         )
-        feedback = CounterMetricFamily("rollwise_feedback", "Labels joined to predictions", labels=labels)
-        correct = CounterMetricFamily("rollwise_feedback_correct", "Correct predictions", labels=labels)
+        feedback = CounterMetricFamily(
+            "rollwise_feedback", "Labels joined to predictions", labels=labels
+        )
+        correct = CounterMetricFamily(
+            "rollwise_feedback_correct", "Correct predictions", labels=labels
+        )
         latency = HistogramMetricFamily(
             "rollwise_request_duration_seconds", "Time the version took to answer", labels=labels
         )
@@ -56,20 +66,39 @@ class GatewayCollector(Collector):
             correct.add_metric(values, window.correct)
             count = window.latency_ms.count
             buckets = [
-                (str(bound), float(round(window.latency_ms.cdf(bound * 1000.0) * count)) if count else 0.0)
+                (
+                    str(bound),
+                    float(round(window.latency_ms.cdf(bound * 1000.0) * count)) if count else 0.0,
+                )
                 for bound in LATENCY_BUCKETS_S
             ]
             buckets.append(("+Inf", float(window.latency_ms.count)))
             latency.add_metric(values, buckets, window.latency_sum_ms / 1000.0)
-        yield from (requests, errors, timeouts, compared, agreed, dropped, feedback, correct, latency)
+        yield from (
+            requests,
+            errors,
+            timeouts,
+            compared,
+            agreed,
+            dropped,
+            feedback,
+            correct,
+            latency,
+        )
         weight = GaugeMetricFamily(
-            "rollwise_routing_weight", "Percent of traffic routed to the version", labels=["model", "version"]
+            "rollwise_routing_weight",
+            "Percent of traffic routed to the version",
+            labels=["model", "version"],
         )
         mirror = GaugeMetricFamily(
-            "rollwise_mirror_percent", "Percent of requests mirrored to the version", labels=["model", "version"]
+            "rollwise_mirror_percent",
+            "Percent of requests mirrored to the version",
+            labels=["model", "version"],
         )
         ready = GaugeMetricFamily(
-            "rollwise_version_ready", "1 when the version is loaded and ready", labels=["model", "version"]
+            "rollwise_version_ready",
+            "1 when the version is loaded and ready",
+            labels=["model", "version"],
         )
         for (model, version), (percent, mirrored, is_ready) in sorted(self._weights().items()):
             weight.add_metric([model, version], percent)

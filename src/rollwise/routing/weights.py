@@ -56,7 +56,9 @@ def check_routing(
     total = sum(checked.values())
     if total != 100:
         shown = ", ".join(f"{v}={w}" for v, w in checked.items())
-        raise ValidationError(f"model {model.name!r}: weights must sum to 100, got {total} ({shown})")
+        raise ValidationError(
+            f"model {model.name!r}: weights must sum to 100, got {total} ({shown})"
+        )
     checked_mirrors: dict[str, int] = {}
     for version, percent in mirrors.items():
         _known(model, version)

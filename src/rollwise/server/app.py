@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from rollwise.config import GatewayConfig, is_loopback
@@ -50,7 +49,8 @@ def check_exposure(host: str, insecure_dev: bool, has_tokens: bool) -> None:
     """Refuse ``--insecure-dev`` off loopback; warn when no token can use the control API."""
     if insecure_dev and not is_loopback(host):
         raise ConfigError(
-            f"--insecure-dev only works on a loopback address; refusing to serve {host!r} without tokens"
+            "--insecure-dev only works on a loopback address; "
+            f"refusing to serve {host!r} without tokens"
         )
     if not insecure_dev and not has_tokens:
         log.warning(
@@ -71,7 +71,9 @@ def create_app(
     return RollwiseApp(Gateway(config, **gateway_options), auth)
 
 
-def run(config: GatewayConfig, *, host: str, port: int, insecure_dev: bool, log_level: str = "info") -> None:
+def run(
+    config: GatewayConfig, *, host: str, port: int, insecure_dev: bool, log_level: str = "info"
+) -> None:
     import uvicorn
 
     app = create_app(config, insecure_dev=insecure_dev, host=host)

@@ -103,7 +103,9 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
             else:
                 table = gateway.tables.get(name)
                 is_ready = bool(table and table.serving)
-            return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+            return JSONResponse(
+                {"name": name, "ready": is_ready}, status_code=200 if is_ready else 503
+            )
         except RollwiseError as error:
             return _error(error)
 
@@ -122,7 +124,9 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
     async def get_model(request: Request) -> Response:
         try:
             principal(request, "viewer")
-            return JSONResponse(await gateway.model_status(request.path_params["model"], _window(request)))
+            return JSONResponse(
+                await gateway.model_status(request.path_params["model"], _window(request))
+            )
         except RollwiseError as error:
             return _error(error)
 

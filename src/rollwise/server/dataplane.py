@@ -112,7 +112,11 @@ class DataPlane:
                 version: str | None = None
                 if "/versions/" in name:
                     name, _, version = name.partition("/versions/")
-                if name and "/" not in name and (version is None or (version and "/" not in version)):
+                if (
+                    name
+                    and "/" not in name
+                    and (version is None or (version and "/" not in version))
+                ):
                     await self._predict(scope, receive, send, name, version, oip=True)
                     return
             elif path.startswith("/models/"):
@@ -189,7 +193,9 @@ class DataPlane:
             data = load_json(body)
             request_id = data.get("request_id")
             if not isinstance(request_id, str) or not request_id:
-                raise ValidationError("'request_id' must be the X-Request-Id of an earlier prediction")
+                raise ValidationError(
+                    "'request_id' must be the X-Request-Id of an earlier prediction"
+                )
             if "label" not in data:
                 raise ValidationError("'label' is missing: send the true answer for that request")
             result = await self.gateway.feedback(model, request_id, data["label"])
@@ -213,4 +219,3 @@ class DataPlane:
         if isinstance(error, AuthError) and status == 401:
             headers = [*headers, (b"www-authenticate", b"Bearer")]
         await _reply(send, status, error_body(str(error), **extra), list(headers))
-

@@ -165,7 +165,9 @@ class Gateway:
                 jobs.append(self._load_one(key, factory, version))
         await asyncio.gather(*jobs)
 
-    async def _load_one(self, key: tuple[str, str], factory: Callable[..., Backend], spec: Any) -> None:
+    async def _load_one(
+        self, key: tuple[str, str], factory: Callable[..., Backend], spec: Any
+    ) -> None:
         try:
             backend = factory(spec, self.config.base_dir)
             self.backends[key] = backend
@@ -207,7 +209,11 @@ class Gateway:
         self.tables = tables
 
     async def set_routing(
-        self, model_name: str, weights: Mapping[str, object], mirrors: Mapping[str, object], actor: str
+        self,
+        model_name: str,
+        weights: Mapping[str, object],
+        mirrors: Mapping[str, object],
+        actor: str,
     ) -> Routing:
         model = self.model(model_name)
         current = self.routings.get(model_name)
@@ -217,10 +223,16 @@ class Gateway:
         if not_ready:
             reasons = "; ".join(
                 f"{v}: {self.states[(model_name, v)].health.value}"
-                + (f" ({self.states[(model_name, v)].reason})" if self.states[(model_name, v)].reason else "")
+                + (
+                    f" ({self.states[(model_name, v)].reason})"
+                    if self.states[(model_name, v)].reason
+                    else ""
+                )
                 for v in not_ready
             )
-            raise Conflict(f"model {model_name!r}: cannot route to versions that are not ready: {reasons}")
+            raise Conflict(
+                f"model {model_name!r}: cannot route to versions that are not ready: {reasons}"
+            )
         shown = ", ".join(f"{v}={w}" for v, w in routing.weights.items())
         mirrors_shown = ", ".join(f"{v}={p}" for v, p in routing.mirrors.items())
         message = f"weights {shown}" + (f"; mirror {mirrors_shown}" if mirrors_shown else "")
@@ -306,7 +318,9 @@ class Gateway:
         window.latency_sum_ms += latency_ms
         outputs = response.primary()
         window.record_outputs(outputs, self.models[model].task == "classification")
-        self._remember(PredictionRecord(request_id, model, version, Role.SERVED, list(outputs), self.clock()))
+        self._remember(
+            PredictionRecord(request_id, model, version, Role.SERVED, list(outputs), self.clock())
+        )
         return Outcome(version, response, latency_ms)
 
     @staticmethod
@@ -380,7 +394,9 @@ class Gateway:
             compared, agreed = compare_outputs(served_outputs, outputs, spec.agreement_tolerance)
             window.compared += compared
             window.agreed += agreed
-        self._remember(PredictionRecord(request_id, model, version, Role.SHADOW, outputs, self.clock()))
+        self._remember(
+            PredictionRecord(request_id, model, version, Role.SHADOW, outputs, self.clock())
+        )
 
     # feedback -------------------------------------------------------------------------
     async def feedback(self, model_name: str, request_id: str, label: Any) -> dict[str, Any]:
@@ -431,7 +447,9 @@ class Gateway:
         width_s = max(1, math.ceil(now - self._window_start_s))
         self._window_start_s = now
         rows = [
-            MetricBucketRow(model, version, role, start_s, width_s, self.replica, window.to_payload())
+            MetricBucketRow(
+                model, version, role, start_s, width_s, self.replica, window.to_payload()
+            )
             for (model, version, role), window in windows.items()
         ]
         if rows:
@@ -446,14 +464,18 @@ class Gateway:
         await self.db(self.store.prune_metric_buckets, now - server.metrics_retention_s)
 
     # reading --------------------------------------------------------------------------
-    async def version_metrics(self, model: str, window_s: float) -> dict[tuple[str, Role], VersionWindow]:
+    async def version_metrics(
+        self, model: str, window_s: float
+    ) -> dict[tuple[str, Role], VersionWindow]:
         """Merged metrics of every version of ``model`` over the last ``window_s``,
         across all replicas (from the store) plus this replica's unflushed window."""
         since = self.clock() - window_s
         rows = await self.db(self.store.read_metric_buckets, model, since)
         grouped: dict[tuple[str, Role], list[VersionWindow]] = {}
         for row in rows:
-            grouped.setdefault((row.version, row.role), []).append(VersionWindow.from_payload(row.payload))
+            grouped.setdefault((row.version, row.role), []).append(
+                VersionWindow.from_payload(row.payload)
+            )
         for (m, version, role), window in list(self.metrics._window.items()):
             if m == model:
                 grouped.setdefault((version, role), []).append(window.copy())
@@ -498,13 +520,15 @@ def _summary(window: VersionWindow | None) -> dict[str, Any] | None:
 
 def _same(a: Any, b: Any, tolerance: float) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
+        return bool(a == b)
     if isinstance(a, int | float) and isinstance(b, int | float):
         return abs(float(a) - float(b)) <= tolerance * max(1.0, abs(float(a)), abs(float(b)))
     return str(a) == str(b)
 
 
-def compare_outputs(served: Sequence[Any], shadow: Sequence[Any], tolerance: float) -> tuple[int, int]:
+def compare_outputs(
+    served: Sequence[Any], shadow: Sequence[Any], tolerance: float
+) -> tuple[int, int]:
     """(rows compared, rows on which the shadow agreed with the served answer)."""
     compared = min(len(served), len(shadow))
     agreed = sum(1 for a, b in zip(served, shadow, strict=False) if _same(a, b, tolerance))
@@ -522,10 +546,14 @@ class Score:
 def _labels_for(label: Any, rows: int) -> list[Any]:
     if isinstance(label, list):
         if len(label) != rows:
-            raise ValidationError(f"'label' has {len(label)} values but the prediction had {rows} rows")
+            raise ValidationError(
+                f"'label' has {len(label)} values but the prediction had {rows} rows"
+            )
         return label
     if rows != 1:
-        raise ValidationError(f"the prediction had {rows} rows; send 'label' as a list of {rows} values")
+        raise ValidationError(
+            f"the prediction had {rows} rows; send 'label' as a list of {rows} values"
+        )
     return [label]
 
 
@@ -541,7 +569,9 @@ def score(outputs: Sequence[Any], labels: Sequence[Any], task: str) -> Score:
         try:
             diff = float(output) - float(label)
         except (TypeError, ValueError):
-            raise ValidationError(f"label {label!r} is not a number; this model does regression") from None
+            raise ValidationError(
+                f"label {label!r} is not a number; this model does regression"
+            ) from None
         abs_error += abs(diff)
         sq_error += diff * diff
     return Score(min(len(outputs), len(labels)), correct, abs_error, sq_error)

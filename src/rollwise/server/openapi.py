@@ -16,7 +16,7 @@ _ERROR = {
         }
     },
 }
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -24,7 +24,13 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _path_param(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
 
 
 def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
@@ -65,8 +71,14 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
     }  # fmt: skip
     control_errors = {"401": _ERROR, "403": _ERROR, "404": _ERROR, "422": _ERROR}
     version_headers = {
-        "X-Rollwise-Version": {"schema": {"type": "string"}, "description": "the version that answered"},
-        "X-Request-Id": {"schema": {"type": "string"}, "description": "the id to send feedback for"},
+        "X-Rollwise-Version": {
+            "schema": {"type": "string"},
+            "description": "the version that answered",
+        },
+        "X-Request-Id": {
+            "schema": {"type": "string"},
+            "description": "the id to send feedback for",
+        },
     }
     infer_ok = _json(infer_response)
     infer_ok["headers"] = version_headers
@@ -78,25 +90,46 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
             "schemas": {"RoutingUpdate": routing_update.model_json_schema()},
         },
         "paths": {
-            "/v2/health/live": {"get": {"summary": "liveness", "responses": {"200": _json({"type": "object"})}}},
+            "/v2/health/live": {
+                "get": {"summary": "liveness", "responses": {"200": _json({"type": "object"})}}
+            },
             "/v2/health/ready": {
-                "get": {"summary": "readiness: some model can answer", "responses": {"200": _json({"type": "object"}), "503": _ERROR}}
+                "get": {
+                    "summary": "readiness: some model can answer",
+                    "responses": {"200": _json({"type": "object"}), "503": _ERROR},
+                }
             },
             "/v2/models/{model}": {
-                "get": {"summary": "model metadata (OIP)", "parameters": [model], "responses": {"200": _json({"type": "object"}), "404": _ERROR}}
+                "get": {
+                    "summary": "model metadata (OIP)",
+                    "parameters": [model],
+                    "responses": {"200": _json({"type": "object"}), "404": _ERROR},
+                }
             },
             "/v2/models/{model}/ready": {
-                "get": {"summary": "model readiness (OIP)", "parameters": [model], "responses": {"200": _json({"type": "object"}), "503": _ERROR}}
+                "get": {
+                    "summary": "model readiness (OIP)",
+                    "parameters": [model],
+                    "responses": {"200": _json({"type": "object"}), "503": _ERROR},
+                }
             },
             "/v2/models/{model}/infer": {
                 "post": {
-                    "summary": "inference (Open Inference Protocol V2); the routing picks the version",
+                    "summary": "inference (Open Inference Protocol V2); routing picks the version",
                     "parameters": [
                         model,
-                        {"name": "X-Rollwise-Version", "in": "header", "required": False, "schema": {"type": "string"},
-                         "description": "force a version (operator token only)"},
+                        {
+                            "name": "X-Rollwise-Version",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "force a version (operator token only)",
+                        },
                     ],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": infer_request}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": infer_request}},
+                    },
                     "responses": {"200": infer_ok, **served_errors},
                 }
             },
@@ -105,7 +138,10 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     "summary": "inference on one version (operator token only)",
                     "security": _BEARER,
                     "parameters": [model, version],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": infer_request}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": infer_request}},
+                    },
                     "responses": {"200": infer_ok, "401": _ERROR, "403": _ERROR, **served_errors},
                 }
             },
@@ -115,10 +151,20 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     "parameters": [model],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {
-                            "type": "object", "required": ["inputs"],
-                            "properties": {"inputs": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}},
-                        }}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["inputs"],
+                                    "properties": {
+                                        "inputs": {
+                                            "type": "array",
+                                            "items": {"type": "array", "items": {"type": "number"}},
+                                        }
+                                    },
+                                }
+                            }
+                        },
                     },
                     "responses": {"200": _json({"type": "object"}), **served_errors},
                 }
@@ -129,34 +175,70 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     "parameters": [model],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {
-                            "type": "object", "required": ["request_id", "label"],
-                            "properties": {"request_id": {"type": "string"}, "label": {}},
-                        }}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["request_id", "label"],
+                                    "properties": {"request_id": {"type": "string"}, "label": {}},
+                                }
+                            }
+                        },
                     },
-                    "responses": {"200": _json({"type": "object"}), "404": _ERROR, "409": _ERROR, "422": _ERROR},
+                    "responses": {
+                        "200": _json({"type": "object"}),
+                        "404": _ERROR,
+                        "409": _ERROR,
+                        "422": _ERROR,
+                    },
                 }
             },
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text exposition"}},
+                }
+            },
             "/api/v1/models": {
                 "get": {
                     "summary": "models, versions, health, routing and recent metrics",
                     "security": _BEARER,
-                    "parameters": [{"name": "window_s", "in": "query", "schema": {"type": "integer", "default": 300}}],
+                    "parameters": [
+                        {
+                            "name": "window_s",
+                            "in": "query",
+                            "schema": {"type": "integer", "default": 300},
+                        }
+                    ],
                     "responses": {"200": _json({"type": "object"}), **control_errors},
                 }
             },
             "/api/v1/models/{model}": {
-                "get": {"summary": "one model's status", "security": _BEARER, "parameters": [model],
-                        "responses": {"200": _json({"type": "object"}), **control_errors}}
+                "get": {
+                    "summary": "one model's status",
+                    "security": _BEARER,
+                    "parameters": [model],
+                    "responses": {"200": _json({"type": "object"}), **control_errors},
+                }
             },
             "/api/v1/models/{model}/routing": {
                 "put": {
                     "summary": "set a model's routing (operator)",
                     "security": _BEARER,
                     "parameters": [model],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RoutingUpdate"}}}},
-                    "responses": {"200": _json({"type": "object"}), "409": _ERROR, **control_errors},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/RoutingUpdate"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"type": "object"}),
+                        "409": _ERROR,
+                        **control_errors,
+                    },
                 }
             },
             "/api/v1/events": {
@@ -165,13 +247,26 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     "security": _BEARER,
                     "parameters": [
                         {"name": "model", "in": "query", "schema": {"type": "string"}},
-                        {"name": "after_id", "in": "query", "schema": {"type": "integer", "default": 0}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100}},
+                        {
+                            "name": "after_id",
+                            "in": "query",
+                            "schema": {"type": "integer", "default": 0},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "default": 100},
+                        },
                     ],
                     "responses": {"200": _json({"type": "object"}), **control_errors},
                 }
             },
-            "/api/v1/whoami": {"get": {"summary": "the caller's token name and role", "security": _BEARER,
-                                       "responses": {"200": _json({"type": "object"}), "401": _ERROR}}},
+            "/api/v1/whoami": {
+                "get": {
+                    "summary": "the caller's token name and role",
+                    "security": _BEARER,
+                    "responses": {"200": _json({"type": "object"}), "401": _ERROR},
+                }
+            },
         },
     }

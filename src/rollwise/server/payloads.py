@@ -110,14 +110,12 @@ def _parse_tensor(item: Any, index: int) -> Tensor:
     flat = _flatten(data, name)
     expected = prod(shape)
     if len(flat) != expected:
-        raise ValidationError(
-            f"{label}: shape {shape} needs {expected} values, got {len(flat)}"
-        )
+        raise ValidationError(f"{label}: shape {shape} needs {expected} values, got {len(flat)}")
     if datatype != "BYTES" and datatype != "BOOL":
         for value in flat:
             if not isinstance(value, _NUMBER) or isinstance(value, bool):
                 raise ValidationError(f"{label}: datatype {datatype} needs numbers, got {value!r}")
-    return Tensor(name=name, shape=tuple(shape), datatype=datatype, data=flat)
+    return Tensor(name=name, shape=tuple(shape), datatype=str(datatype), data=flat)
 
 
 def parse_plain_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
@@ -125,7 +123,9 @@ def parse_plain_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
     data = load_json(body)
     rows = data.get("inputs")
     if not isinstance(rows, list) or not rows:
-        raise ValidationError("'inputs' must be a non-empty list of rows, e.g. [[5.1, 3.5, 1.4, 0.2]]")
+        raise ValidationError(
+            "'inputs' must be a non-empty list of rows, e.g. [[5.1, 3.5, 1.4, 0.2]]"
+        )
     if not isinstance(rows[0], list):
         rows = [rows]
     width = len(rows[0])

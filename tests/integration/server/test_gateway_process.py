@@ -8,8 +8,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
+
 from conftest import gateway_config
 from support.gateway import OPERATOR, VIEWER, GatewayProcess
 
@@ -31,8 +33,12 @@ def ops(gateway: GatewayProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def route(client: httpx.Client, model: str, weights: dict[str, int], mirrors: dict[str, int] | None = None) -> None:
-    response = client.put(f"/api/v1/models/{model}/routing", json={"weights": weights, "mirrors": mirrors or {}})
+def route(
+    client: httpx.Client, model: str, weights: dict[str, int], mirrors: dict[str, int] | None = None
+) -> None:
+    response = client.put(
+        f"/api/v1/models/{model}/routing", json={"weights": weights, "mirrors": mirrors or {}}
+    )
     assert response.status_code == 200, response.text
 
 
@@ -42,17 +48,20 @@ def oip_body(rows: list[list[float]]) -> dict[str, object]:
 
 async def versions_for_users(url: str, model: str, users: list[str]) -> dict[str, str]:
     """The version that answered each user, with 32 requests in flight."""
-    limits = httpx.Limits(max_connections=32)
     result: dict[str, str] = {}
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    async with aiohttp.ClientSession(url) as client:
         semaphore = asyncio.Semaphore(32)
 
         async def one(user: str) -> None:
-            async with semaphore:
-                response = await client.post(
-                    f"/models/{model}/predict", json={"inputs": [SETOSA]}, headers={"x-user-id": user}
-                )
-                assert response.status_code == 200, response.text
+            async with (
+                semaphore,
+                client.post(
+                    f"/models/{model}/predict",
+                    json={"inputs": [SETOSA]},
+                    headers={"x-user-id": user},
+                ) as response,
+            ):
+                assert response.status == 200, await response.text()
                 result[user] = response.headers["x-rollwise-version"]
 
         await asyncio.gather(*(one(user) for user in users))
@@ -71,7 +80,9 @@ def test_health_and_metadata(gateway: GatewayProcess) -> None:
     assert httpx.get(f"{gateway.url}/v2/models/nope").status_code == 404
 
 
-def test_oip_inference_answers_with_version_and_request_id(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_oip_inference_answers_with_version_and_request_id(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     route(ops, "iris", {"v1": 100})
     response = httpx.post(f"{gateway.url}/v2/models/iris/infer", json=oip_body([SETOSA, VIRGINICA]))
     assert response.status_code == 200, response.text
@@ -83,9 +94,13 @@ def test_oip_inference_answers_with_version_and_request_id(gateway: GatewayProce
     assert label["data"] == [0, 2]
 
 
-def test_plain_predict_and_the_onnx_version_agree(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_plain_predict_and_the_onnx_version_agree(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     route(ops, "iris", {"v2": 100})
-    response = httpx.post(f"{gateway.url}/models/iris/predict", json={"inputs": [SETOSA, VIRGINICA]})
+    response = httpx.post(
+        f"{gateway.url}/models/iris/predict", json={"inputs": [SETOSA, VIRGINICA]}
+    )
     assert response.status_code == 200, response.text
     assert response.headers["x-rollwise-version"] == "v2"
     assert response.json()["outputs"] == [0, 2]
@@ -94,13 +109,17 @@ def test_plain_predict_and_the_onnx_version_agree(gateway: GatewayProcess, ops: 
 
 def test_a_caller_supplied_request_id_is_kept(gateway: GatewayProcess) -> None:
     response = httpx.post(
-        f"{gateway.url}/models/iris/predict", json={"inputs": [SETOSA]}, headers={"x-request-id": "req-42"}
+        f"{gateway.url}/models/iris/predict",
+        json={"inputs": [SETOSA]},
+        headers={"x-request-id": "req-42"},
     )
     assert response.headers["x-request-id"] == "req-42"
     assert response.json()["request_id"] == "req-42"
 
 
-def test_ten_thousand_keyed_requests_split_within_two_points(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_ten_thousand_keyed_requests_split_within_two_points(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     route(ops, "echo", {"a": 90, "b": 10})
     users = [f"user-{i}" for i in range(10_000)]
     chosen = asyncio.run(versions_for_users(gateway.url, "echo", users))
@@ -108,7 +127,9 @@ def test_ten_thousand_keyed_requests_split_within_two_points(gateway: GatewayPro
     assert abs(share_b - 0.10) <= 0.02, share_b
 
 
-def test_the_same_key_always_gets_the_same_version(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_the_same_key_always_gets_the_same_version(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     route(ops, "echo", {"a": 50, "b": 30, "c": 20})
     users = [f"same-{i}" for i in range(200)]
     first = asyncio.run(versions_for_users(gateway.url, "echo", users))
@@ -117,7 +138,9 @@ def test_the_same_key_always_gets_the_same_version(gateway: GatewayProcess, ops:
     assert set(first.values()) == {"a", "b", "c"}
 
 
-def test_raising_the_candidate_from_10_to_30_keeps_its_users(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_raising_the_candidate_from_10_to_30_keeps_its_users(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     users = [f"grow-{i}" for i in range(3000)]
     route(ops, "echo", {"a": 90, "b": 10})
     before = asyncio.run(versions_for_users(gateway.url, "echo", users))
@@ -129,11 +152,15 @@ def test_raising_the_candidate_from_10_to_30_keeps_its_users(gateway: GatewayPro
     assert 0.27 <= Counter(after.values())["b"] / len(users) <= 0.33
 
 
-def test_requests_without_a_key_are_split_at_random(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_requests_without_a_key_are_split_at_random(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     route(ops, "echo", {"a": 50, "b": 50})
     with httpx.Client(base_url=gateway.url) as client:
         seen = Counter(
-            client.post("/models/echo/predict", json={"inputs": [[1.0]]}).headers["x-rollwise-version"]
+            client.post("/models/echo/predict", json={"inputs": [[1.0]]}).headers[
+                "x-rollwise-version"
+            ]
             for _ in range(200)
         )
     assert seen["a"] > 60 and seen["b"] > 60
@@ -151,7 +178,9 @@ def served_latencies(url: str, count: int) -> list[float]:
     return latencies
 
 
-def test_slow_and_failing_shadows_never_delay_or_fail_the_reply(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_slow_and_failing_shadows_never_delay_or_fail_the_reply(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     route(ops, "iris", {"v1": 100}, {"slow": 100, "broken": 100})
     latencies = served_latencies(gateway.url, 40)
     # The slow shadow sleeps 2 s on every request; a reply that waited for it would
@@ -169,13 +198,17 @@ def test_slow_and_failing_shadows_never_delay_or_fail_the_reply(gateway: Gateway
     route(ops, "iris", {"v1": 100})
 
 
-def test_a_shadow_is_compared_with_the_served_answer(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_a_shadow_is_compared_with_the_served_answer(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     route(ops, "iris", {"v1": 100}, {"v2": 100})
     with httpx.Client(base_url=gateway.url) as client:
         for row in [SETOSA, VIRGINICA] * 10:
             assert client.post("/models/iris/predict", json={"inputs": [row]}).status_code == 200
     time.sleep(1.0)
-    shadow = next(v for v in ops.get("/api/v1/models/iris").json()["versions"] if v["name"] == "v2")["shadow"]
+    shadow = next(
+        v for v in ops.get("/api/v1/models/iris").json()["versions"] if v["name"] == "v2"
+    )["shadow"]
     assert shadow["compared"] >= 20
     assert shadow["agreement"] == 1.0
     route(ops, "iris", {"v1": 100})
@@ -192,21 +225,41 @@ def test_a_shadow_is_compared_with_the_served_answer(gateway: GatewayProcess, op
             "needs 4 values, got 3",
             id="wrong shape",
         ),
-        pytest.param("/models/iris/predict", b'{"inputs": [[1, 2, 3]]}', 422, "4", id="wrong number of features"),
-        pytest.param("/models/iris/predict", b"x" * (10 * 1024 * 1024), 413, "limit", id="a 10 MB body"),
-        pytest.param("/models/nope/predict", b'{"inputs": [[1, 2, 3, 4]]}', 404, "unknown model 'nope'", id="unknown model"),
-        pytest.param("/v2/models/nope/infer", b'{"inputs": []}', 422, "non-empty", id="empty inputs"),
+        pytest.param(
+            "/models/iris/predict",
+            b'{"inputs": [[1, 2, 3]]}',
+            422,
+            "4",
+            id="wrong number of features",
+        ),
+        pytest.param(
+            "/models/iris/predict", b"x" * (10 * 1024 * 1024), 413, "limit", id="a 10 MB body"
+        ),
+        pytest.param(
+            "/models/nope/predict",
+            b'{"inputs": [[1, 2, 3, 4]]}',
+            404,
+            "unknown model 'nope'",
+            id="unknown model",
+        ),
+        pytest.param(
+            "/v2/models/nope/infer", b'{"inputs": []}', 422, "non-empty", id="empty inputs"
+        ),
     ],
 )
 def test_bad_requests_get_the_right_code_and_message(
     gateway: GatewayProcess, path: str, content: bytes, status: int, message: str
 ) -> None:
-    response = httpx.post(f"{gateway.url}{path}", content=content, headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{gateway.url}{path}", content=content, headers={"content-type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
 
 
-def test_a_failing_version_gets_502_naming_it_and_it_is_counted(gateway: GatewayProcess, ops: httpx.Client) -> None:
+def test_a_failing_version_gets_502_naming_it_and_it_is_counted(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
     route(ops, "iris", {"broken": 100})
     response = httpx.post(f"{gateway.url}/models/iris/predict", json={"inputs": [SETOSA]})
     assert response.status_code == 502
@@ -214,7 +267,9 @@ def test_a_failing_version_gets_502_naming_it_and_it_is_counted(gateway: Gateway
     assert "broken" in response.json()["error"]
     assert response.headers["x-rollwise-version"] == "broken"
     time.sleep(0.6)
-    broken = next(v for v in ops.get("/api/v1/models/iris").json()["versions"] if v["name"] == "broken")
+    broken = next(
+        v for v in ops.get("/api/v1/models/iris").json()["versions"] if v["name"] == "broken"
+    )
     assert broken["served"]["errors"] >= 1
     route(ops, "iris", {"v1": 100})
 
@@ -228,7 +283,10 @@ def test_a_version_that_failed_to_load_is_reported_and_gets_no_traffic(
     refused = ops.put("/api/v1/models/iris/routing", json={"weights": {"v1": 50, "missing": 50}})
     assert refused.status_code == 409
     assert "not ready" in refused.json()["error"]
-    assert httpx.post(f"{gateway.url}/models/iris/predict", json={"inputs": [SETOSA]}).status_code == 200
+    assert (
+        httpx.post(f"{gateway.url}/models/iris/predict", json={"inputs": [SETOSA]}).status_code
+        == 200
+    )
 
 
 def test_forcing_a_version_needs_an_operator_token(gateway: GatewayProcess) -> None:
@@ -255,7 +313,9 @@ def test_the_control_api_needs_tokens_with_the_right_role(gateway: GatewayProces
     assert bad.status_code == 401
     viewer = {"authorization": f"Bearer {VIEWER}"}
     assert httpx.get(f"{gateway.url}/api/v1/models", headers=viewer).status_code == 200
-    put = httpx.put(f"{gateway.url}/api/v1/models/iris/routing", json={"weights": {"v1": 100}}, headers=viewer)
+    put = httpx.put(
+        f"{gateway.url}/api/v1/models/iris/routing", json={"weights": {"v1": 100}}, headers=viewer
+    )
     assert put.status_code == 403
     assert "operator" in put.json()["error"]
 
@@ -264,7 +324,9 @@ def test_the_control_api_needs_tokens_with_the_right_role(gateway: GatewayProces
     ("body", "status", "message"),
     [
         pytest.param({"weights": {"v1": 90, "v2": 20}}, 422, "sum to 100", id="weights over 100"),
-        pytest.param({"weights": {"v1": 100, "v7": 0}}, 404, "no version 'v7'", id="unknown version"),
+        pytest.param(
+            {"weights": {"v1": 100, "v7": 0}}, 404, "no version 'v7'", id="unknown version"
+        ),
         pytest.param({"weights": {"v1": "all"}}, 422, "weights.v1", id="not a number"),
         pytest.param({"weight": {"v1": 100}}, 422, "weight", id="misspelt key"),
     ],
@@ -294,7 +356,9 @@ def test_feedback_is_joined_to_the_prediction(gateway: GatewayProcess, ops: http
         assert wrong.json()["versions"]["v1/served"]["correct"] == 0
         again = client.post("/models/iris/feedback", json={"request_id": ids[0], "label": 0})
         assert again.status_code == 409
-        unknown = client.post("/models/iris/feedback", json={"request_id": "no-such-id", "label": 0})
+        unknown = client.post(
+            "/models/iris/feedback", json={"request_id": "no-such-id", "label": 0}
+        )
         assert unknown.status_code == 404
         assert "unknown or expired request id" in unknown.json()["error"]
     time.sleep(0.6)
@@ -309,11 +373,13 @@ def test_feedback_is_found_after_the_prediction_was_flushed_to_the_store(
     config = gateway_config(iris_dir, prediction_cache_size=0)
     process = GatewayProcess(tmp_path, config).start()
     try:
-        request_id = httpx.post(f"{process.url}/models/iris/predict", json={"inputs": [SETOSA]}).headers[
-            "x-request-id"
-        ]
+        request_id = httpx.post(
+            f"{process.url}/models/iris/predict", json={"inputs": [SETOSA]}
+        ).headers["x-request-id"]
         time.sleep(0.6)
-        response = httpx.post(f"{process.url}/models/iris/feedback", json={"request_id": request_id, "label": 0})
+        response = httpx.post(
+            f"{process.url}/models/iris/feedback", json={"request_id": request_id, "label": 0}
+        )
         assert response.status_code == 200, response.text
     finally:
         process.stop()
@@ -356,6 +422,10 @@ def test_routing_survives_a_restart(iris_dir: Path, tmp_path: Path) -> None:
     try:
         with second.client() as client:
             versions = {v["name"]: v for v in client.get("/api/v1/models/iris").json()["versions"]}
-        assert (versions["v1"]["weight"], versions["v2"]["weight"], versions["slow"]["mirror"]) == (70, 30, 5)
+        assert (versions["v1"]["weight"], versions["v2"]["weight"], versions["slow"]["mirror"]) == (
+            70,
+            30,
+            5,
+        )
     finally:
         second.stop()

@@ -27,7 +27,9 @@ def model(*versions: str, stable: str = "v1") -> ModelSpec:
 IRIS = model("v1", "v2", "v3")
 
 
-def routing(weights: dict[str, int], stable: str = "v1", mirrors: dict[str, int] | None = None) -> Routing:
+def routing(
+    weights: dict[str, int], stable: str = "v1", mirrors: dict[str, int] | None = None
+) -> Routing:
     return Routing("iris", stable, weights, mirrors or {}, salt="iris")
 
 
@@ -42,10 +44,14 @@ def assignments(table_weights: dict[str, int], users: int = 5000) -> dict[str, s
         pytest.param({"v1": 100}, {"v1": 100}, id="all traffic on the stable version"),
         pytest.param({"v1": 90, "v2": 10}, {"v1": 90, "v2": 10}, id="a 90/10 split"),
         pytest.param({"v1": 0, "v2": 100}, {"v2": 100}, id="everything on the candidate"),
-        pytest.param({"v1": 50, "v2": 25, "v3": 25}, {"v1": 50, "v2": 25, "v3": 25}, id="three ways"),
+        pytest.param(
+            {"v1": 50, "v2": 25, "v3": 25}, {"v1": 50, "v2": 25, "v3": 25}, id="three ways"
+        ),
     ],
 )
-def test_effective_weights_match_the_routing(weights: dict[str, int], expected: dict[str, int]) -> None:
+def test_effective_weights_match_the_routing(
+    weights: dict[str, int], expected: dict[str, int]
+) -> None:
     table = build_table(routing(weights), {"v1", "v2", "v3"}, STICKY)
     assert table.effective_weights() == expected
 
@@ -53,10 +59,17 @@ def test_effective_weights_match_the_routing(weights: dict[str, int], expected: 
 @pytest.mark.parametrize(
     ("before", "after", "grown"),
     [
-        pytest.param({"v1": 90, "v2": 10}, {"v1": 70, "v2": 30}, "v2", id="canary 10 -> 30 keeps its users"),
-        pytest.param({"v1": 70, "v2": 30}, {"v1": 0, "v2": 100}, "v2", id="canary 30 -> 100 keeps its users"),
         pytest.param(
-            {"v1": 80, "v2": 10, "v3": 10}, {"v1": 60, "v2": 10, "v3": 30}, "v3", id="third version grows"
+            {"v1": 90, "v2": 10}, {"v1": 70, "v2": 30}, "v2", id="canary 10 -> 30 keeps its users"
+        ),
+        pytest.param(
+            {"v1": 70, "v2": 30}, {"v1": 0, "v2": 100}, "v2", id="canary 30 -> 100 keeps its users"
+        ),
+        pytest.param(
+            {"v1": 80, "v2": 10, "v3": 10},
+            {"v1": 60, "v2": 10, "v3": 30},
+            "v3",
+            id="third version grows",
         ),
     ],
 )
@@ -134,12 +147,24 @@ def test_every_bucket_maps_to_a_version_with_weight(first: int, second: int, buc
 @pytest.mark.parametrize(
     ("weights", "mirrors", "error", "message"),
     [
-        pytest.param({"v1": 90, "v2": 20}, {}, ValidationError, "sum to 100, got 110", id="sum above 100"),
+        pytest.param(
+            {"v1": 90, "v2": 20}, {}, ValidationError, "sum to 100, got 110", id="sum above 100"
+        ),
         pytest.param({"v1": 95}, {}, ValidationError, "sum to 100, got 95", id="sum below 100"),
-        pytest.param({"v1": 110, "v2": -10}, {}, ValidationError, "within 0..100", id="out of range"),
-        pytest.param({"v1": 50.5, "v2": 49.5}, {}, ValidationError, "whole percent", id="fractional"),
+        pytest.param(
+            {"v1": 110, "v2": -10}, {}, ValidationError, "within 0..100", id="out of range"
+        ),
+        pytest.param(
+            {"v1": 50.5, "v2": 49.5}, {}, ValidationError, "whole percent", id="fractional"
+        ),
         pytest.param({"v1": 100, "v9": 0}, {}, NotFound, "no version 'v9'", id="unknown version"),
-        pytest.param({"v1": 90, "v2": 10}, {"v2": 50}, ValidationError, "both serve", id="served and mirrored"),
+        pytest.param(
+            {"v1": 90, "v2": 10},
+            {"v2": 50},
+            ValidationError,
+            "both serve",
+            id="served and mirrored",
+        ),
         pytest.param({"v1": 100}, {"v3": 0}, ValidationError, "within 1..100", id="zero mirror"),
         pytest.param({}, {}, ValidationError, "at least one", id="nothing"),
     ],

@@ -46,11 +46,25 @@ def test_nested_oip_data_is_flattened_row_major() -> None:
         pytest.param(b"[1, 2]", 400, "must be a JSON object", id="not an object"),
         pytest.param(b"", 400, "empty", id="empty body"),
         pytest.param(orjson.dumps({"inputs": []}), 422, "non-empty list", id="no inputs"),
-        pytest.param(oip({**GOOD, "data": [1, 2, 3]}), 422, r"shape \[2, 2\] needs 4 values, got 3", id="wrong shape"),
+        pytest.param(
+            oip({**GOOD, "data": [1, 2, 3]}),
+            422,
+            r"shape \[2, 2\] needs 4 values, got 3",
+            id="wrong shape",
+        ),
         pytest.param(oip({**GOOD, "shape": [-1, 2]}), 422, "non-negative", id="negative dimension"),
-        pytest.param(oip({**GOOD, "datatype": "FLOAT"}), 422, "'FLOAT' is not one of", id="unknown datatype"),
-        pytest.param(oip({**GOOD, "data": [1, 2, "a", 4]}), 422, "needs numbers, got 'a'", id="text in numbers"),
-        pytest.param(oip({"shape": [1], "datatype": "FP32", "data": [1]}), 422, "'name'", id="no name"),
+        pytest.param(
+            oip({**GOOD, "datatype": "FLOAT"}), 422, "'FLOAT' is not one of", id="unknown datatype"
+        ),
+        pytest.param(
+            oip({**GOOD, "data": [1, 2, "a", 4]}),
+            422,
+            "needs numbers, got 'a'",
+            id="text in numbers",
+        ),
+        pytest.param(
+            oip({"shape": [1], "datatype": "FP32", "data": [1]}), 422, "'name'", id="no name"
+        ),
         pytest.param(
             oip(GOOD, {"name": "y", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}),
             422,
@@ -79,7 +93,11 @@ def test_a_single_plain_row_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        pytest.param({"inputs": [[1, 2], [3]]}, "inputs\\[1\\] has 1 values but inputs\\[0\\] has 2", id="ragged rows"),
+        pytest.param(
+            {"inputs": [[1, 2], [3]]},
+            "inputs\\[1\\] has 1 values but inputs\\[0\\] has 2",
+            id="ragged rows",
+        ),
         pytest.param({"inputs": [[1, "x"]]}, "features must be numbers", id="text feature"),
         pytest.param({"rows": [[1]]}, "'inputs' must be", id="no inputs key"),
         pytest.param({"inputs": [[]]}, "must not be empty", id="empty row"),
@@ -106,7 +124,12 @@ RESPONSE = InferenceResponse(
 def test_oip_responses_name_the_model_version_and_id() -> None:
     body = orjson.loads(encode_oip_response(RESPONSE, "iris", "v2", "rid"))
     assert (body["model_name"], body["model_version"], body["id"]) == ("iris", "v2", "rid")
-    assert body["outputs"][0] == {"name": "label", "shape": [2], "datatype": "INT64", "data": [0, 2]}
+    assert body["outputs"][0] == {
+        "name": "label",
+        "shape": [2],
+        "datatype": "INT64",
+        "data": [0, 2],
+    }
 
 
 def test_plain_responses_give_one_output_per_row() -> None:

@@ -20,7 +20,9 @@ from rollwise.server.gateway import _labels_for, compare_outputs, score
         pytest.param([0, 1], [0], 0.0, (1, 1), id="shorter shadow answer"),
     ],
 )
-def test_agreement(served: list[object], shadow: list[object], tolerance: float, expected: tuple[int, int]) -> None:
+def test_agreement(
+    served: list[object], shadow: list[object], tolerance: float, expected: tuple[int, int]
+) -> None:
     assert compare_outputs(served, shadow, tolerance) == expected
 
 
