@@ -295,7 +295,7 @@ def run_once(client: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(results: dict[str, list[dict[str, Any]]], concurrency: int) -> None:
     def med(client: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[client])
+        return float(statistics.median(r[key] for r in results[client]))
 
     base = "rollwise" if "rollwise" in results else next(iter(results))
     base_cpu = med(base, "cpu_us_n")

@@ -1,0 +1,420 @@
+"""The ``http`` backend: a model version served by an Open Inference Protocol (V2) server.
+
+Predictions go to ``POST {url}/v2/models/{model}/infer`` through a keep-alive connection
+pool (``rollwise.backends.upstream``). A request that arrived as OIP JSON is forwarded byte
+for byte; only requests built in Python are encoded. ``load`` checks that the upstream has
+the model ready and reads its metadata; it does not wait for a server that is still starting.
+
+Options: ``url`` (required, ``http://host:port[/prefix]``), ``model`` (the upstream's name
+for the model; default: the version name), ``timeout_s`` (per request, default 5),
+``max_connections`` (default 64) and ``headers`` (sent with every request).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from rollwise.backends.base import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    Tensor,
+    TensorSpec,
+)
+from rollwise.backends.upstream import UpstreamPool, UpstreamResponse
+from rollwise.errors import BackendError, BackendLoadError, ConfigError
+
+__all__ = ["HttpBackend", "UpstreamStatusError"]
+
+_OPTIONS = ("url", "model", "timeout_s", "max_connections", "headers")
+# How much of a non-JSON error body ends up in an error message.
+_DETAIL_LIMIT = 300
+
+
+class UpstreamStatusError(BackendError):
+    """The upstream answered with a status other than 2xx."""
+
+    def __init__(self, message: str, *, status: int, detail: str, version: str | None) -> None:
+        super().__init__(message, version=version)
+        self.status = status
+        self.detail = detail
+        """The upstream's own ``error`` message, or the start of its body."""
+
+
+class HttpBackend:
+    """One version whose model runs behind an OIP V2 REST endpoint."""
+
+    kind: str = "http"
+
+    def __init__(self, name: str, options: Mapping[str, Any], base_dir: Path) -> None:
+        # base_dir is part of every backend's constructor; nothing here is a file.
+        del base_dir
+        self.name = name
+        where = f"versions.{name}"
+        for key in options:
+            if key not in _OPTIONS and key != "backend":
+                raise ConfigError(
+                    f"{where}.{key}: unknown option for backend 'http'; "
+                    f"valid options are {', '.join(_OPTIONS)}"
+                )
+        self.url, self._origin, prefix = _parse_url(options.get("url"), f"{where}.url")
+        model = options.get("model", name)
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"{where}.model: must be a non-empty string, got {model!r}")
+        self.model = model
+        self.timeout_s = _positive_number(options.get("timeout_s", 5.0), f"{where}.timeout_s")
+        max_connections = options.get("max_connections", 64)
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or max_connections < 1
+        ):
+            raise ConfigError(
+                f"{where}.max_connections: must be an integer of at least 1, "
+                f"got {max_connections!r}"
+            )
+        self.max_connections = max_connections
+        self._headers = _parse_headers(options.get("headers"), f"{where}.headers")
+        quoted = quote(model, safe="")
+        self._model_path = f"{prefix}/v2/models/{quoted}"
+        self._infer_path = f"{self._model_path}/infer"
+        self._ready_path = f"{self._model_path}/ready"
+        self._health_path = f"{prefix}/v2/health/ready"
+        self._pool: UpstreamPool | None = None
+        self._ready = False
+        self._metadata = ModelMetadata(platform="", extra={"upstream": self.url, "model": model})
+
+    # -- the Backend contract ------------------------------------------------------------
+
+    async def load(self) -> None:
+        await self.close()
+        pool = UpstreamPool(
+            self._origin,
+            max_connections=self.max_connections,
+            timeout_s=self.timeout_s,
+            headers=self._headers,
+        )
+        try:
+            await self._check_ready(pool)
+            metadata = await self._fetch_metadata(pool)
+        except BackendError as exc:
+            await pool.close()
+            if isinstance(exc, BackendLoadError):
+                raise
+            raise BackendLoadError(
+                f"version {self.name}: upstream {self.url} model {self.model!r}: {exc}",
+                version=self.name,
+            ) from exc
+        except BaseException:
+            await pool.close()
+            raise
+        self._metadata = metadata
+        self._pool = pool
+        self._ready = True
+
+    def ready(self) -> bool:
+        return self._ready
+
+    async def predict(self, request: InferenceRequest) -> InferenceResponse:
+        pool = self._pool
+        if pool is None:
+            raise BackendError(f"version {self.name} is not loaded", version=self.name)
+        body = request.raw if request.raw is not None else encode_request(request)
+        try:
+            response = await pool.request("POST", self._infer_path, body)
+        except BackendError as exc:
+            if exc.version is None:
+                exc.version = self.name
+            raise
+        if not 200 <= response.status < 300:
+            raise self._status_error(response, "inference")
+        try:
+            return decode_response(response.body)
+        except ValueError as exc:
+            raise BackendError(
+                f"version {self.name}: upstream {self.url} sent a malformed inference "
+                f"response: {exc}",
+                version=self.name,
+            ) from None
+
+    async def close(self) -> None:
+        self._ready = False
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def metadata(self) -> ModelMetadata:
+        return self._metadata
+
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _check_ready(self, pool: UpstreamPool) -> None:
+        response = await pool.request("GET", self._ready_path)
+        if 200 <= response.status < 300:
+            return
+        if response.status in (404, 405, 501):
+            # Not every server has per-model readiness; its health check will do, and
+            # the metadata request that follows tells whether the model exists.
+            health = await pool.request("GET", self._health_path)
+            if 200 <= health.status < 300:
+                return
+            raise BackendLoadError(
+                f"version {self.name}: upstream {self.url} is not ready "
+                f"(GET {self._health_path}: HTTP {health.status} {_detail(health)})",
+                version=self.name,
+            )
+        raise BackendLoadError(
+            f"version {self.name}: upstream {self.url} model {self.model!r} is not ready "
+            f"(HTTP {response.status} {_detail(response)})",
+            version=self.name,
+        )
+
+    async def _fetch_metadata(self, pool: UpstreamPool) -> ModelMetadata:
+        response = await pool.request("GET", self._model_path)
+        if response.status == 404:
+            raise BackendLoadError(
+                f"version {self.name}: upstream {self.url} has no model {self.model!r} "
+                f"({_detail(response)})",
+                version=self.name,
+            )
+        if not 200 <= response.status < 300:
+            raise BackendLoadError(
+                f"version {self.name}: upstream {self.url} refused the metadata of model "
+                f"{self.model!r} (HTTP {response.status} {_detail(response)})",
+                version=self.name,
+            )
+        try:
+            return decode_metadata(response.body, upstream=self.url, model=self.model)
+        except ValueError as exc:
+            raise BackendLoadError(
+                f"version {self.name}: upstream {self.url} sent malformed metadata for model "
+                f"{self.model!r}: {exc}",
+                version=self.name,
+            ) from None
+
+    def _status_error(self, response: UpstreamResponse, what: str) -> UpstreamStatusError:
+        detail = _detail(response)
+        return UpstreamStatusError(
+            f"version {self.name}: upstream {self.url} refused the {what} request "
+            f"(HTTP {response.status}): {detail}",
+            status=response.status,
+            detail=detail,
+            version=self.name,
+        )
+
+
+# -- OIP JSON -----------------------------------------------------------------------------------
+
+
+def encode_request(request: InferenceRequest) -> bytes:
+    """The OIP JSON body of ``request``."""
+    document: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": tensor.name,
+                "shape": list(tensor.shape),
+                "datatype": tensor.datatype,
+                "data": tensor.data,
+            }
+            for tensor in request.inputs
+        ]
+    }
+    if request.id:
+        document["id"] = request.id
+    if request.parameters:
+        document["parameters"] = dict(request.parameters)
+    if request.outputs:
+        document["outputs"] = [{"name": name} for name in request.outputs]
+    try:
+        return orjson.dumps(document, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:
+        raise BackendError(f"cannot encode the request as OIP JSON: {exc}") from None
+
+
+def _json_default(value: Any) -> Any:
+    # BYTES tensors may carry bytes; OIP JSON carries them as strings.
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8")
+    # numpy scalars and arrays orjson does not take natively (e.g. non-contiguous).
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    if isinstance(value, tuple | range):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def decode_response(body: bytes) -> InferenceResponse:
+    """An ``InferenceResponse`` from OIP JSON; ``ValueError`` says what is wrong."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    outputs = document.get("outputs")
+    if not isinstance(outputs, list):
+        raise ValueError("'outputs' is missing or not a list")
+    tensors = tuple(_output_tensor(item, index) for index, item in enumerate(outputs))
+    version = document.get("model_version")
+    parameters = document.get("parameters")
+    return InferenceResponse(
+        outputs=tensors,
+        model_version=version if isinstance(version, str) else "",
+        parameters=parameters if isinstance(parameters, dict) else {},
+    )
+
+
+def _output_tensor(item: Any, index: int) -> Tensor:
+    if not isinstance(item, dict):
+        raise ValueError(f"outputs[{index}] is not an object")
+    name = item.get("name")
+    datatype = item.get("datatype")
+    shape = item.get("shape")
+    data = item.get("data")
+    if not isinstance(name, str):
+        raise ValueError(f"outputs[{index}].name is not a string")
+    if not isinstance(datatype, str):
+        raise ValueError(f"output {name!r}: datatype is not a string")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise ValueError(f"output {name!r}: shape is not a list of non-negative integers")
+    if not isinstance(data, list):
+        raise ValueError(f"output {name!r}: data is not a list")
+    if data and isinstance(data[0], list):
+        # Some servers nest the data by shape; rollwise keeps tensors flat.
+        data = _flatten(data)
+    if len(data) != math.prod(shape):
+        raise ValueError(
+            f"output {name!r}: shape {shape} needs {math.prod(shape)} values, got {len(data)}"
+        )
+    return Tensor(name=name, shape=tuple(shape), datatype=datatype, data=data)
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def decode_metadata(body: bytes, *, upstream: str, model: str) -> ModelMetadata:
+    """``ModelMetadata`` from an OIP model metadata document."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    platform = document.get("platform", "")
+    if not isinstance(platform, str):
+        raise ValueError("'platform' is not a string")
+    extra: dict[str, Any] = {"upstream": upstream, "model": model}
+    for key in ("name", "versions"):
+        if key in document:
+            extra[key] = document[key]
+    return ModelMetadata(
+        platform=platform,
+        inputs=_specs(document.get("inputs", []), "inputs"),
+        outputs=_specs(document.get("outputs", []), "outputs"),
+        extra=extra,
+    )
+
+
+def _specs(items: Any, where: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(items, list):
+        raise ValueError(f"'{where}' is not a list")
+    specs = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}[{index}] is not an object")
+        name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
+        if not isinstance(name, str) or not isinstance(datatype, str):
+            raise ValueError(f"{where}[{index}] needs a string name and datatype")
+        # -1 marks a dimension of any size.
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in shape
+        ):
+            raise ValueError(f"{where}[{index}].shape is not a list of integers")
+        specs.append(TensorSpec(name=name, datatype=datatype, shape=tuple(shape)))
+    return tuple(specs)
+
+
+def _detail(response: UpstreamResponse) -> str:
+    """The upstream's own words for an error: OIP's ``error`` field, else its body."""
+    try:
+        document = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        document = None
+    if isinstance(document, dict):
+        for key in ("error", "detail", "message"):
+            value = document.get(key)
+            if isinstance(value, str) and value:
+                return value
+    text = response.body[:_DETAIL_LIMIT].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+def _parse_url(value: Any, key: str) -> tuple[str, str, str]:
+    """(url as given without a trailing slash, origin, path prefix) of the ``url`` option."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: must be a URL like http://host:port, got {value!r}")
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        raise ConfigError(f"{key}: https upstreams are not supported yet, got {value!r}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(f"{key}: must be a URL like http://host:port, got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"{key}: must have no query, fragment or credentials, got {value!r}")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ConfigError(f"{key}: bad port in {value!r}") from None
+    prefix = parts.path.rstrip("/")
+    if prefix != quote(prefix, safe="/-._~%!$&'()*+,;=:@"):
+        raise ConfigError(f"{key}: the path must be URL-encoded, got {value!r}")
+    return url, f"http://{parts.netloc}", prefix
+
+
+def _positive_number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be finite, got {value!r}")
+    return float(value)
+
+
+def _parse_headers(value: Any, key: str) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if value is not None and not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: must be a mapping of header names to values, got {value!r}")
+    for name, item in (value or {}).items():
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ConfigError(f"{key}.{name}: header values must be strings, got {item!r}")
+        headers[str(name)] = str(item)
+    if not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/json"
+    try:
+        # The pool checks names and values; a mistake should surface as a config error.
+        UpstreamPool("http://127.0.0.1", headers=headers)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return headers
