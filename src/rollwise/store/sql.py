@@ -29,7 +29,7 @@ from rollwise.errors import ConfigError, NotFound, StoreError, ValidationError
 from rollwise.store import schema as t
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, StoredVersion
 from rollwise.store.engine import BEGIN_MODE_OPTION, StoreURL
-from rollwise.store.jsontext import UnstorableValue
+from rollwise.store.jsontext import UnstorableValue, dumps_json
 
 MIGRATIONS = "rollwise.store:migrations"
 
@@ -410,8 +410,7 @@ class SqlStore:
             }
             for r in rows
         ]
-        with self._tx(f"writing {len(rows)} metric buckets", write=True) as conn:
-            conn.execute(sa.insert(t.metric_buckets), params)
+        self._insert_many(f"writing {len(rows)} metric buckets", t.metric_buckets, params)
 
     def read_metric_buckets(
         self,
@@ -466,8 +465,7 @@ class SqlStore:
             }
             for r in records
         ]
-        with self._tx(f"logging {len(records)} predictions", write=True) as conn:
-            conn.execute(sa.insert(t.predictions), params)
+        self._insert_many(f"logging {len(records)} predictions", t.predictions, params)
 
     def get_predictions(self, request_id: str) -> list[PredictionRecord]:
         """Every version's answer to one request (served first, then shadows)."""
@@ -524,6 +522,14 @@ class SqlStore:
         )
 
     # helpers ------------------------------------------------------------------------
+    def _insert_many(self, action: str, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert a batch in one transaction: executemany on SQLite, COPY on PostgreSQL."""
+        with self._tx(action, write=True) as conn:
+            if self._postgres:
+                _copy_rows(conn, table, rows)
+            else:
+                conn.execute(sa.insert(table), rows)
+
     def _prune(self, table: sa.Table, condition: sa.ColumnElement[bool], what: str) -> int:
         chunk = sa.select(table.c.id).where(condition).limit(PRUNE_CHUNK).scalar_subquery()
         deleted = 0
@@ -546,6 +552,33 @@ def _known(script: ScriptDirectory, revision: str) -> bool:
         return script.get_revision(revision) is not None
     except CommandError:
         return False
+
+
+def _copy_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    # COPY takes a batch several times faster than executemany (which sends one
+    # statement per row) and costs the shared database far less work per row.
+    columns = list(rows[0])
+    encode = [isinstance(table.c[name].type, sa.JSON) for name in columns]
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise StoreError("the database connection was closed in the middle of a write")
+    driver_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            for row in rows:
+                copy.write_row(
+                    [
+                        dumps_json(row[name]) if is_json else row[name]
+                        for name, is_json in zip(columns, encode, strict=True)
+                    ]
+                )
+    except driver_error as exc:
+        # Raised straight from the driver, so wrapped here as SQLAlchemy would.
+        raise DBAPIError.instance(statement, None, exc, driver_error) from exc
 
 
 def _sqlite_pragma(conn: Connection, pragma: str) -> None:

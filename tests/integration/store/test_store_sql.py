@@ -344,7 +344,9 @@ def test_predictions_round_trip_served_first(store: Store) -> None:
     store.log_predictions(
         [
             PredictionRecord("req-1", "iris", "v2", Role.SHADOW, [[0.1, 0.9]], 10.0),
-            PredictionRecord("req-1", "iris", "v1", Role.SERVED, [[0.8, 0.2]], 10.0),
+            PredictionRecord(
+                "req-1", "iris", "v1", Role.SERVED, [[0.8, 0.2]], 1_700_000_000.123456
+            ),
             PredictionRecord("req-2", "iris", "v1", Role.SERVED, [{"label": "setosa"}], 11.0),
         ]
     )
@@ -352,9 +354,34 @@ def test_predictions_round_trip_served_first(store: Store) -> None:
     answers = store.get_predictions("req-1")
 
     assert [(p.version, p.role) for p in answers] == [("v1", Role.SERVED), ("v2", Role.SHADOW)]
-    assert answers[0] == PredictionRecord("req-1", "iris", "v1", Role.SERVED, [[0.8, 0.2]], 10.0)
+    assert answers[0] == PredictionRecord(
+        "req-1", "iris", "v1", Role.SERVED, [[0.8, 0.2]], 1_700_000_000.123456
+    )
     assert store.get_predictions("req-2")[0].outputs == [{"label": "setosa"}]
     assert store.get_predictions("unknown") == []
+
+
+def test_batches_keep_text_that_bulk_loading_must_escape(store: Store) -> None:
+    awkward = 'tab\there, new\nline, back\\slash, quote" and \\N, ünïcødé ✓'
+    store.log_predictions(
+        [
+            PredictionRecord(
+                f"req\t{awkward}", "iris", "v1", Role.SERVED, [awkward, {awkward: 1}], 1.0
+            )
+        ]
+    )
+    store.write_metric_buckets(
+        [
+            MetricBucketRow(
+                "iris", "v1", Role.SERVED, 10, 10, f"replica {awkward}", {"note": awkward}
+            )
+        ]
+    )
+
+    (answer,) = store.get_predictions(f"req\t{awkward}")
+    assert answer.outputs == [awkward, {awkward: 1}]
+    (row,) = store.read_metric_buckets("iris", since_s=0)
+    assert (row.replica, row.payload) == (f"replica {awkward}", {"note": awkward})
 
 
 def test_numpy_outputs_are_stored_as_plain_numbers(store: Store) -> None:
@@ -397,6 +424,23 @@ def test_unstorable_prediction_outputs_write_nothing(store: Store) -> None:
     with pytest.raises(StoreError, match="JSON"):
         store.log_predictions([good, bad])
     assert store.get_predictions("req-1") == []
+
+
+@pytest.mark.postgres
+def test_a_batch_the_database_rejects_writes_nothing(new_pg_schema: Callable[[], str]) -> None:
+    # PostgreSQL text cannot hold a NUL character; the whole batch must be refused.
+    store = open_store(new_pg_schema())
+    try:
+        store.migrate()
+        good = PredictionRecord("req-1", "iris", "v1", Role.SERVED, [1], 1.0)
+        bad = PredictionRecord("req-\x00", "iris", "v1", Role.SERVED, [1], 1.0)
+        with pytest.raises(StoreError, match="logging 2 predictions failed"):
+            store.log_predictions([good, bad])
+        assert store.get_predictions("req-1") == []
+        store.log_predictions([good])
+        assert store.get_predictions("req-1") == [good]
+    finally:
+        store.close()
 
 
 def test_a_store_that_was_never_migrated_says_to_migrate(store_url: str) -> None:
