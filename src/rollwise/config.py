@@ -234,7 +234,7 @@ def parse_config(
         spec = _model_spec(name, section, source)
         for version in spec.versions.values():
             try:
-                validate_backend_options(spec.name, version)
+                validate_backend_options(version, model=spec.name)
             except ConfigError as error:
                 raise ConfigError(f"{source}: {error}") from None
         models[name] = spec

@@ -154,8 +154,11 @@ class Gateway:
                 log.exception("background job %s failed; retrying next interval", job)
 
     async def _load_all(self) -> None:
+        from rollwise.backends.executor import configure_executor
         from rollwise.backends.registry import create_backend
 
+        if self.config.server.predict_threads > 0:
+            configure_executor(self.config.server.predict_threads)
         factory = self._backend_factory or create_backend
         jobs = []
         for model in self.models.values():
