@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from support.gateway import OPERATOR, GatewayProcess, free_port
 
 
