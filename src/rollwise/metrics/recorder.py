@@ -217,6 +217,14 @@ class MetricsRecorder:
                 total.merge(part)
         return {k: v for k, v in window.items() if not v.empty}
 
+    def pending(self, model: str) -> list[tuple[tuple[str, Role], VersionWindow]]:
+        """Copies of ``model``'s windows not yet swapped out, by (version, role)."""
+        return [
+            ((version, role), window.copy())
+            for (name, version, role), window in self._window.items()
+            if name == model
+        ]
+
     def totals(self) -> Iterator[tuple[MetricKey, VersionWindow]]:
         """Running totals including the window not yet swapped out."""
         keys = set(self._totals) | set(self._window)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
 from rollwise.config import GatewayConfig
-from rollwise.domain import Event, ModelSpec, Role, Routing, VersionHealth
+from rollwise.domain import Event, ModelSpec, Role, Routing, VersionHealth, VersionSpec
 from rollwise.errors import (
     BackendError,
     BackendTimeout,
@@ -39,6 +39,7 @@ from rollwise.routing import ModelTable, build_table, check_routing
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, Store
 
 log = logging.getLogger("rollwise.gateway")
+MAX_PENDING_PREDICTIONS = 200_000
 T = TypeVar("T")
 
 
@@ -169,7 +170,7 @@ class Gateway:
         await asyncio.gather(*jobs)
 
     async def _load_one(
-        self, key: tuple[str, str], factory: Callable[..., Backend], spec: Any
+        self, key: tuple[str, str], factory: Callable[..., Backend], spec: VersionSpec
     ) -> None:
         try:
             backend = factory(spec, self.config.base_dir)
@@ -446,6 +447,13 @@ class Gateway:
         now = self.clock()
         windows = self.metrics.swap()
         predictions, self._pending_predictions = self._pending_predictions, []
+        if len(predictions) > MAX_PENDING_PREDICTIONS:
+            # The store has been failing or slow: keep the newest, say what was lost.
+            log.warning(
+                "dropping %d logged predictions the store could not take in time",
+                len(predictions) - MAX_PENDING_PREDICTIONS,
+            )
+            predictions = predictions[-MAX_PENDING_PREDICTIONS:]
         start_s = math.floor(self._window_start_s)
         width_s = max(1, math.ceil(now - self._window_start_s))
         self._window_start_s = now
@@ -458,7 +466,12 @@ class Gateway:
         if rows:
             await self.db(self.store.write_metric_buckets, rows)
         if predictions:
-            await self.db(self.store.log_predictions, predictions)
+            try:
+                await self.db(self.store.log_predictions, predictions)
+            except Exception:
+                # Put them back so the next flush retries; the cap above bounds memory.
+                self._pending_predictions[:0] = predictions
+                raise
 
     async def prune(self) -> None:
         now = self.clock()
@@ -479,9 +492,8 @@ class Gateway:
             grouped.setdefault((row.version, row.role), []).append(
                 VersionWindow.from_payload(row.payload)
             )
-        for (m, version, role), window in list(self.metrics._window.items()):
-            if m == model:
-                grouped.setdefault((version, role), []).append(window.copy())
+        for (version, role), window in self.metrics.pending(model):
+            grouped.setdefault((version, role), []).append(window)
         return {key: merge_windows(parts) for key, parts in grouped.items()}
 
     async def model_status(self, name: str, window_s: float) -> dict[str, Any]:
