@@ -28,7 +28,7 @@ def postgres_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        reason = f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable: {exc}".strip()
+        reason = f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable: {' '.join(str(exc).split())}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run)", pytrace=False)
         pytest.skip(f"{reason} (set CI=true to fail instead of skipping)")

@@ -33,8 +33,12 @@ def open_store(url: str) -> Store:
     """Open the store at ``url`` and check that the database answers.
 
     ``sqlite:///path.db`` (relative to the current directory), ``sqlite:////abs/path.db``,
-    ``sqlite://`` (in memory, for tests) or ``postgresql://user@host:port/db``. A bad URL
-    raises ``ConfigError``; a database that cannot be reached raises ``StoreError``.
+    ``sqlite://`` (in memory, for tests) or ``postgresql://user@host:port/db``. Query
+    parameters of a PostgreSQL URL go to libpq, e.g. ``?sslmode=require`` or
+    ``?options=-csearch_path%3Drollwise`` to keep the tables in a schema of their own.
+
+    A bad URL raises ``ConfigError``; a database that cannot be reached raises
+    ``StoreError``. The schema is not touched: call ``migrate()`` next.
     """
     target = parse_store_url(url)
     store = SqlStore(target, create_store_engine(target))

@@ -67,12 +67,19 @@ class SqlStore:
         # An in-memory SQLite database is one connection shared by all threads, and
         # SQLite connections interleave transactions of different threads.
         self._serial: threading.RLock | None = threading.RLock() if url.in_memory else None
+        # SQLite admits one writer at a time. Queued on a lock, this process's writers
+        # take turns the moment the previous one commits; queued in SQLite's busy
+        # handler they would poll with sleeps of up to 100 ms. Writers in other
+        # processes still wait through the busy timeout.
+        self._writer: threading.Lock | None = (
+            threading.Lock() if url.dialect == "sqlite" and not url.in_memory else None
+        )
 
     # lifecycle ----------------------------------------------------------------------
     def check_connection(self) -> None:
         """Connect once, raising ``StoreError`` that says why when that fails."""
         try:
-            with self._guard(), self._engine.connect() as conn:
+            with self._guard(write=False), self._engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except SQLAlchemyError as exc:
             detail = _detail(exc)
@@ -82,10 +89,15 @@ class SqlStore:
             raise StoreError(f"cannot connect to the store at {self.url}: {detail}") from exc
 
     def migrate(self) -> None:
+        """Bring the schema to the newest revision; a no-op when it is there already.
+
+        Safe when several processes start at once: on PostgreSQL they queue on an
+        advisory lock, on SQLite on the write lock, and each upgrade is one transaction.
+        """
         config = _alembic_config()
         script = ScriptDirectory.from_config(config)
         try:
-            with self._guard(), self._engine.connect() as conn:
+            with self._guard(write=True), self._engine.connect() as conn:
                 if not self._postgres:
                     # With foreign keys on, a migration that rebuilds a parent table
                     # (SQLite's only way to alter one) would cascade-delete its children.
@@ -133,14 +145,18 @@ class SqlStore:
         self.close()
 
     # transactions -------------------------------------------------------------------
-    def _guard(self) -> AbstractContextManager[Any]:
-        return self._serial if self._serial is not None else nullcontext()
+    def _guard(self, *, write: bool) -> AbstractContextManager[Any]:
+        if self._serial is not None:
+            return self._serial
+        if write and self._writer is not None:
+            return self._writer
+        return nullcontext()
 
     @contextmanager
     def _tx(self, action: str, *, write: bool) -> Iterator[Connection]:
         """One transaction; a database error inside it becomes a ``StoreError``."""
         try:
-            with self._guard(), self._engine.connect() as conn:
+            with self._guard(write=write), self._engine.connect() as conn:
                 if not write:
                     conn.execution_options(**{BEGIN_MODE_OPTION: "DEFERRED"})
                 with conn.begin():

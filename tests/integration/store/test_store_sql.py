@@ -474,26 +474,39 @@ def run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
     return errors
 
 
-def test_concurrent_writers_from_threads_all_succeed(store: Store) -> None:
-    """The gateway's worker threads write at once; none may see "database is locked"."""
+@pytest.mark.parametrize("sharing", ["one store", "a store per thread"])
+def test_concurrent_writers_from_threads_all_succeed(
+    store: Store, store_url: str, sharing: str
+) -> None:
+    """Writers at once never see "database is locked": the gateway's worker threads
+    share one store; separate stores stand for separate processes on one file."""
     store.sync_models([model_spec()], now_s=1.0)
     threads, rounds = 8, 25
+    stores = [store] * threads
+    if sharing == "a store per thread":
+        stores = [open_store(store_url) for _ in range(threads)]
 
     def work(index: int) -> None:
+        mine = stores[index]
         for i in range(rounds):
-            store.log_predictions(
+            mine.log_predictions(
                 [
                     PredictionRecord(f"t{index}-{i}-{k}", "iris", "v1", Role.SERVED, [k], 1.0)
                     for k in range(20)
                 ]
             )
-            store.write_metric_buckets([bucket(i, replica=f"r{index}")])
-            store.set_routing(canary(weight=(index + i) % 100), routing_event(at_s=float(i)))
-            store.record_feedback(FeedbackRecord(f"t{index}-{i}-0", "iris", 1, 2.0))
-            store.get_routing("iris")
-            store.state_version()
+            mine.write_metric_buckets([bucket(i, replica=f"r{index}")])
+            mine.set_routing(canary(weight=(index + i) % 100), routing_event(at_s=float(i)))
+            mine.record_feedback(FeedbackRecord(f"t{index}-{i}-0", "iris", 1, 2.0))
+            mine.get_routing("iris")
+            mine.state_version()
 
-    assert run_threads(threads, work) == []
+    try:
+        assert run_threads(threads, work) == []
+    finally:
+        for opened in stores:
+            if opened is not store:
+                opened.close()
 
     assert store.state_version() == 1 + threads * rounds
     events = store.list_events(limit=10_000)

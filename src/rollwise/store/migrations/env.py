@@ -9,6 +9,7 @@ command line and the ``alembic.ini`` next to this file, naming the database with
 from __future__ import annotations
 
 import os
+from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -54,10 +55,19 @@ def main() -> None:
     if isinstance(connection, Connection):
         _run(connection)
         return
+    # Only the alembic command line gets here; rollwise itself leaves logging alone.
+    if context.config.config_file_name is not None:
+        fileConfig(context.config.config_file_name, disable_existing_loggers=False)
     engine = create_store_engine(parse_store_url(_url_from_command_line()))
     try:
-        with engine.begin() as conn:
-            _run(conn)
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # As in Store.migrate(): rebuilding a parent table must not cascade.
+                driver = conn.connection.driver_connection
+                if driver is not None:
+                    driver.execute("PRAGMA foreign_keys = OFF")
+            with conn.begin():
+                _run(conn)
     finally:
         engine.dispose()
 
