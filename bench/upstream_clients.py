@@ -242,6 +242,9 @@ async def measure(
 def worker_main(args: argparse.Namespace) -> None:
     import uvloop
 
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+
     result = uvloop.run(
         measure(args.worker, args.url, args.concurrency, args.seq_seconds, args.conc_seconds)
     )
@@ -286,6 +289,8 @@ def run_once(client: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         "--conc-seconds",
         str(args.conc_seconds),
     ]
+    if args.client_cpu is not None:
+        command += ["--cpu", str(args.client_cpu)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{client} failed:\n{out.stderr[-2000:]}")
@@ -328,8 +333,16 @@ def driver_main(args: argparse.Namespace) -> None:
         [sys.executable, str(HERE / "oip_upstream.py"), "--port", str(port)],
         stdout=subprocess.DEVNULL,
     )
+    # Client and server each on a core of their own: what a client costs is then not mixed
+    # up with where the scheduler happened to put the two processes.
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    args.client_cpu = None
+    if args.pin and len(cpus) >= 2:
+        os.sched_setaffinity(server.pid, {cpus[-1]})
+        args.client_cpu = cpus[0]
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     try:
         wait_for_port(port, server)
         url = f"http://127.0.0.1:{port}"
@@ -350,10 +363,16 @@ def driver_main(args: argparse.Namespace) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+    pinned = (
+        f"client on CPU {args.client_cpu}, server on CPU {cpus[-1]}"
+        if args.client_cpu is not None
+        else "not pinned"
+    )
     print(
         f"\nupstream: bench/oip_upstream.py on loopback; {args.runs} runs per client, medians; "
-        f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
-        f"{time.perf_counter() - started:.0f} s\n"
+        f"{os.cpu_count()} CPUs, {pinned}; python {sys.version.split()[0]}; "
+        f"{time.perf_counter() - started:.0f} s; load average before {load_before:.1f}, "
+        f"after {os.getloadavg()[0]:.1f}\n"
     )
     print_table(results, args.concurrency)
 
@@ -365,7 +384,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seq-seconds", type=float, default=1.0)
     parser.add_argument("--conc-seconds", type=float, default=1.5)
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="let the scheduler place processes"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

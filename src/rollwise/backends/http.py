@@ -108,7 +108,7 @@ class HttpBackend:
             if isinstance(exc, BackendLoadError):
                 raise
             raise BackendLoadError(
-                f"version {self.name}: upstream {self.url} model {self.model!r}: {exc}",
+                f"version {self.name}: cannot load model {self.model!r}: {exc}",
                 version=self.name,
             ) from exc
         except BaseException:

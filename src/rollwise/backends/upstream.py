@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import re
+import socket
 from collections.abc import Mapping
 from typing import NamedTuple, cast
 from urllib.parse import urlsplit
@@ -501,7 +503,11 @@ class UpstreamPool:
             ) from None
         except OSError as exc:
             self._slot_freed()
-            reason = exc.strerror or str(exc) or type(exc).__name__
+            # asyncio words a refusal as "Connect call failed"; the errno says it plainly.
+            if exc.errno and not isinstance(exc, socket.gaierror):
+                reason = os.strerror(exc.errno)
+            else:
+                reason = exc.strerror or str(exc) or type(exc).__name__
             raise BackendError(f"cannot connect to upstream {self.origin}: {reason}") from exc
         except BaseException:
             self._slot_freed()

@@ -132,6 +132,8 @@ class OipTestServer:
     model: Model = field(default_factory=Model)
     connection_close: bool = False
     """Answer every request with ``Connection: close`` and close."""
+    hold_open: bool = False
+    """With ``connection_close``: say so, but leave the socket open and keep serving on it."""
     close_after: int | None = None
     """Close a connection, without saying so, after this many answers on it."""
     drop_after: int | None = None
@@ -310,7 +312,7 @@ class _ServerConnection(asyncio.Protocol):
             payload = b"HTTP/1.1 100 Continue\r\n\r\n" + payload
         self.answered += 1
         server.answered += 1
-        ends = not keep_alive or (
+        ends = (not keep_alive and not server.hold_open) or (
             server.close_after is not None and self.answered >= server.close_after
         )
         if server.trickle:

@@ -112,6 +112,20 @@ def test_connection_close_answers_are_never_reused(run: Run) -> None:
     run(main())
 
 
+def test_connection_close_is_honoured_even_if_the_server_keeps_the_socket(run: Run) -> None:
+    async def main() -> None:
+        async with OipTestServer(connection_close=True, hold_open=True) as server:
+            pool = UpstreamPool(server.origin)
+            for i in range(3):
+                assert await infer(pool, f"r{i}") == f"r{i}"
+            assert server.accepted == 3
+            await server.wait_for_connections(0)
+            assert server.open_connections == 0
+            await pool.close()
+
+    run(main())
+
+
 def test_connections_closed_by_the_server_while_idle_are_replaced(run: Run) -> None:
     async def main() -> None:
         async with OipTestServer(idle_close_s=0.05) as server:
@@ -229,14 +243,17 @@ def test_a_late_answer_never_reaches_the_next_request(run: Run) -> None:
 
 def test_a_cancelled_request_does_not_leave_its_answer_on_the_connection(run: Run) -> None:
     async def main() -> None:
-        async with OipTestServer(delays=[0.2]) as server:
+        async with OipTestServer(delays=[5.0]) as server:
             pool = UpstreamPool(server.origin)
             task = asyncio.ensure_future(infer(pool, "cancelled"))
             await settle(lambda: server.requests > 0)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await asyncio.sleep(0.3)
+            # The answer may still come, so the socket it would come on is closed.
+            await server.wait_for_connections(0)
+            assert server.open_connections == 0
+            assert pool.open_connections == 0
             assert await infer(pool, "next") == "next"
             assert server.accepted == 2
             await pool.close()
