@@ -367,7 +367,8 @@ class UpstreamPool:
         while True:
             if self._closed:
                 raise BackendError(f"the connection pool to {self.origin} is closed")
-            conn = self._take_idle(loop.time()) if self._idle else None
+            # A resend skips the idle connections: they may have died the same way.
+            conn = self._take_idle(loop.time()) if self._idle and not resent else None
             if conn is None:
                 conn = await self._acquire(deadline, timeout)
                 if not conn.usable():
@@ -379,8 +380,9 @@ class UpstreamPool:
             try:
                 response = await waiter
             except _Stale:
-                # The socket died before answering. On a reused connection this is the
-                # server having closed it while idle; one fresh attempt is safe then.
+                # The socket died before any byte of an answer. On a reused connection the
+                # usual cause is the server closing it while idle just as the request went
+                # out, so the request gets one more try on a new connection.
                 if reused and not resent and not self._closed:
                     resent = True
                     continue

@@ -170,6 +170,21 @@ def test_a_request_on_a_reused_connection_that_died_unanswered_is_sent_again(run
     run(main())
 
 
+def test_the_resend_goes_to_a_new_connection_not_another_idle_one(run: Run) -> None:
+    async def main() -> None:
+        async with OipTestServer(drop_after=1, delay_s=0.01) as server:
+            pool = UpstreamPool(server.origin)
+            # Three idle connections, each of which will drop the next request it gets.
+            await asyncio.gather(*(infer(pool, f"r{i}") for i in range(3)))
+            assert server.accepted == 3
+            assert await infer(pool, "again") == "again"
+            assert server.accepted == 4
+            assert server.requests == 5
+            await pool.close()
+
+    run(main())
+
+
 def test_a_request_is_sent_again_at_most_once(run: Run) -> None:
     async def main() -> None:
         async with OipTestServer(drop_after=1, close_after=None) as server:
