@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rollwise.domain import Event, ModelSpec, Role, Routing, StickyKey, StickyKind, VersionSpec
 from rollwise.errors import ConfigError, NotFound, StoreError, ValidationError
@@ -405,6 +409,29 @@ def test_prune_predictions_deletes_only_older_rows(store: Store) -> None:
 def test_feedback_round_trips_any_json_label(store: Store, label: object) -> None:
     assert store.record_feedback(FeedbackRecord("req-1", "iris", label, 20.0)) is True
     assert store.get_feedback("req-1") == FeedbackRecord("req-1", "iris", label, 20.0)
+
+
+text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=20)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(label=json_values)
+def test_every_json_value_round_trips_unchanged(store: Store, label: Any) -> None:
+    request_id = uuid.uuid4().hex
+    assert store.record_feedback(FeedbackRecord(request_id, "iris", label, 1.0))
+    stored = store.get_feedback(request_id)
+    assert stored is not None and stored.label == label
 
 
 def test_duplicate_feedback_returns_false_and_keeps_the_first_label(store: Store) -> None:
