@@ -245,10 +245,10 @@ class SqlStore:
                 for row in conn.execute(sa.select(t.routing).where(t.routing.c.model.in_(names)))
             }
             for model in models:
-                event = self._initial_routing_event(model, stored.get(model.name), now_s)
-                if event is None:
+                change = _routing_to_initialise(model, stored.get(model.name), now_s)
+                if change is None:
                     continue
-                routing = Routing.from_dict(event.data["routing"])
+                routing, event = change
                 self._bump_state(conn)
                 self._upsert_routing(conn, routing, now_s)
                 written.append(self._insert_event(conn, event))
@@ -290,47 +290,6 @@ class SqlStore:
                     set_={k: vstmt.excluded[k] for k in ("backend", "options", "updated_at_s")},
                 )
             )
-
-    @staticmethod
-    def _initial_routing_event(
-        model: ModelSpec, stored: Routing | None, now_s: float
-    ) -> Event | None:
-        fresh = Routing(
-            model=model.name,
-            stable=model.stable,
-            weights={model.stable: 100},
-            mirrors={},
-            salt=model.effective_salt,
-        )
-        if stored is None:
-            return Event(
-                model=model.name,
-                kind=EVENT_ROUTING_INITIALIZED,
-                message=(
-                    f"model {model.name} has no stored routing: "
-                    f"100 % on its stable version {model.stable}"
-                ),
-                data={"routing": fresh.to_dict()},
-                at_s=now_s,
-            )
-        missing = sorted(_named_versions(stored) - set(model.versions))
-        if not missing:
-            return None
-        return Event(
-            model=model.name,
-            kind=EVENT_ROUTING_RESET,
-            message=(
-                f"stored routing of model {model.name} names "
-                f"{'version' if len(missing) == 1 else 'versions'} {', '.join(missing)}, "
-                f"no longer configured: 100 % back on its stable version {model.stable}"
-            ),
-            data={
-                "routing": fresh.to_dict(),
-                "previous": stored.to_dict(),
-                "missing_versions": missing,
-            },
-            at_s=now_s,
-        )
 
     def list_versions(self, model: str | None = None) -> list[StoredVersion]:
         query = sa.select(t.versions).order_by(t.versions.c.model, t.versions.c.name)
@@ -604,6 +563,48 @@ def _sqlite_pragma(conn: Connection, pragma: str) -> None:
     if dbapi is None:
         raise StoreError("the SQLite connection was closed during migration")
     dbapi.cursor().execute(pragma)
+
+
+def _routing_to_initialise(
+    model: ModelSpec, stored: Routing | None, now_s: float
+) -> tuple[Routing, Event] | None:
+    """The routing ``sync_models`` writes for a model, with its event; None to keep it."""
+    fresh = Routing(
+        model=model.name,
+        stable=model.stable,
+        weights={model.stable: 100},
+        mirrors={},
+        salt=model.effective_salt,
+    )
+    if stored is None:
+        return fresh, Event(
+            model=model.name,
+            kind=EVENT_ROUTING_INITIALIZED,
+            message=(
+                f"model {model.name} has no stored routing: "
+                f"100 % on its stable version {model.stable}"
+            ),
+            data={"routing": fresh.to_dict()},
+            at_s=now_s,
+        )
+    missing = sorted(_named_versions(stored) - set(model.versions))
+    if not missing:
+        return None
+    return fresh, Event(
+        model=model.name,
+        kind=EVENT_ROUTING_RESET,
+        message=(
+            f"stored routing of model {model.name} names "
+            f"{'version' if len(missing) == 1 else 'versions'} {', '.join(missing)}, "
+            f"no longer configured: 100 % back on its stable version {model.stable}"
+        ),
+        data={
+            "routing": fresh.to_dict(),
+            "previous": stored.to_dict(),
+            "missing_versions": missing,
+        },
+        at_s=now_s,
+    )
 
 
 def _named_versions(routing: Routing) -> set[str]:
