@@ -18,7 +18,10 @@ multinomials: with ``g_i = ∂PSI/∂q_i = ln(q_i/p_i) + 1 - p_i/q_i`` and
 ``se² = (Σ q g² - (Σ q g)²)/n_t + (Σ p h² - (Σ p h)²)/n_c``. It is accurate when PSI is
 clearly above zero (where a bound such as 0.1 or 0.25 sits); at PSI = 0 the statistic is
 χ²-like and upward biased by about ``(B - 1)(1/n_t + 1/n_c)``, which errs towards
-"drift", never towards a false pass.
+"drift", never towards a false pass. Because the delta-method error vanishes at PSI = 0
+(where every gradient is zero), the reported standard error is never below the null
+standard deviation ``(1/n_t + 1/n_c)·√(2(B - 1))`` of that χ² approximation, so that
+identical-looking samples cannot pass a bound on no evidence.
 
 Kolmogorov-Smirnov on ordered bins: ``D = max_x |F_t(x) - F_c(x)|`` over bin edges, the
 asymptotic p-value of Smirnov's statistic as ``scipy.stats.ks_2samp(method="asymp")``
@@ -82,8 +85,9 @@ def psi(control: Counts, treatment: Counts) -> Estimate:
     var_t = float(np.sum(q * g * g) - np.sum(q * g) ** 2) / n_t
     var_c = float(np.sum(p * h * h) - np.sum(p * h) ** 2) / n_c
     var = max(var_t, 0.0) + max(var_c, 0.0)
+    null_sd = (1.0 / n_c + 1.0 / n_t) * math.sqrt(2.0 * max(p.size - 1, 1))
     n_eff = 2.0 / (1.0 / n_c + 1.0 / n_t)
-    return Estimate(value, math.sqrt(var), n_eff)
+    return Estimate(value, max(math.sqrt(var), null_sd), n_eff)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,190 @@
+"""Per-arm metric summaries: what the controller sums from metric buckets for one version.
+
+An :class:`ArmSummary` holds only counts and sums, so summaries of many buckets, workers
+and replicas merge by addition (:meth:`ArmSummary.merge`), and every gate statistic is a
+function of them. One summary describes one version over one window (usually "since the
+current step began").
+
+Which count each metric uses:
+
+* ``requests``: served requests; ``errors`` of them failed (error rate);
+* ``latency``: a :class:`~rollwise.metrics.histogram.LogHistogram` of request latencies in
+  ms, and ``latency_sum_ms`` their exact sum (the mean's numerator);
+* ``feedback``: requests with ground truth posted to ``/feedback``; for classification
+  ``correct`` of them were right; for regression ``abs_error_sum``, ``sq_error_sum`` and
+  ``quartic_error_sum`` are the sums of ``|e|``, ``e²`` and ``e⁴`` of the error ``e``
+  (the fourth powers give the variance of ``e²``, which an RMSE interval needs); for any
+  reward, ``reward_sum`` and ``reward_sq_sum``;
+* ``outputs``: the distribution of the version's answers, as counts per class label or
+  as a LogHistogram of numeric outputs (values at or below 0.01 share its underflow
+  bucket, so signed outputs should be shifted or binned as labels);
+* ``shadow_compared`` / ``shadow_agreed``: on the candidate's summary, the mirrored
+  requests on which both versions answered, and those on which the candidate agreed with
+  the stable version (same class, or within the model's tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from rollwise.metrics.histogram import LogHistogram
+
+Outputs = Mapping[str, int] | LogHistogram
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """Summed metrics of one version over one window (see the module docstring)."""
+
+    requests: int = 0
+    errors: int = 0
+    latency: LogHistogram = field(default_factory=LogHistogram)
+    latency_sum_ms: float = 0.0
+    feedback: int = 0
+    correct: int = 0
+    abs_error_sum: float = 0.0
+    sq_error_sum: float = 0.0
+    quartic_error_sum: float = 0.0
+    reward_sum: float = 0.0
+    reward_sq_sum: float = 0.0
+    outputs: Outputs | None = None
+    shadow_compared: int = 0
+    shadow_agreed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "requests",
+            "errors",
+            "feedback",
+            "correct",
+            "shadow_compared",
+            "shadow_agreed",
+        ):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.errors > self.requests:
+            raise ValueError(f"errors {self.errors} exceed requests {self.requests}")
+        if self.correct > self.feedback:
+            raise ValueError(f"correct {self.correct} exceeds feedback {self.feedback}")
+        if self.shadow_agreed > self.shadow_compared:
+            raise ValueError(
+                f"shadow_agreed {self.shadow_agreed} exceeds shadow_compared {self.shadow_compared}"
+            )
+
+    # -- derived figures (NaN when there is nothing to compute them from) ---------------
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else math.nan
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.feedback if self.feedback else math.nan
+
+    @property
+    def mae(self) -> float:
+        return self.abs_error_sum / self.feedback if self.feedback else math.nan
+
+    @property
+    def rmse(self) -> float:
+        return math.sqrt(self.sq_error_sum / self.feedback) if self.feedback else math.nan
+
+    @property
+    def reward_mean(self) -> float:
+        return self.reward_sum / self.feedback if self.feedback else math.nan
+
+    @property
+    def latency_mean_ms(self) -> float:
+        n = self.latency.count
+        if not n:
+            return math.nan
+        return self.latency_sum_ms / n if self.latency_sum_ms > 0 else self.latency.mean()
+
+    @property
+    def shadow_agreement(self) -> float:
+        return self.shadow_agreed / self.shadow_compared if self.shadow_compared else math.nan
+
+    @property
+    def output_count(self) -> int:
+        if self.outputs is None:
+            return 0
+        if isinstance(self.outputs, LogHistogram):
+            return self.outputs.count
+        return sum(self.outputs.values())
+
+    # -- combining and (de)serialising ---------------------------------------------------
+
+    def merge(self, other: ArmSummary) -> ArmSummary:
+        """The summary of both windows together."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "latency":
+                values[f.name] = mine.merge(theirs)
+            elif f.name == "outputs":
+                values[f.name] = _merge_outputs(mine, theirs)
+            else:
+                values[f.name] = mine + theirs
+        return ArmSummary(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "latency":
+                out[f.name] = value.to_dict()
+            elif f.name == "outputs":
+                if isinstance(value, LogHistogram):
+                    out[f.name] = {"histogram": value.to_dict()}
+                elif value is not None:
+                    out[f.name] = {"labels": dict(value)}
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArmSummary:
+        """Inverse of :meth:`to_dict`; missing fields are zero."""
+        values: dict[str, Any] = {}
+        names = {f.name for f in fields(cls)}
+        for key, value in data.items():
+            if key not in names:
+                raise ValueError(f"unknown summary field {key!r}")
+            if key == "latency":
+                values[key] = LogHistogram.from_dict(value)
+            elif key == "outputs":
+                if "histogram" in value:
+                    values[key] = LogHistogram.from_dict(value["histogram"])
+                else:
+                    values[key] = {str(k): int(v) for k, v in value["labels"].items()}
+            elif key in (
+                "requests",
+                "errors",
+                "feedback",
+                "correct",
+                "shadow_compared",
+                "shadow_agreed",
+            ):
+                values[key] = int(value)
+            else:
+                values[key] = float(value)
+        return cls(**values)
+
+
+def _merge_outputs(a: Outputs | None, b: Outputs | None) -> Outputs | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, LogHistogram) and isinstance(b, LogHistogram):
+        return a.merge(b)
+    if isinstance(a, LogHistogram) or isinstance(b, LogHistogram):
+        raise ValueError("cannot merge categorical outputs with a numeric output histogram")
+    merged = dict(a)
+    for key, count in b.items():
+        merged[key] = merged.get(key, 0) + count
+    return merged
