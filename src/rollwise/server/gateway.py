@@ -477,6 +477,7 @@ class Gateway:
         now = self.clock()
         server = self.config.server
         await self.db(self.store.prune_predictions, now - server.prediction_retention_s)
+        await self.db(self.store.prune_feedback, now - server.prediction_retention_s)
         await self.db(self.store.prune_metric_buckets, now - server.metrics_retention_s)
 
     # reading --------------------------------------------------------------------------

@@ -117,6 +117,9 @@ class Store(Protocol):
 
     def prune_predictions(self, older_than_s: float) -> int: ...
 
+    def prune_feedback(self, older_than_s: float) -> int:
+        """Forget labels recorded before ``older_than_s``; returns how many."""
+
     def record_feedback(self, feedback: FeedbackRecord) -> bool:
         """Store a label once; False when the request already has feedback."""
 

@@ -468,6 +468,18 @@ class SqlStore:
     def prune_predictions(self, older_than_s: float) -> int:
         return self._prune(t.predictions, t.predictions.c.at_s < older_than_s, "predictions")
 
+    def prune_feedback(self, older_than_s: float) -> int:
+        table = t.feedback
+        condition = table.c.at_s < older_than_s
+        chunk = sa.select(table.c.request_id).where(condition).limit(PRUNE_CHUNK).scalar_subquery()
+        deleted = 0
+        while True:
+            with self._tx("pruning feedback", write=True) as conn:
+                count = conn.execute(sa.delete(table).where(table.c.request_id.in_(chunk))).rowcount
+            deleted += count
+            if count < PRUNE_CHUNK:
+                return deleted
+
     def record_feedback(self, feedback: FeedbackRecord) -> bool:
         """Store a label once; False when the request already has feedback."""
         stmt = (

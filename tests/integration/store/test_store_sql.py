@@ -405,6 +405,15 @@ def test_prune_predictions_deletes_only_older_rows(store: Store) -> None:
     assert [p.outputs for p in store.get_predictions("req-3")] == [[3]]
 
 
+def test_prune_feedback_deletes_only_older_labels(store: Store) -> None:
+    for i in range(5):
+        assert store.record_feedback(FeedbackRecord(f"req-{i}", "iris", i, float(i)))
+
+    assert store.prune_feedback(older_than_s=3.0) == 3
+    assert store.get_feedback("req-2") is None
+    assert store.get_feedback("req-3") == FeedbackRecord("req-3", "iris", 3, 3.0)
+
+
 @pytest.mark.parametrize("label", [1, 2.5, "setosa", {"y": [1, 0]}, None, [1, "a"]])
 def test_feedback_round_trips_any_json_label(store: Store, label: object) -> None:
     assert store.record_feedback(FeedbackRecord("req-1", "iris", label, 20.0)) is True
