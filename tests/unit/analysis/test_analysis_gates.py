@@ -162,7 +162,7 @@ def test_parse_gates_names_the_entry() -> None:
 
 
 def test_direct_construction_is_validated_too() -> None:
-    with pytest.raises(ConfigError, match="^gate: "):
+    with pytest.raises(ConfigError, match=r"^gate: "):
         Gate(Metric.ACCURACY, Bound.MAX_INCREASE, 0.01)
 
 
