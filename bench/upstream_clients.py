@@ -116,7 +116,7 @@ async def make_aiosonic(url: str, pool: int) -> tuple[Send, Close]:
 
 
 async def make_pyreqwest(url: str, pool: int) -> tuple[Send, Close]:
-    from pyreqwest.client import ClientBuilder
+    from pyreqwest.client import ClientBuilder  # type: ignore[import-not-found,unused-ignore]
 
     client = (
         ClientBuilder()
