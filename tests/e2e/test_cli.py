@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.gateway import OPERATOR, VIEWER, GatewayProcess, free_port
 
 from rollwise.example_models import write_example
+from support.gateway import OPERATOR, VIEWER, GatewayProcess, free_port
 
 
 def rollwise(
