@@ -52,6 +52,8 @@ class VersionWindow:
     correct: int = 0
     abs_error_sum: float = 0.0
     sq_error_sum: float = 0.0
+    quartic_error_sum: float = 0.0
+    """Sum of error⁴, which an interval for the RMSE needs."""
 
     def record_outputs(self, values: Sequence[Any], categorical: bool) -> None:
         self.rows += len(values)
@@ -97,6 +99,7 @@ class VersionWindow:
         self.correct += other.correct
         self.abs_error_sum += other.abs_error_sum
         self.sq_error_sum += other.sq_error_sum
+        self.quartic_error_sum += other.quartic_error_sum
 
     def copy(self) -> VersionWindow:
         clone = VersionWindow()
@@ -178,6 +181,7 @@ _SCALARS = (
     "correct",
     "abs_error_sum",
     "sq_error_sum",
+    "quartic_error_sum",
 )
 
 

@@ -434,6 +434,7 @@ class Gateway:
             window.correct += figures.correct
             window.abs_error_sum += figures.abs_error
             window.sq_error_sum += figures.sq_error
+            window.quartic_error_sum += figures.quartic_error
             result["versions"][f"{record.version}/{record.role.value}"] = {
                 "correct": figures.correct,
                 "count": figures.count,
@@ -557,6 +558,7 @@ class Score:
     correct: int
     abs_error: float
     sq_error: float
+    quartic_error: float
 
 
 def _labels_for(label: Any, rows: int) -> list[Any]:
@@ -578,6 +580,7 @@ def score(outputs: Sequence[Any], labels: Sequence[Any], task: str) -> Score:
     correct = 0
     abs_error = 0.0
     sq_error = 0.0
+    quartic_error = 0.0
     for output, label in zip(outputs, labels, strict=False):
         if task == "classification":
             correct += _same(output, label, 0.0)
@@ -590,4 +593,5 @@ def score(outputs: Sequence[Any], labels: Sequence[Any], task: str) -> Score:
             ) from None
         abs_error += abs(diff)
         sq_error += diff * diff
-    return Score(min(len(outputs), len(labels)), correct, abs_error, sq_error)
+        quartic_error += diff**4
+    return Score(min(len(outputs), len(labels)), correct, abs_error, sq_error, quartic_error)

@@ -35,6 +35,7 @@ def test_regression_sums_absolute_and_squared_errors() -> None:
     figures = score([1.0, 2.0], [1.5, 4.0], "regression")
     assert figures.abs_error == pytest.approx(2.5)
     assert figures.sq_error == pytest.approx(0.25 + 4.0)
+    assert figures.quartic_error == pytest.approx(0.0625 + 16.0)
 
 
 def test_regression_labels_must_be_numbers() -> None:
