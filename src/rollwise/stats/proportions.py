@@ -149,7 +149,8 @@ def _two_sided_difference_interval(
         diff = p_t - p_c
         below = math.hypot(p_t - w_t.low, w_c.high - p_c)
         above = math.hypot(w_t.high - p_t, p_c - w_c.low)
-        return diff - below, diff + above
+        # Exact arithmetic keeps Newcomb's ends within [-1, 1]; rounding may not.
+        return max(diff - below, -1.0), min(diff + above, 1.0)
     if method == "wald":
         p_t, p_c = x_t / n_t, x_c / n_c
         se = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
