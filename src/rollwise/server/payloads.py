@@ -36,7 +36,11 @@ def load_json(body: bytes) -> dict[str, Any]:
 
 
 def _flatten(data: Sequence[Any], name: str) -> list[Any]:
-    if not any(isinstance(item, list) for item in data):
+    # Plain loops rather than any()/all() over generators: this runs on every request.
+    for item in data:
+        if isinstance(item, list):
+            break
+    else:
         return data if isinstance(data, list) else list(data)
     flat: list[Any] = []
     stack = [iter(data)]
@@ -71,8 +75,8 @@ def parse_oip_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ValidationError("'parameters' must be an object")
-    outputs = data.get("outputs") or []
-    names = tuple(str(o.get("name")) for o in outputs if isinstance(o, dict))
+    outputs = data.get("outputs")
+    names = tuple(str(o.get("name")) for o in outputs if isinstance(o, dict)) if outputs else ()
     return (
         InferenceRequest(
             inputs=tuple(tensors),
@@ -89,33 +93,45 @@ def _parse_tensor(item: Any, index: int) -> Tensor:
     if not isinstance(item, dict):
         raise ValidationError(f"inputs[{index}] must be an object with name, shape, datatype, data")
     name = item.get("name")
-    label = f"input {name!r}" if isinstance(name, str) and name else f"inputs[{index}]"
     if not isinstance(name, str) or not name:
-        raise ValidationError(f"{label}: 'name' must be a non-empty string")
+        raise ValidationError(f"inputs[{index}]: 'name' must be a non-empty string")
+    # Error messages name the input; the label is only built when one is raised.
     shape = item.get("shape")
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
-        raise ValidationError(f"{label}: 'shape' must be a non-empty list of non-negative integers")
+    if not _is_shape(shape):
+        raise ValidationError(
+            f"input {name!r}: 'shape' must be a non-empty list of non-negative integers"
+        )
     datatype = item.get("datatype")
     if datatype not in OIP_DATATYPES:
         raise ValidationError(
-            f"{label}: 'datatype' {datatype!r} is not one of {', '.join(OIP_DATATYPES)}"
+            f"input {name!r}: 'datatype' {datatype!r} is not one of {', '.join(OIP_DATATYPES)}"
         )
     data = item.get("data")
     if not isinstance(data, list):
-        raise ValidationError(f"{label}: 'data' must be a list")
+        raise ValidationError(f"input {name!r}: 'data' must be a list")
     flat = _flatten(data, name)
     expected = prod(shape)
     if len(flat) != expected:
-        raise ValidationError(f"{label}: shape {shape} needs {expected} values, got {len(flat)}")
+        raise ValidationError(
+            f"input {name!r}: shape {shape} needs {expected} values, got {len(flat)}"
+        )
     if datatype != "BYTES" and datatype != "BOOL":
         for value in flat:
             if not isinstance(value, _NUMBER) or isinstance(value, bool):
-                raise ValidationError(f"{label}: datatype {datatype} needs numbers, got {value!r}")
+                raise ValidationError(
+                    f"input {name!r}: datatype {datatype} needs numbers, got {value!r}"
+                )
     return Tensor(name=name, shape=tuple(shape), datatype=str(datatype), data=flat)
+
+
+def _is_shape(shape: Any) -> bool:
+    """A non-empty list of non-negative integers (booleans are not integers here)."""
+    if not isinstance(shape, list) or not shape:
+        return False
+    for dim in shape:  # noqa: SIM110 - cheaper than all() over a generator
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            return False
+    return True
 
 
 def parse_plain_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
