@@ -6,7 +6,9 @@ two versions. The versions are stand-ins for the ``http`` backend that skip the 
 still decode the upstream's OIP answer, so what is timed is everything rollwise does around
 the two socket writes and reads: body reading, parsing and checking, routing, the backend's
 response decoding, metrics, the prediction log, and encoding the reply. The store threads
-(the flushes of metrics and logged predictions to SQLite) are counted separately.
+(the flushes of metrics and logged predictions to SQLite) are counted separately, and so is
+the time the garbage collector spent, which grows with the predictions the gateway keeps
+in memory for feedback.
 
     .venv/bin/python bench/gateway_hotpath.py                 # a few seconds
     .venv/bin/python bench/gateway_hotpath.py --profile 25    # and cProfile's top 25
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import tempfile
@@ -113,6 +116,7 @@ async def drive(requests: int, profile: int) -> None:
             await run(app, requests // 10, check=True)
             store_cpu = _store_cpu_seconds()
             thread0, process0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
+            collector = GcTimer()
             profiler = cProfile.Profile() if profile else None
             if profiler is not None:
                 profiler.enable()
@@ -121,6 +125,7 @@ async def drive(requests: int, profile: int) -> None:
                 profiler.disable()
             thread = time.thread_time() - thread0
             wall = time.perf_counter() - wall0
+            collector.stop()
             await gateway.flush()
             process = time.process_time() - process0
             store = _store_cpu_seconds() - store_cpu
@@ -131,9 +136,38 @@ async def drive(requests: int, profile: int) -> None:
     print(f"  event loop thread: {thread * per:6.1f} µs CPU per request")
     print(f"  store threads:     {store * per:6.1f} µs CPU per request (metrics, prediction log)")
     print(f"  whole process:     {process * per:6.1f} µs CPU per request")
+    print(f"  of which the garbage collector: {collector.seconds() * per:.1f} µs per request;")
+    for generation, (count, seconds, longest) in enumerate(collector.passes):
+        print(
+            f"    generation {generation}: {count} passes, {seconds * 1e3:.0f} ms in all, "
+            f"longest {longest * 1e3:.1f} ms"
+        )
     if profiler is not None:
         print()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(profile)
+
+
+class GcTimer:
+    """Counts and times the garbage collector's passes, per generation."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[int, float, float]] = [(0, 0.0, 0.0)] * 3
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        count, seconds, longest = self.passes[info["generation"]]
+        self.passes[info["generation"]] = (count + 1, seconds + took, max(longest, took))
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def seconds(self) -> float:
+        return sum(seconds for _, seconds, _ in self.passes)
 
 
 def _store_cpu_seconds() -> float:
@@ -161,8 +195,12 @@ async def run(app: Any, requests: int, *, check: bool) -> None:
         if check:
             sent.append(message)
 
-    for _ in range(requests):
+    for number in range(requests):
         await app(dict(SCOPE), receive, send)
+        if number % 64 == 63:
+            # Let the gateway's background jobs (the flushes to the store) run, as they do
+            # between requests in a real server.
+            await asyncio.sleep(0)
     if check:
         statuses = {m["status"] for m in sent if m["type"] == "http.response.start"}
         if statuses != {200}:
