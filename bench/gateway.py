@@ -22,7 +22,7 @@ server side and back), so what a proxy adds is its own work plus a loopback hop 
 CPU, not extra cross-CPU wake-ups; and the load generator never competes with the servers.
 ``--upstream-cpu load`` moves the OIP server next to wrk instead.
 
-    .venv/bin/python bench/gateway.py            # about 3 minutes
+    .venv/bin/python bench/gateway.py            # about 2.5 minutes
     .venv/bin/python bench/gateway.py --quick    # a smoke check, about 30 s
 
 Needs wrk (``apt-get install -y wrk``); nginx (``apt-get install -y nginx-light``) is
@@ -56,6 +56,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 INSTALL_HINT = "apt-get install -y wrk nginx-light"
+NGINX_HINT = "apt-get install -y nginx-light"
 
 MODEL = "bench"
 OIP_PATH = f"/v2/models/{MODEL}/infer"
@@ -682,7 +683,9 @@ def ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "target": f"<= {TARGET_CPU_US}",
         "verdict": verdict(cpu is not None and cpu <= TARGET_CPU_US),
     }
-    if nginx is not None:
+    if nginx is None:
+        out["rollwise_vs_nginx_cpu_per_req"] = {"value": None, "note": "nginx row skipped"}
+    else:
         out["rollwise_vs_nginx_cpu_per_req"] = {
             "value": cpu / nginx["cpu_us_per_req_cN"] if nginx["cpu_us_per_req_cN"] else None
         }
@@ -732,7 +735,10 @@ def print_report(
 
     def line(label: str, key: str, unit: str, spec: str, target: str) -> None:
         entry = result_ratios.get(key)
-        if entry is None or entry["value"] is None:
+        if entry is None:
+            return
+        if entry["value"] is None:
+            print(f"  {label:<46} {'n/a':>10}   {entry.get('note', '')}")
             return
         value = format(entry["value"], spec) + unit
         tail = f"target {target:<10} {entry['verdict']}" if "verdict" in entry else ""
@@ -842,7 +848,9 @@ def main() -> None:
 
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise SystemExit(f"wrk is not installed; install it with: {INSTALL_HINT}")
+        raise SystemExit(
+            f"wrk is not installed; install it (and nginx for the nginx row) with: {INSTALL_HINT}"
+        )
     pin = choose_pinning(args.upstream_cpu)
     if pin.load_cpu is not None:
         # This script and whatever it starts unpinned stay off the CPU under test.
@@ -867,8 +875,8 @@ def main() -> None:
         try:
             nginx = start_nginx(work, pin, upstream)
         except FileNotFoundError:
-            notes.append(f"nginx row skipped: nginx is not installed ({INSTALL_HINT})")
-            print(f"# nginx is not installed, its row is skipped ({INSTALL_HINT})", file=sys.stderr)
+            notes.append(f"nginx row skipped: nginx is not installed ({NGINX_HINT})")
+            print(f"# nginx is not installed, its row is skipped ({NGINX_HINT})", file=sys.stderr)
         else:
             servers.append(nginx)
             check_answer(nginx, OIP_PATH, OIP_BODY, b'"outputs"')

@@ -210,7 +210,7 @@ async def run(app: Any, requests: int, *, check: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--profile", type=int, default=0, help="print cProfile's top N")
     args = parser.parse_args()
     try:
