@@ -69,6 +69,8 @@ def serve(
     from rollwise.server.app import run
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # Migration chatter is noise at start-up; its warnings still show.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     loaded = load_config(config)
     run(
         loaded,
@@ -204,8 +206,9 @@ def events(
                 break
             after = page[-1]["id"]
     table = Table(title_justify="left")
-    for column in ("id", "time (UTC)", "model", "kind", "by", "message"):
-        table.add_column(column)
+    for column in ("id", "time (UTC)", "model", "kind", "by"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", ratio=1)
     for event in found[-limit:]:
         at = datetime.datetime.fromtimestamp(event["at_s"], tz=datetime.UTC)
         table.add_row(
