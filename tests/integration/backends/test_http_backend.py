@@ -34,23 +34,8 @@ from rollwise.backends.http import HttpBackend, UpstreamStatusError
 from rollwise.errors import BackendError, BackendLoadError, BackendTimeout, ConfigError
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
+
 BASE_DIR = Path(".")
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    factory = uvloop.new_event_loop if request.param == "uvloop" else None
-
-    def runner(coro: Coroutine[Any, Any, None]) -> None:
-        async def bounded() -> None:
-            # A hang is a failure, not a stuck test run.
-            async with asyncio.timeout(30):
-                await coro
-
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            loop_runner.run(bounded())
-
-    return runner
 
 
 def backend_for(url: str, **options: Any) -> HttpBackend:

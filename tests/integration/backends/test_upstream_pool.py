@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -24,6 +23,7 @@ from rollwise.backends.upstream import UpstreamPool, UpstreamResponse
 from rollwise.errors import BackendError, BackendTimeout
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
+
 INFER = "/v2/models/iris/infer"
 
 
@@ -42,22 +42,6 @@ def answer_id(response: UpstreamResponse) -> str:
     document = orjson.loads(response.body)
     assert document["outputs"][0]["data"][0] == 10.0
     return str(document["id"])
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    factory = uvloop.new_event_loop if request.param == "uvloop" else None
-
-    def runner(coro: Coroutine[Any, Any, None]) -> None:
-        async def bounded() -> None:
-            # A hang is a failure, not a stuck test run.
-            async with asyncio.timeout(30):
-                await coro
-
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            loop_runner.run(bounded())
-
-    return runner
 
 
 async def infer(pool: UpstreamPool, request_id: str) -> str:

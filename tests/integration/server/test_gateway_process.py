@@ -12,8 +12,7 @@ import aiohttp
 import httpx
 import pytest
 
-from conftest import gateway_config
-from support.gateway import OPERATOR, VIEWER, GatewayProcess
+from support.gateway import OPERATOR, VIEWER, GatewayProcess, gateway_config
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
