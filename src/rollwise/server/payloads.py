@@ -102,7 +102,7 @@ def _parse_tensor(item: Any, index: int) -> Tensor:
             f"input {name!r}: 'shape' must be a non-empty list of non-negative integers"
         )
     datatype = item.get("datatype")
-    if datatype not in OIP_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in OIP_DATATYPES:
         raise ValidationError(
             f"input {name!r}: 'datatype' {datatype!r} is not one of {', '.join(OIP_DATATYPES)}"
         )

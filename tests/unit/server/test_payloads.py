@@ -57,6 +57,9 @@ def test_nested_oip_data_is_flattened_row_major() -> None:
             oip({**GOOD, "datatype": "FLOAT"}), 422, "'FLOAT' is not one of", id="unknown datatype"
         ),
         pytest.param(
+            oip({**GOOD, "datatype": ["FP32"]}), 422, "is not one of", id="datatype is a list"
+        ),
+        pytest.param(
             oip({**GOOD, "data": [1, 2, "a", 4]}),
             422,
             "needs numbers, got 'a'",
