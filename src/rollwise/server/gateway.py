@@ -43,6 +43,10 @@ MAX_PENDING_PREDICTIONS = 200_000
 T = TypeVar("T")
 
 
+_Answer = tuple[str, str, str, tuple[Any, ...], float]
+"""(model, version, role, outputs, at_s) of one answer kept for feedback."""
+
+
 @dataclass(frozen=True, slots=True)
 class VersionState:
     health: VersionHealth
@@ -88,7 +92,10 @@ class Gateway:
         self._mirror_tasks: set[asyncio.Task[None]] = set()
         self._mirror_limit = config.server.mirror_concurrency
         self._pending_predictions: list[PredictionRecord] = []
-        self._recent: OrderedDict[str, list[PredictionRecord]] = OrderedDict()
+        # Recent answers by request id, for feedback that arrives before the next flush.
+        # Plain tuples of plain values: the garbage collector stops tracking them, so a
+        # cache of 100,000 requests adds nothing to its full passes.
+        self._recent: OrderedDict[str, tuple[_Answer, ...]] = OrderedDict()
         self._state_version = -1
         self._window_start_s = clock()
         self.started = False
@@ -341,13 +348,20 @@ class Gateway:
         limit = self.config.server.prediction_cache_size
         if limit <= 0:
             return
+        answer = (
+            record.model,
+            record.version,
+            record.role.value,
+            tuple(record.outputs),
+            record.at_s,
+        )
         recent = self._recent.get(record.request_id)
         if recent is None:
-            self._recent[record.request_id] = [record]
+            self._recent[record.request_id] = (answer,)
             if len(self._recent) > limit:
                 self._recent.popitem(last=False)
         else:
-            recent.append(record)
+            self._recent[record.request_id] = (*recent, answer)
 
     def mirror(
         self, table: ModelTable, request: InferenceRequest, request_id: str, served: Outcome | None
@@ -405,9 +419,14 @@ class Gateway:
     # feedback -------------------------------------------------------------------------
     async def feedback(self, model_name: str, request_id: str, label: Any) -> dict[str, Any]:
         model = self.model(model_name)
-        records = self._recent.get(request_id)
-        if records is None:
+        answers = self._recent.get(request_id)
+        if answers is None:
             records = await self.db(self.store.get_predictions, request_id)
+        else:
+            records = [
+                PredictionRecord(request_id, model, version, Role(role), list(outputs), at_s)
+                for model, version, role, outputs, at_s in answers
+            ]
         records = [r for r in records if r.model == model_name]
         if not records:
             hours = self.config.server.prediction_retention_s / 3600

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from math import prod
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -124,7 +124,7 @@ def _parse_tensor(item: Any, index: int) -> Tensor:
     return Tensor(name=name, shape=tuple(shape), datatype=str(datatype), data=flat)
 
 
-def _is_shape(shape: Any) -> bool:
+def _is_shape(shape: Any) -> TypeGuard[list[int]]:
     """A non-empty list of non-negative integers (booleans are not integers here)."""
     if not isinstance(shape, list) or not shape:
         return False
