@@ -43,6 +43,7 @@ class RollwiseApp:
                 # collector's sight, so that its full passes only walk what requests make.
                 gc.collect()
                 gc.freeze()
+                gc.set_threshold(20_000, 20, 20)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.gateway.stop()

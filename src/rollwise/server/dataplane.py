@@ -7,6 +7,7 @@ written as raw bytes. Everything else goes to the Starlette app behind it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -103,6 +104,10 @@ class DataPlane:
         self.auth = auth
         self.fallback = fallback
         self.max_body = gateway.config.server.max_body_bytes
+        # Request ids: a random prefix per process and a counter. Unique across replicas
+        # and restarts without a system call per request (urandom costs ~10 µs here).
+        self._id_prefix = os.urandom(7).hex()
+        self._id_counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -133,7 +138,7 @@ class DataPlane:
         given = _header(scope, b"x-request-id") or body_id
         if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
             return given
-        return os.urandom(12).hex()
+        return f"{self._id_prefix}{next(self._id_counter):010x}"
 
     async def _predict(
         self,
