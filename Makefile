@@ -27,7 +27,7 @@ test: lint
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .rollwise-example .mypy_cache .ruff_cache .pytest_cache
