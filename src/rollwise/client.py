@@ -74,6 +74,10 @@ class Client:
         body = {"weights": dict(weights), "mirrors": dict(mirrors or {})}
         return dict(self._call("PUT", f"/api/v1/models/{model}/routing", json=body))
 
+    def reload(self, model: str, version: str) -> dict[str, Any]:
+        """Load a version anew (e.g. after fixing its file) and swap it in."""
+        return dict(self._call("POST", f"/api/v1/models/{model}/versions/{version}/reload"))
+
     def events(
         self, model: str | None = None, after_id: int = 0, limit: int = 100
     ) -> list[dict[str, Any]]:

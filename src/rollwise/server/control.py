@@ -47,7 +47,11 @@ class JSONResponse(Response):
 
 def _error(error: RollwiseError) -> JSONResponse:
     headers = {"www-authenticate": "Bearer"} if status_of(error) == 401 else None
-    return JSONResponse({"error": str(error)}, status_code=status_of(error), headers=headers)
+    body: dict[str, Any] = {"error": str(error)}
+    version = getattr(error, "version", None)
+    if version:
+        body["version"] = version
+    return JSONResponse(body, status_code=status_of(error), headers=headers)
 
 
 def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
@@ -147,6 +151,15 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         except RollwiseError as error:
             return _error(error)
 
+    async def reload_version(request: Request) -> Response:
+        try:
+            who = principal(request, "operator")
+            model, version = request.path_params["model"], request.path_params["version"]
+            state = await gateway.reload_version(model, version, actor=who.name)
+            return JSONResponse({"model": model, "version": version, "health": state.health.value})
+        except RollwiseError as error:
+            return _error(error)
+
     async def events(request: Request) -> Response:
         try:
             principal(request, "viewer")
@@ -182,6 +195,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         Route("/api/v1/models", list_models),
         Route("/api/v1/models/{model}", get_model),
         Route("/api/v1/models/{model}/routing", put_routing, methods=["PUT"]),
+        Route("/api/v1/models/{model}/versions/{version}/reload", reload_version, methods=["POST"]),
         Route("/api/v1/events", events),
         Route("/api/v1/whoami", whoami),
         Route("/api/v1/openapi.json", openapi),

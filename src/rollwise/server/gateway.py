@@ -16,7 +16,7 @@ import random
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +27,7 @@ from rollwise.config import GatewayConfig
 from rollwise.domain import Event, ModelSpec, Role, Routing, VersionHealth, VersionSpec
 from rollwise.errors import (
     BackendError,
+    BackendLoadError,
     BackendTimeout,
     BackendUnavailable,
     Conflict,
@@ -40,6 +41,8 @@ from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecor
 
 log = logging.getLogger("rollwise.gateway")
 MAX_PENDING_PREDICTIONS = 200_000
+RELOAD_GRACE_S = 30.0
+"""How long a replaced backend stays open for the requests still running on it."""
 T = TypeVar("T")
 
 
@@ -90,6 +93,9 @@ class Gateway:
         self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollwise-store")
         self._tasks: list[asyncio.Task[None]] = []
         self._mirror_tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._reloading: set[tuple[str, str]] = set()
+        self._retired: list[Backend] = []
         self._mirror_limit = config.server.mirror_concurrency
         self._pending_predictions: list[PredictionRecord] = []
         # Recent answers by request id, for feedback that arrives before the next flush.
@@ -142,6 +148,12 @@ class Gateway:
         self._tasks = []
         if self._mirror_tasks:
             await asyncio.wait(list(self._mirror_tasks), timeout=5)
+        for task in list(self._background):
+            task.cancel()
+        for backend in self._retired:
+            with contextlib.suppress(Exception):
+                await backend.close()
+        self._retired.clear()
         if self._store is not None:
             with contextlib.suppress(Exception):
                 await self.flush()
@@ -163,26 +175,35 @@ class Gateway:
 
     async def _load_all(self) -> None:
         from rollwise.backends.executor import configure_executor
-        from rollwise.backends.registry import create_backend
 
         if self.config.server.predict_threads > 0:
             configure_executor(self.config.server.predict_threads)
-        factory = self._backend_factory or create_backend
         jobs = []
         for model in self.models.values():
             for version in model.versions.values():
                 key = (model.name, version.name)
                 self.states[key] = VersionState(VersionHealth.LOADING)
-                jobs.append(self._load_one(key, factory, version))
+                jobs.append(self._load_one(key, version))
         await asyncio.gather(*jobs)
 
-    async def _load_one(
-        self, key: tuple[str, str], factory: Callable[..., Backend], spec: VersionSpec
-    ) -> None:
+    async def _build(self, spec: VersionSpec) -> Backend:
+        """A loaded backend for ``spec``; nothing is left open when loading fails."""
+        if self._backend_factory is None:
+            from rollwise.backends.registry import create_backend
+
+            self._backend_factory = create_backend
+        backend = self._backend_factory(spec, self.config.base_dir)
         try:
-            backend = factory(spec, self.config.base_dir)
-            self.backends[key] = backend
             await backend.load()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await backend.close()
+            raise
+        return backend
+
+    async def _load_one(self, key: tuple[str, str], spec: VersionSpec) -> None:
+        try:
+            self.backends[key] = await self._build(spec)
         except Exception as error:
             reason = str(error) or type(error).__name__
             self.states[key] = VersionState(VersionHealth.FAILED, reason)
@@ -190,6 +211,60 @@ class Gateway:
             return
         self.states[key] = VersionState(VersionHealth.READY)
         log.info("model %s version %s is ready (%s)", key[0], key[1], spec.backend)
+
+    async def reload_version(self, model_name: str, version: str, actor: str) -> VersionState:
+        """Load a version anew (after a failed load, or a new file) and swap it in.
+
+        The old backend keeps serving until the new one is ready and is closed only
+        after a grace period, so requests in flight finish on it. When loading fails,
+        a version that was serving keeps serving on its old backend.
+        """
+        model = self.model(model_name)
+        spec = model.versions.get(version)
+        if spec is None:
+            known = ", ".join(model.versions)
+            raise NotFound(f"model {model_name!r} has no version {version!r} (versions: {known})")
+        key = (model_name, version)
+        if key in self._reloading:
+            raise Conflict(f"version {version!r} of model {model_name!r} is already reloading")
+        self._reloading.add(key)
+        try:
+            backend = await self._build(spec)
+        except Exception as error:
+            reason = str(error) or type(error).__name__
+            if self.states[key].health is not VersionHealth.READY:
+                self.states[key] = VersionState(VersionHealth.FAILED, reason)
+            await self._event(model_name, "version.reload_failed", f"{version}: {reason}", actor)
+            raise BackendLoadError(
+                f"version {version!r} of model {model_name!r} failed to load: {reason}",
+                version=version,
+            ) from None
+        finally:
+            self._reloading.discard(key)
+        previous = self.backends.get(key)
+        self.backends[key] = backend
+        self.states[key] = VersionState(VersionHealth.READY)
+        self._rebuild_tables()
+        await self._event(model_name, "version.reloaded", f"{version} reloaded", actor)
+        if previous is not None:
+            self._retired.append(previous)
+            self._later(self._close_after(previous, RELOAD_GRACE_S))
+        return self.states[key]
+
+    async def _close_after(self, backend: Backend, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._retired.remove(backend)
+        with contextlib.suppress(Exception):
+            await backend.close()
+
+    def _later(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _event(self, model: str, kind: str, message: str, actor: str) -> None:
+        event = Event(model=model, kind=kind, message=message, at_s=self.clock(), actor=actor)
+        await self.db(self.store.add_event, event)
 
     def ready_versions(self, model: str) -> set[str]:
         return {

@@ -241,6 +241,18 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/models/{model}/versions/{version}/reload": {
+                "post": {
+                    "summary": "load a version anew and swap it in (operator)",
+                    "security": _BEARER,
+                    "parameters": [model, version],
+                    "responses": {
+                        "200": _json({"type": "object"}),
+                        "502": _ERROR,
+                        **control_errors,
+                    },
+                }
+            },
             "/api/v1/events": {
                 "get": {
                     "summary": "events, oldest first",
