@@ -61,6 +61,9 @@ def serve(
         typer.Option("--insecure-dev", help="allow the control API without tokens (loopback only)"),
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    http: Annotated[
+        str, typer.Option("--http", help="HTTP server: rollwise (built in) or uvicorn")
+    ] = "uvicorn",
 ) -> None:
     """Run the gateway: every version of every model behind one routed endpoint."""
     import logging
@@ -78,6 +81,7 @@ def serve(
         port=port if port is not None else loaded.server.port,
         insecure_dev=insecure_dev,
         log_level=log_level,
+        server=http,
     )
 
 

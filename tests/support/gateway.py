@@ -31,7 +31,12 @@ class GatewayProcess:
     """A gateway subprocess with its config, port and log."""
 
     def __init__(
-        self, directory: Path, config: Mapping[str, Any], *, insecure_dev: bool = False
+        self,
+        directory: Path,
+        config: Mapping[str, Any],
+        *,
+        insecure_dev: bool = False,
+        http: str | None = None,
     ) -> None:
         self.directory = directory
         self.config_path = directory / "rollwise.yaml"
@@ -39,6 +44,8 @@ class GatewayProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.insecure_dev = insecure_dev
+        # The HTTP server (serve --http); ROLLWISE_TEST_HTTP picks it for a whole run.
+        self.http = http or os.environ.get("ROLLWISE_TEST_HTTP")
         self.log_path = directory / f"gateway-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -49,6 +56,8 @@ class GatewayProcess:
         ]  # fmt: skip
         if self.insecure_dev:
             args.append("--insecure-dev")
+        if self.http:
+            args += ["--http", self.http]
         env = {**os.environ, "ROLLWISE_TOKENS": TOKENS}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(args, cwd=self.directory, stdout=log, stderr=log, env=env)

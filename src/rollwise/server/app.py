@@ -1,4 +1,4 @@
-"""Builds the gateway's ASGI application and runs it under uvicorn."""
+"""Builds the gateway's ASGI application and serves it with rollwise's HTTP server or uvicorn."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from rollwise.config import GatewayConfig, is_loopback
-from rollwise.errors import ConfigError
+from rollwise.errors import ConfigError, RollwiseError
 from rollwise.server.auth import Authenticator
 from rollwise.server.control import build_control_app
 from rollwise.server.dataplane import DataPlane, Receive, Scope, Send
@@ -78,11 +78,28 @@ def create_app(
 
 
 def run(
-    config: GatewayConfig, *, host: str, port: int, insecure_dev: bool, log_level: str = "info"
+    config: GatewayConfig,
+    *,
+    host: str,
+    port: int,
+    insecure_dev: bool,
+    log_level: str = "info",
+    server: str = "rollwise",
 ) -> None:
+    """Serve the gateway until SIGINT or SIGTERM on ``server``: ``rollwise`` or ``uvicorn``."""
+    if server not in ("rollwise", "uvicorn"):
+        raise ConfigError(f"unknown HTTP server {server!r}: choose rollwise or uvicorn")
+    app = create_app(config, insecure_dev=insecure_dev, host=host)
+    if server == "rollwise":
+        from rollwise.server import http11
+
+        try:
+            http11.run(app, host, port)
+        except http11.StartupFailed as error:
+            raise RollwiseError(f"the gateway failed to start: {error}") from error
+        return
     import uvicorn
 
-    app = create_app(config, insecure_dev=insecure_dev, host=host)
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.run(
             app,

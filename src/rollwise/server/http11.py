@@ -1,0 +1,776 @@
+"""A lean HTTP/1.1 server for ASGI 3 apps: asyncio protocols and httptools' parser.
+
+``rollwise serve`` runs the gateway on it. It keeps the per-request work small: one task
+per request, no per-request timers (a sweeper closes idle connections), the response
+head and a one-shot body leave in a single ``transport.write``, and reading is only
+paused when there is a reason to (pipelined requests queued, or a body the app is slow
+to take).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from http import HTTPStatus
+from typing import Any, Final, cast
+from urllib.parse import unquote
+
+import httptools
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("rollwise.http")
+
+ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.3"}
+DEFAULT_KEEP_ALIVE_S: Final = 5.0
+DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
+DEFAULT_GRACE_S: Final = 10.0
+# Body bytes buffered for an app that has not asked for them yet, before reading pauses.
+BODY_HIGH_WATER: Final = 64 * 1024
+# A response that ends before its request body was read: up to this much more body is
+# read and dropped, so that the client (still sending) gets the answer and keeps the
+# connection; beyond it the connection is closed instead.
+MAX_DRAIN_BYTES: Final = 64 * 1024 * 1024
+
+_STATUS_LINES: dict[int, bytes] = {
+    status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode("latin-1"))
+    for status in HTTPStatus
+}
+_CLOSE: Final = b"connection: close\r\n"
+_KEEP_ALIVE: Final = b"connection: keep-alive\r\n"
+_CHUNKED: Final = b"transfer-encoding: chunked\r\n"
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+_DISCONNECT: Final = {"type": "http.disconnect"}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+def _error_response(status: int, message: str) -> bytes:
+    body = b'{"error":"%s"}' % message.encode("ascii")
+    return b"".join(
+        (
+            _status_line(status),
+            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+            _CLOSE,
+            b"\r\n",
+            body,
+        )
+    )
+
+
+_BAD_REQUEST: Final = _error_response(400, "malformed HTTP request")
+_HEADERS_TOO_LARGE: Final = _error_response(431, "request headers too large")
+_SERVER_ERROR: Final = _error_response(500, "internal server error")
+
+
+class StartupFailed(RuntimeError):
+    """The app's lifespan startup failed: the server does not listen."""
+
+
+class _HeadersTooLarge(Exception):
+    pass
+
+
+class _Cycle:
+    """One request and its response: the ``receive`` and ``send`` an app call gets."""
+
+    __slots__ = (
+        "body",
+        "body_size",
+        "chunked",
+        "complete",
+        "conn",
+        "continue_pending",
+        "delivered",
+        "discarding",
+        "disconnected",
+        "finished",
+        "head",
+        "keep_alive",
+        "no_body",
+        "scope",
+        "sent",
+        "started",
+        "waiter",
+    )
+
+    def __init__(
+        self, conn: _Connection, scope: Scope, keep_alive: bool, expect_continue: bool
+    ) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.continue_pending = expect_continue
+        self.no_body = scope["method"] == "HEAD"
+        self.body: list[bytes] = []
+        self.body_size = 0
+        # complete: the parser saw the whole request; delivered: the app got its end.
+        self.complete = False
+        self.delivered = False
+        self.discarding = False
+        self.disconnected = False
+        # started: http.response.start came; sent: bytes went out; finished: the last body.
+        self.started = False
+        self.sent = False
+        self.finished = False
+        self.chunked = False
+        self.head = b""
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def feed(self, data: bytes) -> None:
+        self.body_size += len(data)
+        if self.discarding:
+            if self.body_size > MAX_DRAIN_BYTES:
+                self.conn.close()
+            return
+        self.body.append(data)
+        if self.body_size > BODY_HIGH_WATER:
+            self.conn.pause_reading_for_body()
+        self.wake()
+
+    async def receive(self) -> Message:
+        while True:
+            body = self.body
+            if body:
+                data = body[0] if len(body) == 1 else b"".join(body)
+                self.body = []
+                if self.body_size > BODY_HIGH_WATER:
+                    self.conn.resume_reading_for_body()
+                self.body_size = 0
+                self.delivered = self.complete
+                return {"type": "http.request", "body": data, "more_body": not self.complete}
+            if self.complete and not self.delivered:
+                self.delivered = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.disconnected or self.finished:
+                return dict(_DISCONNECT)
+            if self.continue_pending and not self.complete:
+                self.continue_pending = False
+                if not self.started:
+                    self.conn.write(_CONTINUE)
+            # Wait for more body, or, after the whole body, for the client to leave.
+            waiter = self.conn.loop.create_future()
+            self.waiter = waiter
+            await waiter
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started or self.finished:
+                raise RuntimeError(f"unexpected ASGI message {kind!r}")
+            body: bytes = message.get("body", b"")
+            if message.get("more_body", False):
+                if not self.disconnected:
+                    self._write_part(body)
+                    await self.conn.drain()
+            else:
+                self._write_last(body)
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("the response has already started")
+            self._prepare(message["status"], message.get("headers", ()))
+            self.started = True
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    def _prepare(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Build the head up to the framing, which the first body message decides."""
+        parts = [_status_line(status)]
+        has_length = False
+        for name, value in headers:
+            # Only three names matter to framing; their lengths rule most names out cheaply.
+            size = len(name)
+            if size == 14 and name.lower() == b"content-length":
+                has_length = True
+            elif size == 10 and name.lower() == b"connection":
+                if value.lower() == b"close":
+                    self.keep_alive = False
+                continue
+            elif size == 17 and name.lower() == b"transfer-encoding":
+                continue
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                raise RuntimeError("a response header holds a line break")
+            parts += (name, b": ", value, b"\r\n")
+        if status in _NO_BODY_STATUSES or status < 200:
+            self.no_body = True
+        # chunked doubles as "the app gave no length" until the framing is chosen.
+        self.chunked = not has_length and not self.no_body
+        self.head = b"".join(parts)
+
+    def _end_head(self, framing: bytes) -> bytes:
+        keep_alive = self.keep_alive
+        if self.conn.closing or (self.continue_pending and not self.complete):
+            # Shutting down, or a client told to wait for 100 may or may not send its body.
+            keep_alive = False
+        self.keep_alive = keep_alive
+        if not keep_alive:
+            return self.head + framing + _CLOSE + b"\r\n"
+        if self.scope["http_version"] != "1.1":
+            return self.head + framing + _KEEP_ALIVE + b"\r\n"
+        return self.head + framing + b"\r\n"
+
+    def _write_part(self, body: bytes) -> None:
+        if self.sent:
+            head = b""
+        else:
+            self.sent = True
+            if self.chunked and self.scope["http_version"] == "1.1":
+                head = self._end_head(_CHUNKED)
+            else:
+                if self.chunked:
+                    # HTTP/1.0 knows no chunks: the end of the connection ends the body.
+                    self.chunked = False
+                    self.keep_alive = False
+                head = self._end_head(b"")
+        if self.no_body:
+            body = b""
+        elif self.chunked and body:
+            body = b"%x\r\n%b\r\n" % (len(body), body)
+        if head or body:
+            self.conn.write(head + body if head else body)
+
+    def _write_last(self, body: bytes) -> None:
+        self.finished = True
+        if self.no_body:
+            body = b""
+        if not self.sent:
+            self.sent = True
+            if self.chunked:
+                # The whole body is here: its length is known after all.
+                self.chunked = False
+                head = self._end_head(b"content-length: %d\r\n" % len(body))
+            else:
+                head = self._end_head(b"")
+            # Head and body in one write: one system call, one segment for small answers.
+            if not self.disconnected:
+                self.conn.write(head + body)
+        elif not self.disconnected:
+            if self.chunked:
+                body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else _LAST_CHUNK
+            if body:
+                self.conn.write(body)
+        self.wake()
+        self.conn.response_done(self)
+
+    def fail(self) -> None:
+        """The app raised or returned without finishing: answer 500 if nothing went out."""
+        self.finished = True
+        self.keep_alive = False
+        self.wake()
+        if not self.sent and not self.disconnected:
+            self.sent = True
+            self.conn.write(_SERVER_ERROR)
+        self.conn.response_done(self)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests and runs the app for each, in order."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.loop = server.loop
+        self.max_header_bytes = server.max_header_bytes
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.expect_continue = False
+        self.base_scope: dict[str, Any] = {}
+        # The cycle whose response is being made, the one being parsed, and those waiting.
+        self.cycle: _Cycle | None = None
+        self.parsing: _Cycle | None = None
+        self.queue: deque[_Cycle] = deque()
+        self.closing = False
+        self.closed = False
+        self.refusal = b""
+        self.reading_paused = False
+        self.body_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.idle_since = 0.0
+
+    # -- transport events ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, though they behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+        server = self.server
+        server.connections.add(self)
+        server.accepted += 1
+        self.idle_since = self.loop.time()
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.base_scope = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "scheme": "http",
+            "root_path": "",
+            "client": tuple(peer[:2]) if isinstance(peer, tuple) else None,
+            "server": tuple(local[:2]) if isinstance(local, tuple) else None,
+        }
+        if server.state:
+            self.base_scope["state"] = server.state
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for cycle in (self.cycle, self.parsing, *self.queue):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.wake()
+        self.queue.clear()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.server.forget(self)
+
+    def eof_received(self) -> bool:
+        parsing = self.parsing
+        if parsing is not None and not parsing.complete:
+            # Half a request is all there will ever be.
+            return False
+        # Keep writing the answers to what already arrived, then close.
+        self.closing = True
+        return self.cycle is not None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No protocol switch is offered: answer what was asked, then close.
+            self.closing = True
+            self.pause_reading()
+        except httptools.HttpParserCallbackError as error:
+            if isinstance(error.__cause__, _HeadersTooLarge):
+                self._refuse(_HEADERS_TOO_LARGE)
+            else:
+                log.exception("HTTP request handling failed", exc_info=error.__cause__)
+                self._refuse(_SERVER_ERROR)
+        except httptools.HttpParserError:
+            self._refuse(_BAD_REQUEST)
+
+    def _refuse(self, response: bytes) -> None:
+        """A request that cannot be parsed: answered after those before it, then the end."""
+        broken = self.parsing
+        self.parsing = None
+        if broken is not None:
+            if broken is self.cycle:
+                # Its app is already reading a body that will never be whole.
+                broken.disconnected = True
+                broken.wake()
+                self.close()
+                return
+            with contextlib.suppress(ValueError):
+                self.queue.remove(broken)
+        if self.cycle is None:
+            self.write(response)
+            self.close()
+        else:
+            self.refusal = response
+            self.closing = True
+            self.pause_reading()
+
+    # -- parser callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.header_bytes = 0
+        self.expect_continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.header_bytes += len(url)
+        if self.header_bytes > self.max_header_bytes:
+            raise _HeadersTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.max_header_bytes:
+            raise _HeadersTooLarge
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        url = self.url
+        raw_path, _, query = url.partition(b"?")
+        if raw_path[:1] != b"/" and raw_path != b"*":
+            parsed = httptools.parse_url(url)
+            raw_path = parsed.path or b"/"
+            query = parsed.query or b""
+        path = raw_path.decode("utf-8", "replace")
+        if "%" in path:
+            path = unquote(path)
+        scope = self.base_scope.copy()
+        scope["http_version"] = parser.get_http_version()
+        scope["method"] = parser.get_method().decode("ascii")
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        scope["headers"] = self.headers
+        if "state" in scope:
+            scope["state"] = scope["state"].copy()
+        keep_alive = parser.should_keep_alive() and not self.closing
+        cycle = _Cycle(self, scope, keep_alive, self.expect_continue)
+        self.parsing = cycle
+        if self.cycle is None:
+            self.cycle = cycle
+            self.loop.create_task(self._run(cycle))
+        else:
+            self.queue.append(cycle)
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        if cycle is not None:
+            cycle.feed(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        if cycle is None:
+            return
+        self.parsing = None
+        cycle.complete = True
+        cycle.wake()
+        if cycle.discarding:
+            cycle.discarding = False
+            self._next(cycle)
+
+    # -- running the app --------------------------------------------------------------------
+
+    async def _run(self, cycle: _Cycle) -> None:
+        try:
+            await self.app(cycle.scope, cycle.receive, cycle.send)
+        except BaseException as error:
+            if not cycle.finished:
+                if not cycle.disconnected:
+                    log.error("the app failed on %s", cycle.scope["path"], exc_info=error)
+                if cycle.sent:
+                    cycle.finished = True
+                    self.close()
+                    self.response_done(cycle)
+                else:
+                    cycle.fail()
+            if not isinstance(error, Exception):
+                raise
+        else:
+            if not cycle.finished:
+                if cycle.sent:
+                    log.error("the app returned before finishing its response")
+                    cycle.finished = True
+                    self.close()
+                    self.response_done(cycle)
+                else:
+                    if not cycle.disconnected:
+                        log.error("the app returned without a response")
+                    cycle.fail()
+
+    def response_done(self, cycle: _Cycle) -> None:
+        if self.closed or cycle is not self.cycle:
+            return
+        if not cycle.keep_alive:
+            self.close()
+            return
+        if not cycle.complete:
+            if cycle.body_size > MAX_DRAIN_BYTES:
+                self.close()
+                return
+            # The app left part of the body unread: read it and drop it before the next.
+            cycle.discarding = True
+            cycle.body = []
+            self.resume_reading_for_body()
+            return
+        self._next(cycle)
+
+    def _next(self, done: _Cycle) -> None:
+        if self.closed or done is not self.cycle:
+            return
+        if self.queue:
+            cycle = self.queue.popleft()
+            self.cycle = cycle
+            self.loop.create_task(self._run(cycle))
+            if not self.queue and not self.body_paused:
+                self.resume_reading()
+            return
+        self.cycle = None
+        if self.closing:
+            if self.refusal:
+                self.write(self.refusal)
+            self.close()
+            return
+        self.idle_since = self.loop.time()
+        if self.reading_paused and not self.body_paused:
+            self.resume_reading()
+
+    # -- flow control -----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closed:
+            waiter = self.drain_waiter
+            if waiter is None:
+                waiter = self.drain_waiter = self.loop.create_future()
+            await waiter
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def pause_reading_for_body(self) -> None:
+        self.body_paused = True
+        self.pause_reading()
+
+    def resume_reading_for_body(self) -> None:
+        if self.body_paused:
+            self.body_paused = False
+            if not self.queue:
+                self.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def close_if_idle(self, now: float, keep_alive_s: float) -> None:
+        if self.cycle is None and self.parsing is None and now - self.idle_since > keep_alive_s:
+            self.close()
+
+    def shutdown(self) -> None:
+        """Stop taking requests: close now when idle, else after the answer in flight."""
+        self.closing = True
+        if self.cycle is None:
+            self.close()
+
+
+class HTTPServer:
+    """Serves an ASGI app over HTTP/1.1 on one listening socket.
+
+    ``start`` runs the app's lifespan startup and then listens; ``stop`` stops accepting,
+    lets the requests in flight finish within the grace period, closes the rest, then runs
+    the lifespan shutdown.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        grace_s: float = DEFAULT_GRACE_S,
+        lifespan: bool = True,
+        backlog: int = 2048,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.keep_alive_s = keep_alive_s
+        self.max_header_bytes = max_header_bytes
+        self.grace_s = grace_s
+        self.backlog = backlog
+        self.use_lifespan = lifespan
+        self.connections: set[_Connection] = set()
+        self.accepted = 0
+        self.state: dict[str, Any] = {}
+        self.loop = asyncio.get_running_loop()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._lifespan: _Lifespan | None = None
+        self._all_closed: asyncio.Future[None] | None = None
+        self._stop_requested = asyncio.Event()
+
+    async def start(self) -> None:
+        if self.use_lifespan:
+            self._lifespan = _Lifespan(self.app, self.state)
+            await self._lifespan.startup()
+        self._server = await self.loop.create_server(
+            lambda: _Connection(self),
+            self.host,
+            self.port,
+            backlog=self.backlog,
+            reuse_address=True,
+        )
+        sockets = self._server.sockets
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.close_if_idle(now, self.keep_alive_s)
+        self._sweeper = self.loop.call_later(min(1.0, self.keep_alive_s / 2), self._sweep)
+
+    def forget(self, conn: _Connection) -> None:
+        closed = self._all_closed
+        if not self.connections and closed is not None and not closed.done():
+            closed.set_result(None)
+
+    def request_stop(self) -> None:
+        """Ask ``serve_until_stopped`` to stop (signal handlers call this)."""
+        if self._stop_requested.is_set():
+            # A second signal: do not wait for the requests in flight.
+            self.grace_s = 0.0
+            if self._all_closed is not None and not self._all_closed.done():
+                self._all_closed.set_result(None)
+        self._stop_requested.set()
+
+    async def serve_until_stopped(self) -> None:
+        await self._stop_requested.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._all_closed = self.loop.create_future()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self.connections and self.grace_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._all_closed), self.grace_s)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        # Let the transports report their end before the app shuts down.
+        await asyncio.sleep(0)
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+            self._lifespan = None
+
+
+class _Lifespan:
+    """The ASGI lifespan protocol: startup before listening, shutdown after."""
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        self.supported = True
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+        except Exception as error:
+            if self.supported and self.outbox.empty():
+                # An app that raises before any lifespan message does not do lifespan.
+                log.info("the app does not handle lifespan (%s); going on without", error)
+                self.supported = False
+            else:
+                log.exception("the app's lifespan failed")
+            await self.outbox.put({"type": "lifespan.error", "message": str(error)})
+
+    async def _send(self, message: Message) -> None:
+        await self.outbox.put(message)
+
+    async def startup(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self.outbox.get()
+        if message["type"] == "lifespan.startup.complete":
+            return
+        if message["type"] == "lifespan.error" and not self.supported:
+            return
+        raise StartupFailed(message.get("message") or "the app's startup failed")
+
+    async def shutdown(self) -> None:
+        if not self.supported or self.task is None or self.task.done():
+            return
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        message = await self.outbox.get()
+        if message["type"] != "lifespan.shutdown.complete":
+            log.error("the app's shutdown failed: %s", message.get("message", ""))
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def serve(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    handle_signals: bool = True,
+    **options: Any,
+) -> None:
+    """Run ``app`` until SIGINT or SIGTERM; raise ``StartupFailed`` if its startup fails."""
+    server = HTTPServer(app, host, port, **options)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+    for number in signals:
+        loop.add_signal_handler(number, server.request_stop)
+    log.info("listening on http://%s:%d", host, server.port)
+    try:
+        await server.serve_until_stopped()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+
+
+def run(app: ASGIApp, host: str, port: int, **options: Any) -> None:
+    """Serve ``app`` on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(app, host, port, **options))
+
+
+__all__ = ["HTTPServer", "StartupFailed", "run", "serve"]
