@@ -5,7 +5,9 @@ One run measures, with wrk as the load generator and every figure the median of 
 (a) ``direct``: the fast OIP model server (``bench/oip_upstream.py``) called directly;
 (b) ``nginx``: nginx proxying it with a keep-alive upstream (one worker);
 (c) ``rollwise``: ``rollwise serve`` splitting ``POST /v2/models/bench/infer`` 90/10 between
-    two ``http`` versions that point at that same server, the OIP body passed through;
+    two ``http`` versions that point at that same server, the OIP body passed through, on
+    rollwise's own HTTP server (``--http rollwise``); (c') the same on uvicorn
+    (``--http uvicorn``);
 (d) ``inproc``: the example iris v1 model (scikit-learn, skops) served in-process by
     rollwise at ``POST /models/iris/predict``, against a bare Starlette endpoint
     (``bench/gateway_starlette.py``) that runs the same model the same way.
@@ -419,7 +421,7 @@ def start_nginx(work: Path, pin: Pinning, upstream: Server) -> Server:
 
 
 ROLLWISE_HTTP_CONFIG = """\
-store: sqlite:///{dir}/rollwise-http.db
+store: sqlite:///{dir}/{name}.db
 server: {{host: 127.0.0.1, port: {port}}}
 models:
   {model}:
@@ -447,7 +449,9 @@ def rollwise_command() -> list[str]:
     return [sys.executable, "-c", "from rollwise.cli import main; main()"]
 
 
-def start_rollwise(name: str, work: Path, pin: Pinning, config_text: str, port: int) -> Server:
+def start_rollwise(
+    name: str, work: Path, pin: Pinning, config_text: str, port: int, http: str | None = None
+) -> Server:
     config = work / f"{name}.yaml"
     config.write_text(config_text)
     command = [
@@ -459,28 +463,33 @@ def start_rollwise(name: str, work: Path, pin: Pinning, config_text: str, port: 
         "--insecure-dev",
         "--log-level",
         "warning",
+        *(["--http", http] if http else []),
     ]
     server = Server(name, command, port, work)
     wait_ready(server, "/v2/health/ready")
     return server
 
 
-def start_rollwise_http(work: Path, pin: Pinning, upstream: Server) -> Server:
+def start_rollwise_http(
+    work: Path, pin: Pinning, upstream: Server, name: str = "rollwise", server: str = "rollwise"
+) -> Server:
     port = free_port()
-    text = ROLLWISE_HTTP_CONFIG.format(dir=work, port=port, model=MODEL, upstream=upstream.url)
-    server = start_rollwise("rollwise", work, pin, text, port)
+    text = ROLLWISE_HTTP_CONFIG.format(
+        dir=work, name=name, port=port, model=MODEL, upstream=upstream.url
+    )
+    gateway = start_rollwise(name, work, pin, text, port, server)
     status, answer = http(
         "PUT",
-        f"{server.url}/api/v1/models/{MODEL}/routing",
+        f"{gateway.url}/api/v1/models/{MODEL}/routing",
         json.dumps({"weights": SPLIT}).encode(),
     )
     if status != 200:
         raise RuntimeError(f"rollwise refused the routing: {status} {answer!r}")
-    status, answer = http("GET", f"{server.url}/api/v1/models/{MODEL}")
+    status, answer = http("GET", f"{gateway.url}/api/v1/models/{MODEL}")
     weights = {v["name"]: v["effective_weight"] for v in json.loads(answer)["versions"]}
     if weights != SPLIT:
         raise RuntimeError(f"rollwise routes {weights}, not {SPLIT}")
-    return server
+    return gateway
 
 
 def served_split(server: Server) -> dict[str, int]:
@@ -889,6 +898,19 @@ def main() -> None:
         targets.append(
             Target(
                 "rollwise", "(c) rollwise 90/10 → OIP server", gateway, OIP_PATH, oip_lua, upstream
+            )
+        )
+        on_uvicorn = start_rollwise_http(work, pin, upstream, "rollwise-uvicorn", "uvicorn")
+        servers.append(on_uvicorn)
+        check_answer(on_uvicorn, OIP_PATH, OIP_BODY, b'"outputs"')
+        targets.append(
+            Target(
+                "rollwise_uvicorn",
+                "(c') the same on uvicorn",
+                on_uvicorn,
+                OIP_PATH,
+                oip_lua,
+                upstream,
             )
         )
         inproc: list[Target] = []

@@ -376,10 +376,11 @@ class _Connection(asyncio.Protocol):
             self.closing = True
             self.pause_reading()
         except httptools.HttpParserCallbackError as error:
-            if isinstance(error.__cause__, _HeadersTooLarge):
+            # The parser keeps what a callback raised as the context of its own error.
+            if isinstance(error.__context__, _HeadersTooLarge):
                 self._refuse(_HEADERS_TOO_LARGE)
             else:
-                log.exception("HTTP request handling failed", exc_info=error.__cause__)
+                log.error("HTTP request handling failed", exc_info=error.__context__)
                 self._refuse(_SERVER_ERROR)
         except httptools.HttpParserError:
             self._refuse(_BAD_REQUEST)
