@@ -106,6 +106,7 @@ class _Cycle:
         "scope",
         "sent",
         "started",
+        "task",
         "waiter",
     )
 
@@ -130,6 +131,8 @@ class _Cycle:
         self.finished = False
         self.chunked = False
         self.head = b""
+        # Held here so that the running app is never left to the garbage collector.
+        self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
@@ -170,9 +173,11 @@ class _Cycle:
                 self.continue_pending = False
                 if not self.started:
                     self.conn.write(_CONTINUE)
-            # Wait for more body, or, after the whole body, for the client to leave.
-            waiter = self.conn.loop.create_future()
-            self.waiter = waiter
+            # Wait for more body, or, after the whole body, for the client to leave. Callers
+            # waiting at once (a body reader and a disconnect listener) share one future.
+            waiter = self.waiter
+            if waiter is None:
+                waiter = self.waiter = self.conn.loop.create_future()
             await waiter
 
     async def send(self, message: Message) -> None:
@@ -199,6 +204,7 @@ class _Cycle:
         """Build the head up to the framing, which the first body message decides."""
         parts = [_status_line(status)]
         has_length = False
+        lines = 1
         for name, value in headers:
             # Only three names matter to framing; their lengths rule most names out cheaply.
             size = len(name)
@@ -210,14 +216,18 @@ class _Cycle:
                 continue
             elif size == 17 and name.lower() == b"transfer-encoding":
                 continue
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                raise RuntimeError("a response header holds a line break")
             parts += (name, b": ", value, b"\r\n")
+            lines += 1
+        head = b"".join(parts)
+        # One count over the head instead of a search per header: a name or value with a
+        # line break in it would smuggle in a header or a response of its own.
+        if head.count(b"\n") != lines or head.count(b"\r") != lines:
+            raise RuntimeError("a response header holds a line break")
         if status in _NO_BODY_STATUSES or status < 200:
             self.no_body = True
         # chunked doubles as "the app gave no length" until the framing is chosen.
         self.chunked = not has_length and not self.no_body
-        self.head = b"".join(parts)
+        self.head = head
 
     def _end_head(self, framing: bytes) -> bytes:
         keep_alive = self.keep_alive
@@ -377,8 +387,12 @@ class _Connection(asyncio.Protocol):
             self.pause_reading()
         except httptools.HttpParserCallbackError as error:
             # The parser keeps what a callback raised as the context of its own error.
-            if isinstance(error.__context__, _HeadersTooLarge):
+            cause = error.__context__
+            if isinstance(cause, _HeadersTooLarge):
                 self._refuse(_HEADERS_TOO_LARGE)
+            elif isinstance(cause, httptools.HttpParserError):
+                # An absolute-form target that is no URL.
+                self._refuse(_BAD_REQUEST)
             else:
                 log.error("HTTP request handling failed", exc_info=error.__context__)
                 self._refuse(_SERVER_ERROR)
@@ -407,12 +421,6 @@ class _Connection(asyncio.Protocol):
             self.pause_reading()
 
     # -- parser callbacks -------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.header_bytes = 0
-        self.expect_continue = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -447,14 +455,19 @@ class _Connection(asyncio.Protocol):
         scope["raw_path"] = raw_path
         scope["query_string"] = query
         scope["headers"] = self.headers
+        # What the parser gathered for this request starts afresh for the next one.
+        self.url = b""
+        self.headers = []
+        self.header_bytes = 0
         if "state" in scope:
             scope["state"] = scope["state"].copy()
         keep_alive = parser.should_keep_alive() and not self.closing
         cycle = _Cycle(self, scope, keep_alive, self.expect_continue)
+        self.expect_continue = False
         self.parsing = cycle
         if self.cycle is None:
             self.cycle = cycle
-            self.loop.create_task(self._run(cycle))
+            cycle.task = self.loop.create_task(self._run(cycle))
         else:
             self.queue.append(cycle)
             self.pause_reading()
@@ -527,7 +540,7 @@ class _Connection(asyncio.Protocol):
         if self.queue:
             cycle = self.queue.popleft()
             self.cycle = cycle
-            self.loop.create_task(self._run(cycle))
+            cycle.task = self.loop.create_task(self._run(cycle))
             if not self.queue and not self.body_paused:
                 self.resume_reading()
             return
@@ -642,13 +655,18 @@ class HTTPServer:
         sockets = self._server.sockets
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self._sweeper = self.loop.call_later(1.0, self._sweep)
+        self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
 
     def _sweep(self) -> None:
         now = self.loop.time()
         for conn in list(self.connections):
             conn.close_if_idle(now, self.keep_alive_s)
-        self._sweeper = self.loop.call_later(min(1.0, self.keep_alive_s / 2), self._sweep)
+        self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+
+    def _sweep_every(self) -> float:
+        # One timer per server instead of one per request; idle connections live up to
+        # half a timeout (at most a second) longer than the timeout.
+        return min(1.0, self.keep_alive_s / 2)
 
     def forget(self, conn: _Connection) -> None:
         closed = self._all_closed
@@ -701,21 +719,26 @@ class _Lifespan:
         self.outbox: asyncio.Queue[Message] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.supported = True
+        self.spoke = False
 
     async def _run(self) -> None:
         scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
+        message = "the app's lifespan ended early"
         try:
             await self.app(scope, self.inbox.get, self._send)
         except Exception as error:
-            if self.supported and self.outbox.empty():
-                # An app that raises before any lifespan message does not do lifespan.
-                log.info("the app does not handle lifespan (%s); going on without", error)
-                self.supported = False
-            else:
+            message = str(error) or type(error).__name__
+            if self.spoke:
                 log.exception("the app's lifespan failed")
-            await self.outbox.put({"type": "lifespan.error", "message": str(error)})
+            else:
+                log.info("the app does not handle lifespan (%s); going on without", message)
+        if not self.spoke:
+            # An app that raises or returns before a word of lifespan does not do lifespan.
+            self.supported = False
+        await self.outbox.put({"type": "lifespan.ended", "message": message})
 
     async def _send(self, message: Message) -> None:
+        self.spoke = True
         await self.outbox.put(message)
 
     async def startup(self) -> None:
@@ -724,7 +747,7 @@ class _Lifespan:
         message = await self.outbox.get()
         if message["type"] == "lifespan.startup.complete":
             return
-        if message["type"] == "lifespan.error" and not self.supported:
+        if message["type"] == "lifespan.ended" and not self.supported:
             return
         raise StartupFailed(message.get("message") or "the app's startup failed")
 

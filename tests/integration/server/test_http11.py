@@ -423,7 +423,62 @@ def test_a_one_shot_response_without_a_length_gets_one() -> None:
     asyncio.run(main())
 
 
+def test_a_starlette_streaming_response_works_while_it_listens_for_a_disconnect() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def numbers() -> AsyncIterator[bytes]:
+        for number in range(5):
+            await asyncio.sleep(0)
+            yield b"%d," % number
+
+    async def endpoint(request: Request) -> StreamingResponse:
+        return StreamingResponse(numbers(), media_type="text/plain")
+
+    app = Starlette(routes=[Route("/numbers", endpoint)])
+
+    async def main() -> None:
+        async with serving(app) as server, httpx.AsyncClient() as client:
+            for _ in range(2):
+                answer = await client.get(f"http://127.0.0.1:{server.port}/numbers")
+                assert answer.headers["transfer-encoding"] == "chunked"
+                assert answer.text == "0,1,2,3,4,"
+            assert server.accepted == 1
+
+    asyncio.run(main())
+
+
+def test_an_absolute_form_target_is_split_into_path_and_query() -> None:
+    async def main() -> None:
+        async with serving(echo) as server, connected(server) as (reader, writer):
+            writer.write(request("GET", "http://example.test/p%41th?q=1"))
+            answer = orjson.loads((await read_response(reader)).body)
+            assert (answer["path"], answer["raw_path"], answer["query"]) == (
+                "/pAth",
+                "/p%41th",
+                "q=1",
+            )
+
+    asyncio.run(main())
+
+
 # -- errors ---------------------------------------------------------------------------------
+
+
+def test_a_response_header_with_a_line_break_is_refused_with_500() -> None:
+    async def smuggler(scope: Scope, receive: Receive, send: Send) -> None:
+        await reply(send, b"{}", x_note="a\r\nset-cookie: stolen=1")
+
+    async def main() -> None:
+        async with serving(smuggler) as server, connected(server) as (reader, writer):
+            writer.write(request("GET", "/"))
+            answer = await read_response(reader)
+            assert answer.status == 500
+            assert "set-cookie" not in answer.headers
+
+    asyncio.run(main())
 
 
 def test_a_malformed_request_gets_400_and_the_connection_closes() -> None:
@@ -555,6 +610,19 @@ def test_lifespan_runs_around_serving_and_a_failed_startup_refuses_to_listen() -
             await failing.start()
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port)
+
+    asyncio.run(main())
+
+
+def test_an_app_without_lifespan_is_served_all_the_same() -> None:
+    async def plain(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError("only HTTP here")
+        await echo(scope, receive, send)
+
+    async def main() -> None:
+        async with serving(plain, lifespan=True) as server, httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{server.port}/")).status_code == 200
 
     asyncio.run(main())
 
