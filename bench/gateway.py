@@ -12,7 +12,7 @@ One run measures, with wrk as the load generator and every figure the median of 
     rollwise at ``POST /models/iris/predict``, against a bare Starlette endpoint
     (``bench/gateway_starlette.py``) that runs the same model the same way.
 
-For (a) to (c): requests/s at 64 connections, p50/p99 latency at 1 and at 64 connections,
+For (a) to (c'): requests/s at 64 connections, p50/p99 latency at 1 and at 64 connections,
 and the CPU time the proxy process spent per request (utime + stime from /proc, before and
 after the 64-connection load, divided by the requests wrk completed; nginx's master and
 worker added up). Then rollwise against its targets, each marked PASS or MISS.

@@ -62,8 +62,8 @@ def serve(
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     http: Annotated[
-        str, typer.Option("--http", help="HTTP server: rollwise (built in) or uvicorn")
-    ] = "uvicorn",
+        str, typer.Option("--http", help="HTTP server: rollwise (built in, leaner) or uvicorn")
+    ] = "rollwise",
 ) -> None:
     """Run the gateway: every version of every model behind one routed endpoint."""
     import logging
