@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ import pytest
 from rollwise.config import parse_config
 from rollwise.server.app import create_app
 from rollwise.server.http11 import ASGIApp, HTTPServer, Receive, Scope, Send, StartupFailed
-from support.gateway import free_port
+from support.gateway import GatewayProcess, free_port
 
 # A guard against a hung test, not a measurement.
 GUARD_S = 10.0
@@ -700,3 +701,30 @@ def test_rollwise_gateway_app_is_served(tmp_path: Path) -> None:
             assert server.accepted == 1
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("http", ["rollwise", "uvicorn"])
+def test_serve_runs_on_either_http_server_and_stops_on_sigterm(http: str, tmp_path: Path) -> None:
+    config = {
+        "store": "sqlite:///state.db",
+        "models": {"echo": {"stable": "a", "versions": {"a": {"backend": "fake", "label": 1}}}},
+    }
+    gateway = GatewayProcess(tmp_path, config, http=http).start()
+    try:
+
+        async def main() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            body = b'{"inputs": [[1.0]]}'
+            writer.write(b"".join(request("POST", "/models/echo/predict", body) for _ in range(3)))
+            answers = [await read_response(reader) for _ in range(3)]
+            assert [a.status for a in answers] == [200, 200, 200]
+            assert {a.headers["x-rollwise-version"] for a in answers} == {"a"}
+            writer.close()
+
+        asyncio.run(main())
+    finally:
+        assert gateway.process is not None
+        gateway.process.send_signal(signal.SIGTERM)
+        # uvicorn ends by raising the signal again once it has shut down; rollwise exits 0.
+        clean = {0} if http == "rollwise" else {0, -signal.SIGTERM}
+        assert gateway.process.wait(timeout=30) in clean, gateway.log()
