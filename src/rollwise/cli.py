@@ -191,6 +191,19 @@ def status(
 
 
 @app.command()
+def reload(
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[str, typer.Argument(help="version to load anew")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Load a version anew (after fixing its file or server) and swap it in, no restart."""
+    with _client(url, token) as client:
+        result = client.reload(model, version)
+    console.print(f"{model} {version}: {result['health']}")
+
+
+@app.command()
 def events(
     model: Annotated[str | None, typer.Argument(help="only this model")] = None,
     limit: Annotated[int, typer.Option(help="how many of the latest events")] = 20,

@@ -126,3 +126,12 @@ def test_insecure_dev_is_refused_off_loopback(example: Path) -> None:
     result = rollwise("serve", "--config", str(example), "--host", "0.0.0.0", "--insecure-dev")
     assert result.returncode == 1
     assert "--insecure-dev only works on a loopback address" in result.stderr
+
+
+def test_reload_puts_a_version_back_into_service(gateway: GatewayProcess) -> None:
+    result = rollwise("reload", "iris", "v2", env=as_operator(gateway))
+    assert result.returncode == 0, result.stderr
+    assert "iris v2: ready" in result.stdout
+    missing = rollwise("reload", "iris", "v9", env=as_operator(gateway))
+    assert missing.returncode == 1
+    assert "no version 'v9'" in missing.stderr
