@@ -54,7 +54,8 @@ def serve(
         str | None, typer.Option(help="address to listen on [default: from config]")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="port to listen on [default: from config]")
+        int | None,
+        typer.Option(min=0, max=65535, help="port to listen on [default: from config]"),
     ] = None,
     insecure_dev: Annotated[
         bool,
@@ -254,22 +255,15 @@ def example(
 
 def main() -> None:
     """Entry point: one clear line and a non-zero exit code on any refusal."""
+    # Standalone mode lets the command-line parser report usage errors itself (exit 2);
+    # rollwise's own refusals are caught here.
     try:
-        app(standalone_mode=False)
+        app()
     except RollwiseError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as error:
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -135,3 +135,19 @@ def test_reload_puts_a_version_back_into_service(gateway: GatewayProcess) -> Non
     missing = rollwise("reload", "iris", "v9", env=as_operator(gateway))
     assert missing.returncode == 1
     assert "no version 'v9'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["route", "iris"], "Missing argument", id="missing weights"),
+        pytest.param(["nosuch"], "No such command", id="unknown command"),
+        pytest.param(["status", "--window", "abc"], "Invalid value", id="bad option value"),
+        pytest.param(["serve", "--port", "99999"], "Invalid value", id="port out of range"),
+    ],
+)
+def test_usage_errors_say_what_is_wrong_without_a_traceback(args: list[str], message: str) -> None:
+    result = rollwise(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
