@@ -13,6 +13,7 @@ from rollwise.errors import (
     NotFound,
     PayloadTooLarge,
     RollwiseError,
+    StoreError,
     ValidationError,
 )
 from rollwise.server.payloads import BadRequest
@@ -29,6 +30,8 @@ _STATUS: tuple[tuple[type[RollwiseError], int], ...] = (
     (BackendTimeout, 504),
     (BackendUnavailable, 503),
     (BackendError, 502),
+    # The store is busy or down: the caller may retry, nothing was half-applied.
+    (StoreError, 503),
 )
 
 

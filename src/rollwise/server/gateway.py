@@ -16,7 +16,7 @@ import random
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +36,7 @@ from rollwise.errors import (
     ValidationError,
 )
 from rollwise.metrics.recorder import MetricsRecorder, VersionWindow, merge_windows
+from rollwise.metrics.scoring import Score, compare_outputs, labels_for, score
 from rollwise.routing import ModelTable, build_table, check_routing
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, Store
 
@@ -499,8 +500,8 @@ class Gateway:
             records = await self.db(self.store.get_predictions, request_id)
         else:
             records = [
-                PredictionRecord(request_id, model, version, Role(role), list(outputs), at_s)
-                for model, version, role, outputs, at_s in answers
+                PredictionRecord(request_id, name, version, Role(role), list(outputs), at_s)
+                for name, version, role, outputs, at_s in answers
             ]
         records = [r for r in records if r.model == model_name]
         if not records:
@@ -510,26 +511,28 @@ class Gateway:
                 f"(predictions are kept {hours:g} h)"
             )
         served = next((r for r in records if r.role is Role.SERVED), records[0])
-        labels = _labels_for(label, len(served.outputs))
+        labels = labels_for(label, len(served.outputs))
+        # Score first: a label that cannot be scored is refused before it is stored, so
+        # the caller can correct it and send it again.
+        scores: dict[tuple[str, Role], Score] = {}
+        for record in records:
+            key = (record.version, record.role)
+            if key not in scores:
+                scores[key] = score(record.outputs, labels, model.task)
         stored = await self.db(
             self.store.record_feedback, FeedbackRecord(request_id, model_name, label, self.clock())
         )
         if not stored:
             raise Conflict(f"request {request_id!r} already has feedback")
         result: dict[str, Any] = {"request_id": request_id, "model": model_name, "versions": {}}
-        seen: set[tuple[str, Role]] = set()
-        for record in records:
-            if (record.version, record.role) in seen:
-                continue
-            seen.add((record.version, record.role))
-            window = self.metrics.window(model_name, record.version, record.role)
-            figures = score(record.outputs, labels, model.task)
+        for (version, role), figures in scores.items():
+            window = self.metrics.window(model_name, version, role)
             window.feedback += figures.count
             window.correct += figures.correct
             window.abs_error_sum += figures.abs_error
             window.sq_error_sum += figures.sq_error
             window.quartic_error_sum += figures.quartic_error
-            result["versions"][f"{record.version}/{record.role.value}"] = {
+            result["versions"][f"{version}/{role.value}"] = {
                 "correct": figures.correct,
                 "count": figures.count,
                 "abs_error": figures.abs_error,
@@ -627,65 +630,3 @@ class Gateway:
 
 def _summary(window: VersionWindow | None) -> dict[str, Any] | None:
     return window.summary() if window is not None and not window.empty else None
-
-
-def _same(a: Any, b: Any, tolerance: float) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return bool(a == b)
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return abs(float(a) - float(b)) <= tolerance * max(1.0, abs(float(a)), abs(float(b)))
-    return str(a) == str(b)
-
-
-def compare_outputs(
-    served: Sequence[Any], shadow: Sequence[Any], tolerance: float
-) -> tuple[int, int]:
-    """(rows compared, rows on which the shadow agreed with the served answer)."""
-    compared = min(len(served), len(shadow))
-    agreed = sum(1 for a, b in zip(served, shadow, strict=False) if _same(a, b, tolerance))
-    return compared, agreed
-
-
-@dataclass(frozen=True, slots=True)
-class Score:
-    count: int
-    correct: int
-    abs_error: float
-    sq_error: float
-    quartic_error: float
-
-
-def _labels_for(label: Any, rows: int) -> list[Any]:
-    if isinstance(label, list):
-        if len(label) != rows:
-            raise ValidationError(
-                f"'label' has {len(label)} values but the prediction had {rows} rows"
-            )
-        return label
-    if rows != 1:
-        raise ValidationError(
-            f"the prediction had {rows} rows; send 'label' as a list of {rows} values"
-        )
-    return [label]
-
-
-def score(outputs: Sequence[Any], labels: Sequence[Any], task: str) -> Score:
-    """Correct answers (classification) and errors (regression) of outputs against labels."""
-    correct = 0
-    abs_error = 0.0
-    sq_error = 0.0
-    quartic_error = 0.0
-    for output, label in zip(outputs, labels, strict=False):
-        if task == "classification":
-            correct += _same(output, label, 0.0)
-            continue
-        try:
-            diff = float(output) - float(label)
-        except (TypeError, ValueError):
-            raise ValidationError(
-                f"label {label!r} is not a number; this model does regression"
-            ) from None
-        abs_error += abs(diff)
-        sq_error += diff * diff
-        quartic_error += diff**4
-    return Score(min(len(outputs), len(labels)), correct, abs_error, sq_error, quartic_error)

@@ -348,6 +348,10 @@ def test_feedback_is_joined_to_the_prediction(gateway: GatewayProcess, ops: http
             client.post("/models/iris/predict", json={"inputs": [row]}).headers["x-request-id"]
             for row in [SETOSA, VIRGINICA]
         ]
+        misfit = client.post("/models/iris/feedback", json={"request_id": ids[0], "label": [0, 1]})
+        assert misfit.status_code == 422
+        assert "the prediction had 1 rows" in misfit.json()["error"]
+        # The refused label was not stored: the corrected one is taken.
         right = client.post("/models/iris/feedback", json={"request_id": ids[0], "label": 0})
         assert right.status_code == 200, right.text
         assert right.json()["versions"]["v1/served"]["correct"] == 1

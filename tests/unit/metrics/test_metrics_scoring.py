@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rollwise.errors import ValidationError
-from rollwise.server.gateway import _labels_for, compare_outputs, score
+from rollwise.metrics.scoring import compare_outputs, labels_for, score
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_regression_labels_must_be_numbers() -> None:
     ],
 )
 def test_labels_fit_the_prediction(label: object, rows: int, expected: list[object]) -> None:
-    assert _labels_for(label, rows) == expected
+    assert labels_for(label, rows) == expected
 
 
 @pytest.mark.parametrize(
@@ -63,4 +63,17 @@ def test_labels_fit_the_prediction(label: object, rows: int, expected: list[obje
 )
 def test_labels_that_do_not_fit_are_refused(label: object, rows: int, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        _labels_for(label, rows)
+        labels_for(label, rows)
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        pytest.param(1e308, id="a label whose error overflows"),
+        pytest.param(float("inf"), id="infinity"),
+        pytest.param(float("nan"), id="not a number"),
+    ],
+)
+def test_regression_labels_must_be_finite_and_on_scale(label: float) -> None:
+    with pytest.raises(ValidationError, match="finite numbers"):
+        score([1.0], [label], "regression")
