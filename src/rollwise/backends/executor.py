@@ -27,7 +27,7 @@ THREADS_ENV = "ROLLWISE_BACKEND_THREADS"
 
 
 def default_workers() -> int:
-    """Pool size from ``ROLLWISE_BACKEND_THREADS``, else the CPU count (at least 2)."""
+    """Pool size from ``ROLLWISE_BACKEND_THREADS``, else the CPU count (at least 4)."""
     raw = os.environ.get(THREADS_ENV, "").strip()
     if raw:
         try:
@@ -37,7 +37,9 @@ def default_workers() -> int:
         if value < 1:
             raise ConfigError(f"{THREADS_ENV}={raw!r}: must be a positive integer")
         return value
-    return max(2, os.cpu_count() or 1)
+    # At least 4: every version may hold all threads but one (see InProcessBackend), and
+    # native model code (numpy, onnxruntime) runs beside the event loop.
+    return max(4, os.cpu_count() or 1)
 
 
 class ModelExecutor:

@@ -8,6 +8,9 @@ event loop. Exceptions from model code become ``BackendError`` naming the versio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,10 +20,20 @@ from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMet
 from rollwise.backends.executor import ModelExecutor, get_executor
 from rollwise.backends.options import check_options, version_key
 from rollwise.backends.tensors import select_outputs
-from rollwise.errors import BackendError, BackendLoadError, RollwiseError
+from rollwise.errors import BackendError, BackendLoadError, BackendTimeout, RollwiseError
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+DEFAULT_TIMEOUT_S = 30.0
+"""How long a prediction of an in-process version may take, waiting included."""
+
+
+def _release_from_thread(loop: asyncio.AbstractEventLoop, threads: asyncio.Semaphore) -> None:
+    # Runs in the pool's thread when the model returns; the semaphore is the loop's.
+    with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+        loop.call_soon_threadsafe(threads.release)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -47,6 +60,8 @@ class InProcessBackend:
         self._executor = executor
         check_options(self.kind, self.options, version_key(name))
         self._loaded = False
+        self._timeout_s = float(self.options.get("timeout_s", DEFAULT_TIMEOUT_S))
+        self._threads: asyncio.Semaphore | None = None
 
     @property
     def executor(self) -> ModelExecutor:
@@ -101,9 +116,44 @@ class InProcessBackend:
         raise NotImplementedError
 
     async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run model code in the pool; its failures become ``BackendError``."""
+        """Run model code in the pool within ``timeout_s``; failures become ``BackendError``.
+
+        A version holds at most ``max_concurrency`` threads (default: all of the pool's
+        but one), so a version whose model hangs cannot starve the others; its callers
+        wait for a thread up to the timeout and then get ``BackendTimeout``. A thread
+        that overruns the timeout is only freed when the model returns: Python threads
+        cannot be stopped from outside.
+        """
+        executor = self.executor
+        if self._threads is None:
+            cap = self.options.get("max_concurrency") or max(1, executor.max_workers - 1)
+            self._threads = asyncio.Semaphore(int(cap))
+        threads = self._threads
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
         try:
-            return await self.executor.run(fn, *args, **kwargs)
+            async with asyncio.timeout_at(deadline):
+                await threads.acquire()
+        except TimeoutError:
+            raise BackendTimeout(
+                f"version {self.name!r} had no free model thread within {self._timeout_s:g} s "
+                "(its earlier calls are still running)",
+                version=self.name,
+            ) from None
+        try:
+            future = executor.submit(functools.partial(fn, *args, **kwargs))
+        except BaseException:
+            threads.release()
+            raise
+        future.add_done_callback(lambda _: _release_from_thread(loop, threads))
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            raise BackendTimeout(
+                f"version {self.name!r} did not answer within {self._timeout_s:g} s",
+                version=self.name,
+            ) from None
         except RollwiseError:
             raise
         except Exception as error:

@@ -43,6 +43,8 @@ class Schema:
 SCHEMAS: Mapping[str, Schema] = {
     "sklearn": Schema(
         {
+            "timeout_s": Option("number", minimum=0.001),
+            "max_concurrency": Option("int", minimum=1),
             "path": Option("str", required=True),
             "format": Option("str", choices=("auto", "skops", "pickle")),
             "trusted_types": Option("str_list"),
@@ -53,6 +55,8 @@ SCHEMAS: Mapping[str, Schema] = {
     ),
     "onnx": Schema(
         {
+            "timeout_s": Option("number", minimum=0.001),
+            "max_concurrency": Option("int", minimum=1),
             "path": Option("str", required=True),
             "sha256": Option("sha256"),
             "intra_op_threads": Option("int", minimum=1),
@@ -61,6 +65,8 @@ SCHEMAS: Mapping[str, Schema] = {
     ),
     "python": Schema(
         {
+            "timeout_s": Option("number", minimum=0.001),
+            "max_concurrency": Option("int", minimum=1),
             "target": Option("target", required=True),
             "factory": Option("bool"),
             "kwargs": Option("mapping"),

@@ -39,6 +39,7 @@ from rollwise.domain import VersionSpec
 from rollwise.errors import (
     BackendError,
     BackendLoadError,
+    BackendTimeout,
     BackendUnavailable,
     ConfigError,
     ValidationError,
@@ -713,6 +714,8 @@ def test_a_saturated_pool_refuses_at_once_instead_of_queueing(
         "factory": True,
         "kwargs": {"gate": gate},
         "python_path": ".",
+        # Let this one version reach the pool's own limit.
+        "max_concurrency": 3,
     }
     backend = PythonBackend("gated", options, tmp_path, executor=executor)
 
@@ -933,3 +936,41 @@ def test_the_example_is_the_same_every_time(tmp_path: Path) -> None:
     v1_a = sio.load(first / "iris-v1.skops")
     v1_b = sio.load(second / "iris-v1.skops")
     np.testing.assert_array_equal(v1_a.coef_, v1_b.coef_)
+
+
+# -- a hung version ------------------------------------------------------------------
+
+
+def test_a_hung_version_times_out_and_leaves_threads_for_the_others(tmp_path: Path) -> None:
+    from support import hanging_models
+
+    executor = ModelExecutor(3)
+    hung = PythonBackend(
+        "hung",
+        {"target": "support.hanging_models:hang", "timeout_s": 0.5},
+        tmp_path,
+        executor=executor,
+    )
+    healthy = PythonBackend(
+        "healthy", {"target": "support.hanging_models:answer"}, tmp_path, executor=executor
+    )
+
+    async def go() -> tuple[list[BaseException | InferenceResponse], InferenceResponse]:
+        await hung.load()
+        await healthy.load()
+        stuck = await asyncio.gather(
+            *(hung.predict(request_for([[1.0]])) for _ in range(4)), return_exceptions=True
+        )
+        # The hung version holds at most 2 of the 3 threads; the healthy one still runs.
+        return stuck, await healthy.predict(request_for([[1.0]]))
+
+    try:
+        stuck, fine = run(go())
+    finally:
+        hanging_models.RELEASE.set()
+        executor.shutdown()
+    assert all(isinstance(result, BackendTimeout) for result in stuck), stuck
+    messages = sorted(str(result) for result in stuck)
+    assert sum("did not answer within 0.5 s" in m for m in messages) == 2
+    assert sum("no free model thread" in m for m in messages) == 2
+    assert fine.outputs[0].data == [1]
