@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,15 @@ import yaml
 OPERATOR = "operator-secret-1"
 VIEWER = "viewer-secret-1"
 TOKENS = f"ops:operator:{OPERATOR},watcher:viewer:{VIEWER}"
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Wait until ``check()`` holds; fail if it still does not after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{getattr(check, '__name__', 'the condition')} never held")
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -113,7 +122,7 @@ def gateway_config(models_dir: Path, **server: Any) -> dict[str, Any]:
                 "versions": {
                     "v1": {"backend": "sklearn", "path": str(models_dir / "iris-v1.skops")},
                     "v2": {"backend": "onnx", "path": str(models_dir / "iris-v2.onnx")},
-                    "slow": {"backend": "fake", "label": 1, "latency_ms": 2000},
+                    "slow": {"backend": "fake", "label": 1, "latency_ms": 3000},
                     "broken": {"backend": "fake", "label": 1, "error_rate": 1.0},
                     "missing": {"backend": "fake", "fail_load": "weights file is corrupt"},
                 },

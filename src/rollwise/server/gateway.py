@@ -94,6 +94,7 @@ class Gateway:
         self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollwise-store")
         self._tasks: list[asyncio.Task[None]] = []
         self._mirror_tasks: set[asyncio.Task[None]] = set()
+        self._mirrors_running: dict[tuple[str, str], int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._reloading: set[tuple[str, str]] = set()
         self._retired: list[Backend] = []
@@ -446,15 +447,23 @@ class Gateway:
         for version, percent in table.mirrors:
             if percent < 100 and self.rng.random() * 100.0 >= percent:
                 continue
-            if len(self._mirror_tasks) >= self._mirror_limit:
-                # Bounded: a slow shadow sheds load here instead of delaying replies.
+            key = (table.model, version)
+            running = self._mirrors_running.get(key, 0)
+            if running >= self._mirror_limit:
+                # Bounded per shadow: a slow shadow sheds its own load here instead of
+                # delaying replies or crowding out the other shadows.
                 self.metrics.window(table.model, version, Role.SHADOW).dropped += 1
                 continue
+            self._mirrors_running[key] = running + 1
             task = asyncio.get_running_loop().create_task(
                 self._shadow(table.model, version, request, request_id, served)
             )
             self._mirror_tasks.add(task)
-            task.add_done_callback(self._mirror_tasks.discard)
+            task.add_done_callback(partial(self._mirror_done, key))
+
+    def _mirror_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self._mirror_tasks.discard(task)
+        self._mirrors_running[key] -= 1
 
     async def _shadow(
         self,

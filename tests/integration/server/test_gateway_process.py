@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 
-from support.gateway import OPERATOR, VIEWER, GatewayProcess, gateway_config
+from support.gateway import OPERATOR, VIEWER, GatewayProcess, eventually, gateway_config
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
@@ -165,35 +165,33 @@ def test_requests_without_a_key_are_split_at_random(
     assert seen["a"] > 60 and seen["b"] > 60
 
 
-def served_latencies(url: str, count: int) -> list[float]:
-    latencies = []
-    with httpx.Client(base_url=url) as client:
-        for _ in range(count):
-            started = time.perf_counter()
-            response = client.post("/models/iris/predict", json={"inputs": [SETOSA]})
-            latencies.append(time.perf_counter() - started)
-            assert response.status_code == 200, response.text
-            assert response.headers["x-rollwise-version"] == "v1"
-    return latencies
+def shadow_of(ops: httpx.Client, version: str) -> dict[str, Any]:
+    versions = ops.get("/api/v1/models/iris").json()["versions"]
+    return next(v for v in versions if v["name"] == version)
 
 
 def test_slow_and_failing_shadows_never_delay_or_fail_the_reply(
     gateway: GatewayProcess, ops: httpx.Client
 ) -> None:
     route(ops, "iris", {"v1": 100}, {"slow": 100, "broken": 100})
-    latencies = served_latencies(gateway.url, 40)
-    # The slow shadow sleeps 2 s on every request; a reply that waited for it would
-    # take at least that long.
-    assert max(latencies) < 1.0, max(latencies)
-    time.sleep(2.5)
-    status = ops.get("/api/v1/models/iris").json()
-    versions = {v["name"]: v for v in status["versions"]}
-    slow, broken = versions["slow"]["shadow"], versions["broken"]["shadow"]
+    with httpx.Client(base_url=gateway.url) as client:
+        for _ in range(40):
+            response = client.post("/models/iris/predict", json={"inputs": [SETOSA]})
+            assert response.status_code == 200, response.text
+            assert response.headers["x-rollwise-version"] == "v1"
+    # Every reply is back while the slow shadow (3 s per answer) has not finished once:
+    # no reply waited for it.
+    assert (shadow_of(ops, "slow")["shadow"] or {}).get("requests", 0) == 0
+    served = shadow_of(ops, "v1")["served"]
+    assert served["requests"] >= 40 and served["errors"] == 0
+
+    eventually(lambda: (shadow_of(ops, "slow")["shadow"] or {}).get("requests", 0) >= 1)
+    slow, broken = shadow_of(ops, "slow")["shadow"], shadow_of(ops, "broken")["shadow"]
     assert broken["errors"] == broken["requests"] > 0
-    # At most 8 mirrors run at once, so the 2-second shadow sheds most of them.
+    # At most 8 mirrors per shadow run at once, so the slow one sheds most of them,
+    # and only its own: the broken shadow answers fast and drops none.
     assert slow["dropped"] > 0
-    assert slow["requests"] >= 1
-    assert versions["v1"]["served"]["errors"] == 0
+    assert broken.get("dropped", 0) == 0
     route(ops, "iris", {"v1": 100})
 
 
@@ -204,10 +202,8 @@ def test_a_shadow_is_compared_with_the_served_answer(
     with httpx.Client(base_url=gateway.url) as client:
         for row in [SETOSA, VIRGINICA] * 10:
             assert client.post("/models/iris/predict", json={"inputs": [row]}).status_code == 200
-    time.sleep(1.0)
-    shadow = next(
-        v for v in ops.get("/api/v1/models/iris").json()["versions"] if v["name"] == "v2"
-    )["shadow"]
+    eventually(lambda: (shadow_of(ops, "v2")["shadow"] or {}).get("compared", 0) >= 20)
+    shadow = shadow_of(ops, "v2")["shadow"]
     assert shadow["compared"] >= 20
     assert shadow["agreement"] == 1.0
     route(ops, "iris", {"v1": 100})
@@ -265,10 +261,7 @@ def test_a_failing_version_gets_502_naming_it_and_it_is_counted(
     assert response.json()["version"] == "broken"
     assert "broken" in response.json()["error"]
     assert response.headers["x-rollwise-version"] == "broken"
-    time.sleep(0.6)
-    broken = next(
-        v for v in ops.get("/api/v1/models/iris").json()["versions"] if v["name"] == "broken"
-    )
+    broken = shadow_of(ops, "broken")
     assert broken["served"]["errors"] >= 1
     route(ops, "iris", {"v1": 100})
 
@@ -364,8 +357,7 @@ def test_feedback_is_joined_to_the_prediction(gateway: GatewayProcess, ops: http
         )
         assert unknown.status_code == 404
         assert "unknown or expired request id" in unknown.json()["error"]
-    time.sleep(0.6)
-    v1 = next(v for v in ops.get("/api/v1/models/iris").json()["versions"] if v["name"] == "v1")
+    v1 = shadow_of(ops, "v1")
     assert v1["served"]["feedback"] >= 2
     assert 0 < v1["served"]["accuracy"] < 1
 
@@ -379,18 +371,21 @@ def test_feedback_is_found_after_the_prediction_was_flushed_to_the_store(
         request_id = httpx.post(
             f"{process.url}/models/iris/predict", json={"inputs": [SETOSA]}
         ).headers["x-request-id"]
-        time.sleep(0.6)
-        response = httpx.post(
-            f"{process.url}/models/iris/feedback", json={"request_id": request_id, "label": 0}
-        )
-        assert response.status_code == 200, response.text
+        body = {"request_id": request_id, "label": 0}
+
+        def joined() -> bool:
+            # 404 until the prediction is flushed to the store (nothing is kept in memory).
+            response = httpx.post(f"{process.url}/models/iris/feedback", json=body)
+            assert response.status_code in (200, 404), response.text
+            return response.status_code == 200
+
+        eventually(joined)
     finally:
         process.stop()
 
 
 def test_metrics_are_exposed_for_prometheus(gateway: GatewayProcess) -> None:
     httpx.post(f"{gateway.url}/models/iris/predict", json={"inputs": [SETOSA]})
-    time.sleep(0.1)
     text = httpx.get(f"{gateway.url}/metrics").text
     assert 'rollwise_requests_total{model="iris",role="served",version="v1"}' in text
     assert "rollwise_request_duration_seconds_bucket" in text

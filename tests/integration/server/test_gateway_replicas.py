@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from support.gateway import OPERATOR, GatewayProcess, free_port
+from support.gateway import OPERATOR, GatewayProcess, eventually, free_port
 
 
 def fake_config(store: str) -> dict[str, Any]:
@@ -34,14 +33,6 @@ def weights(gateway: GatewayProcess) -> dict[str, int]:
     return {v["name"]: v["weight"] for v in status["versions"]}
 
 
-def wait_for(check: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        time.sleep(0.1)
-
-
 def test_replicas_on_postgresql_share_routing_and_metrics(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -55,7 +46,7 @@ def test_replicas_on_postgresql_share_routing_and_metrics(
         with one.client() as client:
             response = client.put("/api/v1/models/m/routing", json={"weights": {"a": 0, "b": 100}})
             assert response.status_code == 200, response.text
-        wait_for(lambda: weights(two) == {"a": 0, "b": 100})
+        eventually(lambda: weights(two) == {"a": 0, "b": 100})
         served = httpx.post(f"{two.url}/models/m/predict", json={"inputs": [[1.0]]})
         assert served.headers["x-rollwise-version"] == "b"
         for gateway in (one, two):
@@ -68,7 +59,7 @@ def test_replicas_on_postgresql_share_routing_and_metrics(
             b = next(v for v in versions if v["name"] == "b")
             return b["served"] is not None and b["served"]["requests"] == 11
 
-        wait_for(counted_everywhere)
+        eventually(counted_everywhere)
     finally:
         one.stop()
         two.stop()
