@@ -10,12 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from rollwise.errors import RollwiseError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _seg(name: str) -> str:
+    """A name as one URL path segment, so that '/', '?' or '#' in it cannot change the URL."""
+    return quote(name, safe="")
 
 
 class ClientError(RollwiseError):
@@ -66,17 +72,21 @@ class Client:
         return list(self._call("GET", "/api/v1/models", params={"window_s": window_s})["models"])
 
     def model(self, name: str, window_s: int = 300) -> dict[str, Any]:
-        return dict(self._call("GET", f"/api/v1/models/{name}", params={"window_s": window_s}))
+        return dict(
+            self._call("GET", f"/api/v1/models/{_seg(name)}", params={"window_s": window_s})
+        )
 
     def set_routing(
         self, model: str, weights: Mapping[str, int], mirrors: Mapping[str, int] | None = None
     ) -> dict[str, Any]:
         body = {"weights": dict(weights), "mirrors": dict(mirrors or {})}
-        return dict(self._call("PUT", f"/api/v1/models/{model}/routing", json=body))
+        return dict(self._call("PUT", f"/api/v1/models/{_seg(model)}/routing", json=body))
 
     def reload(self, model: str, version: str) -> dict[str, Any]:
         """Load a version anew (e.g. after fixing its file) and swap it in."""
-        return dict(self._call("POST", f"/api/v1/models/{model}/versions/{version}/reload"))
+        return dict(
+            self._call("POST", f"/api/v1/models/{_seg(model)}/versions/{_seg(version)}/reload")
+        )
 
     def events(
         self, model: str | None = None, after_id: int = 0, limit: int = 100
@@ -97,8 +107,10 @@ class Client:
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         body = {"inputs": [list(row) for row in inputs]}
-        return dict(self._call("POST", f"/models/{model}/predict", json=body, headers=headers))
+        return dict(
+            self._call("POST", f"/models/{_seg(model)}/predict", json=body, headers=headers)
+        )
 
     def feedback(self, model: str, request_id: str, label: Any) -> dict[str, Any]:
         body = {"request_id": request_id, "label": label}
-        return dict(self._call("POST", f"/models/{model}/feedback", json=body))
+        return dict(self._call("POST", f"/models/{_seg(model)}/feedback", json=body))

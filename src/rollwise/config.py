@@ -188,7 +188,8 @@ def _model_spec(name: str, section: ModelSection, source: str) -> ModelSpec:
 
 
 def _check_name(kind: str, name: str, source: str) -> None:
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
+    # Names go into URL paths: only plain characters, and never a bare "." or "..".
+    if not name or name.strip(".") == "" or not all(c.isalnum() or c in "-_." for c in name):
         raise ConfigError(
             f"{source}: {kind} name {name!r} may only hold letters, digits, '-', '_' and '.'"
         )
@@ -256,6 +257,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
         text = file.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config {str(file)!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     try:
         data = tomllib.loads(text) if file.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic import ValidationError as PydanticValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,8 +32,9 @@ class RoutingUpdate(BaseModel):
     """New routing of a model: whole percents per version summing to 100, and mirrors."""
 
     model_config = ConfigDict(extra="forbid")
-    weights: dict[str, int] = Field(description="percent of traffic per version; sums to 100")
-    mirrors: dict[str, int] = Field(
+    # Strict: true, "90" and 90.0 are refused rather than quietly turned into numbers.
+    weights: dict[str, StrictInt] = Field(description="percent of traffic per version; sums to 100")
+    mirrors: dict[str, StrictInt] = Field(
         default_factory=dict, description="percent of requests copied to each shadow version"
     )
 

@@ -562,7 +562,7 @@ class Gateway:
             )
             predictions = predictions[-MAX_PENDING_PREDICTIONS:]
         start_s = math.floor(self._window_start_s)
-        width_s = max(1, math.ceil(now - self._window_start_s))
+        width_s = max(1, round(now - self._window_start_s))
         self._window_start_s = now
         rows = [
             MetricBucketRow(

@@ -321,6 +321,9 @@ def test_the_control_api_needs_tokens_with_the_right_role(gateway: GatewayProces
         ),
         pytest.param({"weights": {"v1": "all"}}, 422, "weights.v1", id="not a number"),
         pytest.param({"weight": {"v1": 100}}, 422, "weight", id="misspelt key"),
+        pytest.param({"weights": {"v1": True}}, 422, "weights.v1", id="a boolean weight"),
+        pytest.param({"weights": {"v1": "100"}}, 422, "weights.v1", id="a weight as text"),
+        pytest.param({"weights": {"v1": 100.0}}, 422, "weights.v1", id="a fractional type"),
     ],
 )
 def test_bad_routing_is_refused_and_leaves_the_routing_whole(

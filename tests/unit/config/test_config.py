@@ -88,6 +88,11 @@ def bad_model(**changes: Any) -> dict[str, Any]:
             id="model name with a space",
         ),
         pytest.param(
+            config(models={"..": config()["models"]["iris"]}),
+            "model name '..'",
+            id="model name of dots",
+        ),
+        pytest.param(
             config(auth={"tokens": "ops:admin:longenough"}),
             "role 'admin'",
             id="token with an unknown role",
@@ -173,6 +178,13 @@ def test_unreadable_configs_are_refused(tmp_path: Path, text: str, message: str)
     path = tmp_path / "rollwise.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_a_config_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rollwise.yaml"
+    path.write_bytes(b"models:\n  m\xff: {}\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(path, environ={})
 
 
