@@ -1,10 +1,15 @@
 """Routing tables: immutable, precomputed answers to "which version serves this request?".
 
 A table is built from stored routing plus the versions that are ready, then swapped in
-whole; the request path only reads it. Bucket ranges: every version other than the
-anchor (``Routing.stable``) owns a range from bucket 0 upwards, in name order; the anchor
-owns the rest. Raising one version's weight therefore only adds buckets to it, and the
-users it already had stay on it.
+whole; the request path only reads it.
+
+Bucket ranges: the versions other than the anchor (``Routing.stable``), in name order,
+take ranges from the ends of ``[0, BUCKETS)``: the first grows up from bucket 0, the
+second down from the top, any further ones stack up after the first; the anchor owns
+the middle. Raising a version's weight therefore only adds buckets to it and the users
+it already had stay on it, and with up to two candidates beside the anchor no candidate
+ever moves another's users. (A third candidate, or a candidate joining or leaving, can
+shift the ranges stacked after it.)
 """
 
 from __future__ import annotations
@@ -74,27 +79,30 @@ def build_table(
         anchor = max(sorted(ready_weighted), key=ready_weighted.__getitem__, default="")
     bounds: list[int] = []
     versions: list[str] = []
-    low = 0
-    # Ranges keep their positions when a version is not ready (the anchor covers its
-    # range), so the users of every other version stay where they are.
-    for version in sorted(v for v, w in weights.items() if w > 0):
-        if version == routing.stable:
-            continue
-        low += weights[version] * (BUCKETS // 100)
-        owner = version if version in ready_weighted else anchor
-        if versions and versions[-1] == owner:
-            bounds[-1] = low
-        else:
-            bounds.append(low)
-            versions.append(owner)
     if anchor:
-        if versions and versions[-1] == anchor:
-            bounds[-1] = BUCKETS
-        else:
-            bounds.append(BUCKETS)
-            versions.append(anchor)
-    else:
-        bounds, versions = [], []
+        # Ranges keep their positions when a version is not ready (the anchor covers
+        # its range), so the users of every other version stay where they are.
+        segments: list[tuple[int, int, str]] = []
+        low, high = 0, BUCKETS
+        candidates = sorted(v for v, w in weights.items() if w > 0 and v != routing.stable)
+        for index, version in enumerate(candidates):
+            size = weights[version] * (BUCKETS // 100)
+            owner = version if version in ready_weighted else anchor
+            if index == 1:
+                segments.append((high - size, high, owner))
+                high -= size
+            else:
+                segments.append((low, low + size, owner))
+                low += size
+        segments.append((low, high, anchor))
+        for start, end, owner in sorted(segments):
+            if end <= start:
+                continue
+            if versions and versions[-1] == owner:
+                bounds[-1] = end
+            else:
+                bounds.append(end)
+                versions.append(owner)
     mirrors = tuple(
         (version, percent)
         for version, percent in sorted(routing.mirrors.items())

@@ -83,6 +83,36 @@ def test_raising_a_weight_keeps_every_earlier_user(
     assert all(second[user] == grown for user in had)
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        pytest.param(
+            {"v1": 80, "v2": 10, "v3": 10},
+            {"v1": 60, "v2": 30, "v3": 10},
+            id="the first candidate grows beside a second",
+        ),
+        pytest.param(
+            {"v1": 80, "v2": 10, "v3": 10},
+            {"v1": 50, "v2": 10, "v3": 40},
+            id="the second candidate grows beside a first",
+        ),
+        pytest.param(
+            {"v1": 60, "v2": 20, "v3": 20},
+            {"v1": 20, "v2": 40, "v3": 40},
+            id="both candidates grow",
+        ),
+    ],
+)
+def test_two_candidates_never_move_each_others_users(
+    before: dict[str, int], after: dict[str, int]
+) -> None:
+    first, second = assignments(before), assignments(after)
+    for candidate in ("v2", "v3"):
+        had = [user for user, version in first.items() if version == candidate]
+        assert had
+        assert all(second[user] == candidate for user in had), candidate
+
+
 def test_the_same_key_always_gets_the_same_version() -> None:
     table = build_table(routing({"v1": 50, "v2": 50}), {"v1", "v2"}, STICKY)
     rng = random.Random(7)
