@@ -42,6 +42,8 @@ from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecor
 
 log = logging.getLogger("rollwise.gateway")
 MAX_PENDING_PREDICTIONS = 200_000
+MAX_CACHED_ROWS = 1_000
+"""Answers with more rows are joined to feedback from the store, not from memory."""
 RELOAD_GRACE_S = 30.0
 """How long a replaced backend stays open for the requests still running on it."""
 T = TypeVar("T")
@@ -423,7 +425,7 @@ class Gateway:
     def _remember(self, record: PredictionRecord) -> None:
         self._pending_predictions.append(record)
         limit = self.config.server.prediction_cache_size
-        if limit <= 0:
+        if limit <= 0 or len(record.outputs) > MAX_CACHED_ROWS:
             return
         answer = (
             record.model,
@@ -433,7 +435,10 @@ class Gateway:
             record.at_s,
         )
         recent = self._recent.get(record.request_id)
-        if recent is None:
+        if recent is None or record.role is Role.SERVED:
+            # A served answer starts the entry afresh: a caller who reuses a request id
+            # gets feedback joined to its latest request, and entries stay small.
+            self._recent.pop(record.request_id, None)
             self._recent[record.request_id] = (answer,)
             if len(self._recent) > limit:
                 self._recent.popitem(last=False)

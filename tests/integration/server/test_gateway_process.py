@@ -430,3 +430,18 @@ def test_routing_survives_a_restart(iris_dir: Path, tmp_path: Path) -> None:
         )
     finally:
         second.stop()
+
+
+def test_a_reused_request_id_joins_feedback_to_its_latest_request(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
+    route(ops, "iris", {"v1": 100})
+    with httpx.Client(base_url=gateway.url) as client:
+        for row in [SETOSA, SETOSA, VIRGINICA]:
+            answer = client.post(
+                "/models/iris/predict", json={"inputs": [row]}, headers={"x-request-id": "reused-1"}
+            )
+            assert answer.headers["x-request-id"] == "reused-1"
+        joined = client.post("/models/iris/feedback", json={"request_id": "reused-1", "label": 2})
+    assert joined.status_code == 200, joined.text
+    assert joined.json()["versions"] == {"v1/served": {"correct": 1, "count": 1, "abs_error": 0.0}}
