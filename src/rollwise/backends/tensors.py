@@ -61,11 +61,16 @@ def tensor_to_array(tensor: Tensor) -> npt.NDArray[Any]:
     if any(dim < 0 for dim in shape):
         raise ValidationError(f"input {tensor.name!r}: shape {list(shape)} has a negative size")
     try:
-        array = np.asarray(tensor.data, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as error:
+        with np.errstate(over="raise"):
+            array = np.asarray(tensor.data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as error:
         raise ValidationError(
             f"input {tensor.name!r}: data does not fit datatype {datatype}: {error}"
         ) from None
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValidationError(
+            f"input {tensor.name!r}: values beyond the range of {datatype} (or not finite)"
+        )
     expected = prod(shape)
     if array.size != expected:
         raise ValidationError(

@@ -115,7 +115,19 @@ def _parse_tensor(item: Any, index: int) -> Tensor:
         raise ValidationError(
             f"input {name!r}: shape {shape} needs {expected} values, got {len(flat)}"
         )
-    if datatype != "BYTES" and datatype != "BOOL":
+    if datatype == "BOOL":
+        for value in flat:
+            if not isinstance(value, bool):
+                raise ValidationError(
+                    f"input {name!r}: datatype BOOL needs true or false, got {value!r}"
+                )
+    elif datatype == "BYTES":
+        for value in flat:
+            if not isinstance(value, str):
+                raise ValidationError(
+                    f"input {name!r}: datatype BYTES needs strings, got {value!r}"
+                )
+    else:
         for value in flat:
             if not isinstance(value, _NUMBER) or isinstance(value, bool):
                 raise ValidationError(

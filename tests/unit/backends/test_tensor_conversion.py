@@ -72,6 +72,11 @@ def test_a_value_out_of_range_for_its_datatype_is_refused() -> None:
         tensor_to_array(tensor((1,), [300], "UINT8"))
 
 
+def test_a_float_beyond_its_datatype_is_refused_not_turned_into_infinity() -> None:
+    with pytest.raises(ValidationError, match="does not fit datatype FP16"):
+        tensor_to_array(tensor((1,), [1e10], "FP16"))
+
+
 def test_one_2d_input_is_the_feature_matrix() -> None:
     matrix = request_matrix([tensor((2, 3), [1, 2, 3, 4, 5, 6])], n_features=3)
     assert matrix.tolist() == [[1, 2, 3], [4, 5, 6]]

@@ -60,6 +60,18 @@ def test_nested_oip_data_is_flattened_row_major() -> None:
             oip({**GOOD, "datatype": ["FP32"]}), 422, "is not one of", id="datatype is a list"
         ),
         pytest.param(
+            oip({**GOOD, "datatype": "BOOL", "data": [True, False, 1, True]}),
+            422,
+            "BOOL needs true or false, got 1",
+            id="a number among booleans",
+        ),
+        pytest.param(
+            oip({**GOOD, "datatype": "BYTES", "data": ["a", "b", 3, "d"]}),
+            422,
+            "BYTES needs strings, got 3",
+            id="a number among strings",
+        ),
+        pytest.param(
             oip({**GOOD, "data": [1, 2, "a", 4]}),
             422,
             "needs numbers, got 'a'",
