@@ -202,6 +202,8 @@ class MetricsRecorder:
     def __init__(self) -> None:
         self._window: dict[MetricKey, VersionWindow] = {}
         self._totals: dict[MetricKey, VersionWindow] = {}
+        self._unwritten: dict[MetricKey, VersionWindow] = {}
+        """Windows the store could not take yet: already in the totals, due for the store."""
 
     def window(self, model: str, version: str, role: Role) -> VersionWindow:
         key = (model, version, role)
@@ -219,13 +221,29 @@ class MetricsRecorder:
                 self._totals[key] = part.copy()
             else:
                 total.merge(part)
+        unwritten, self._unwritten = self._unwritten, {}
+        for key, part in unwritten.items():
+            if key in window:
+                window[key].merge(part)
+            else:
+                window[key] = part
         return {k: v for k, v in window.items() if not v.empty}
 
+    def unwritten(self, windows: dict[MetricKey, VersionWindow]) -> None:
+        """Give back windows from ``swap`` that the store did not take; the next swap
+        returns them again (they are counted in the totals once)."""
+        for key, part in windows.items():
+            if key in self._unwritten:
+                self._unwritten[key].merge(part)
+            else:
+                self._unwritten[key] = part
+
     def pending(self, model: str) -> list[tuple[tuple[str, Role], VersionWindow]]:
-        """Copies of ``model``'s windows not yet swapped out, by (version, role)."""
+        """Copies of ``model``'s windows not yet in the store, by (version, role)."""
         return [
             ((version, role), window.copy())
-            for (name, version, role), window in self._window.items()
+            for source in (self._window, self._unwritten)
+            for (name, version, role), window in source.items()
             if name == model
         ]
 

@@ -18,6 +18,7 @@ import orjson
 from rollwise.domain import StickyKind
 from rollwise.errors import (
     AuthError,
+    BackendError,
     BackendTimeout,
     BackendUnavailable,
     PayloadTooLarge,
@@ -162,9 +163,17 @@ class DataPlane:
                 self.auth.require(_header(scope, b"authorization"), "operator")
             table, version = gateway.choose(model, self._sticky(scope, model, data), forced)
             version_header = [(b"x-rollwise-version", version.encode())]
+        except RollwiseError as error:
+            await self._fail(send, error, request_id, version_header)
+            return
+        try:
             outcome = await gateway.serve(table, version, request, request_id)
         except RollwiseError as error:
             await self._fail(send, error, request_id, version_header)
+            # The shadows still see a request the served version failed: they are judged
+            # on the same traffic, with nothing to compare their answer to.
+            if table.mirrors and forced is None and isinstance(error, BackendError):
+                gateway.mirror(table, request, request_id, None)
             return
         encode = encode_oip_response if oip else encode_plain_response
         payload = encode(outcome.response, model, outcome.version, request_id)

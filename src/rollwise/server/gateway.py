@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
 from rollwise.config import GatewayConfig
-from rollwise.domain import Event, ModelSpec, Role, Routing, VersionHealth, VersionSpec
+from rollwise.domain import BUCKETS, Event, ModelSpec, Role, Routing, VersionHealth, VersionSpec
 from rollwise.errors import (
     BackendError,
     BackendLoadError,
@@ -358,7 +358,6 @@ class Gateway:
             raise BackendUnavailable(f"model {model!r} is not loaded yet")
         if forced is not None:
             if (model, forced) not in self.states:
-                self.model(model).versions  # noqa: B018 - model exists, version does not
                 known = ", ".join(self.models[model].versions)
                 raise NotFound(f"model {model!r} has no version {forced!r} (versions: {known})")
             state = self.states[(model, forced)]
@@ -374,7 +373,7 @@ class Gateway:
                 f"{v}: {self.states[(model, v)].health.value}" for v in self.models[model].versions
             )
             raise BackendUnavailable(f"model {model!r} has no ready version ({detail})")
-        return table, table.choose(key, self.rng.randrange(10_000))
+        return table, table.choose(key, self.rng.randrange(BUCKETS))
 
     async def serve(
         self, table: ModelTable, version: str, request: InferenceRequest, request_id: str
@@ -576,7 +575,12 @@ class Gateway:
             for (model, version, role), window in windows.items()
         ]
         if rows:
-            await self.db(self.store.write_metric_buckets, rows)
+            try:
+                await self.db(self.store.write_metric_buckets, rows)
+            except Exception:
+                # Kept for the next flush, so a store outage delays figures, not loses them.
+                self.metrics.unwritten(windows)
+                raise
         if predictions:
             try:
                 await self.db(self.store.log_predictions, predictions)

@@ -255,7 +255,7 @@ def test_bad_requests_get_the_right_code_and_message(
 def test_a_failing_version_gets_502_naming_it_and_it_is_counted(
     gateway: GatewayProcess, ops: httpx.Client
 ) -> None:
-    route(ops, "iris", {"broken": 100})
+    route(ops, "iris", {"broken": 100}, {"v2": 100})
     response = httpx.post(f"{gateway.url}/models/iris/predict", json={"inputs": [SETOSA]})
     assert response.status_code == 502
     assert response.json()["version"] == "broken"
@@ -263,6 +263,8 @@ def test_a_failing_version_gets_502_naming_it_and_it_is_counted(
     assert response.headers["x-rollwise-version"] == "broken"
     broken = shadow_of(ops, "broken")
     assert broken["served"]["errors"] >= 1
+    # The shadow still saw the request, with no served answer to compare with.
+    eventually(lambda: (shadow_of(ops, "v2")["shadow"] or {}).get("requests", 0) >= 1)
     route(ops, "iris", {"v1": 100})
 
 

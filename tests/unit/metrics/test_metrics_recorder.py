@@ -102,3 +102,16 @@ def test_swap_leaves_out_windows_where_nothing_happened() -> None:
     recorder = MetricsRecorder()
     recorder.window("m", "a", Role.SERVED)
     assert recorder.swap() == {}
+
+
+def test_windows_the_store_did_not_take_come_back_once_and_count_once() -> None:
+    recorder = MetricsRecorder()
+    recorder.window("m", "a", Role.SERVED).requests += 3
+    failed = recorder.swap()
+    recorder.unwritten(failed)
+    assert [(key, w.requests) for key, w in recorder.pending("m")] == [(("a", Role.SERVED), 3)]
+    recorder.window("m", "a", Role.SERVED).requests += 2
+    retried = recorder.swap()
+    assert retried[("m", "a", Role.SERVED)].requests == 5
+    assert recorder.swap() == {}
+    assert dict(recorder.totals())[("m", "a", Role.SERVED)].requests == 5
