@@ -11,6 +11,15 @@ port accepts connections. It answers every model name:
 It is a plain asyncio protocol on uvloop with httptools' request parser, not an ASGI app,
 so that the upstream spends as little CPU per request as possible and the benchmarks that
 use it measure the client or the gateway, not the model server.
+
+``--work-us N`` (default 0) stands in for a model's compute: before answering each
+inference request the server spins for N µs of its own CPU time (a busy loop on
+``time.thread_time()``, so it is CPU work, not sleep, and it is N µs of CPU even if the
+thread is preempted meanwhile). A small scikit-learn or ONNX model behind MLServer, KServe
+or Triton costs a few hundred µs of CPU per request; with ``--work-us 250`` this server
+behaves like one, at the throughput of one busy CPU (about 1 / (N µs + its own ~5 µs)).
+Only ``POST /v2/models/{name}/infer`` does the work; metadata and health answers stay
+immediate.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import time
 from typing import cast
 
 import httptools
@@ -66,19 +76,22 @@ OK_EMPTY = b""
 NOT_FOUND = orjson.dumps({"error": "not found"})
 
 # Whole responses are built once per (kind, model, keep-alive) and reused: the hot path
-# of this server is a dict lookup and one write.
-_cache: dict[tuple[bytes, bytes, bool], bytes] = {}
+# of this server is a dict lookup and one write. The flag says whether the request was an
+# inference, the only kind that spends the model's work (``--work-us``).
+_cache: dict[tuple[bytes, bytes, bool], tuple[bytes, bool]] = {}
 
 
-def _answer(method: bytes, url: bytes, keep_alive: bool) -> bytes:
+def _answer(method: bytes, url: bytes, keep_alive: bool) -> tuple[bytes, bool]:
     key = (method, url, keep_alive)
     cached = _cache.get(key)
     if cached is not None:
         return cached
     path = url.split(b"?", 1)[0]
     parts = path.strip(b"/").split(b"/")
+    infer = False
     if method == b"POST" and len(parts) == 4 and parts[:2] == [b"v2", b"models"]:
         answer = _response(b"200 OK", INFER_RESPONSE, keep_alive)
+        infer = parts[3] == b"infer"
     elif method == b"GET" and parts in ([b"v2", b"health", b"ready"], [b"v2", b"health", b"live"]):
         answer = _response(b"200 OK", OK_EMPTY, keep_alive)
     elif method == b"GET" and len(parts) == 3 and parts[:2] == [b"v2", b"models"]:
@@ -88,14 +101,22 @@ def _answer(method: bytes, url: bytes, keep_alive: bool) -> bytes:
     else:
         answer = _response(b"404 Not Found", NOT_FOUND, keep_alive)
     if len(_cache) < 1024:
-        _cache[key] = answer
-    return answer
+        _cache[key] = (answer, infer)
+    return answer, infer
+
+
+def spend_cpu(seconds: float) -> None:
+    """Busy-loop until this thread has used ``seconds`` more CPU time: a model's compute."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 class OipProtocol(asyncio.Protocol):
     """One client connection; answers each request as soon as its body has arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, work_s: float = 0.0) -> None:
+        self._work_s = work_s
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
@@ -119,7 +140,10 @@ class OipProtocol(asyncio.Protocol):
         if transport is None:
             return
         keep_alive = self._parser.should_keep_alive()
-        transport.write(_answer(self._parser.get_method(), self._url, keep_alive))
+        answer, infer = _answer(self._parser.get_method(), self._url, keep_alive)
+        if infer and self._work_s:
+            spend_cpu(self._work_s)
+        transport.write(answer)
         if not keep_alive:
             transport.close()
 
@@ -127,9 +151,12 @@ class OipProtocol(asyncio.Protocol):
         self._transport = None
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, work_us: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(OipProtocol, host, port, backlog=1024, reuse_address=True)
+    work_s = work_us / 1e6
+    server = await loop.create_server(
+        lambda: OipProtocol(work_s), host, port, backlog=1024, reuse_address=True
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -141,14 +168,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--work-us",
+        type=float,
+        default=0.0,
+        help="µs of CPU to spend on each inference request before answering, standing in "
+        "for a model's compute (default 0: answer at once)",
+    )
     args = parser.parse_args()
+    if args.work_us < 0:
+        parser.error("--work-us must be 0 or more")
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, args.work_us))
     else:
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(serve(args.host, args.port))
+            uvloop.run(serve(args.host, args.port, args.work_us))
 
 
 if __name__ == "__main__":
