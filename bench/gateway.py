@@ -10,12 +10,16 @@ One run measures, with wrk as the load generator and every figure the median of 
     (``--http uvicorn``);
 (d) ``inproc``: the example iris v1 model (scikit-learn, skops) served in-process by
     rollwise at ``POST /models/iris/predict``, against a bare Starlette endpoint
-    (``bench/gateway_starlette.py``) that runs the same model the same way.
+    (``bench/gateway_starlette.py``) that runs the same model the same way;
+(e) ``model_direct``: a model-like OIP server (``oip_upstream.py --work-us``, default 250 µs
+    of CPU per inference, what a small model behind a model server costs) called directly;
+(f) ``model_rollwise``: rollwise in front of it, split 90/10 over two ``http`` versions on its
+    own HTTP server, as in (c).
 
-For (a) to (c'): requests/s at 64 connections, p50/p99 latency at 1 and at 64 connections,
-and the CPU time the proxy process spent per request (utime + stime from /proc, before and
-after the 64-connection load, divided by the requests wrk completed; nginx's master and
-worker added up). Then rollwise against its targets, each marked PASS or MISS.
+For (a) to (c'), (e) and (f): requests/s at 64 connections, p50/p99 latency at 1 and at 64
+connections, and the CPU time the proxy process spent per request (utime + stime from /proc,
+before and after the 64-connection load, divided by the requests wrk completed; nginx's
+master and worker added up). Then rollwise against its targets, each marked PASS or MISS.
 
 Pinning on two CPUs (taskset): wrk and this script run on the second CPU and nothing else
 does; the first CPU is the server side: the OIP server, and in rows (b) to (d) the server
@@ -24,7 +28,12 @@ server side and back), so what a proxy adds is its own work plus a loopback hop 
 CPU, not extra cross-CPU wake-ups; and the load generator never competes with the servers.
 ``--upstream-cpu load`` moves the OIP server next to wrk instead.
 
-    .venv/bin/python bench/gateway.py            # about 2.5 minutes
+Rows (e) and (f) are pinned the other way, whatever ``--upstream-cpu`` says: the model-like
+server alone on the first CPU (the model server's core), wrk and rollwise on the second.
+That is the deployment the throughput target is about: the gateway runs beside the load,
+and the question is whether it takes throughput away from the model server.
+
+    .venv/bin/python bench/gateway.py            # about 3.5 minutes
     .venv/bin/python bench/gateway.py --quick    # a smoke check, about 30 s
 
 Needs wrk (``apt-get install -y wrk``); nginx (``apt-get install -y nginx-light``) is
@@ -77,6 +86,9 @@ SPLIT = {"a": 90, "b": 10}
 TARGET_CPU_US = 75.0
 TARGET_ADDED_P50_MS = 0.1
 TARGET_THROUGHPUT_RATIO = 0.8
+
+# CPU the model-like upstream of rows (e) and (f) spends per inference by default.
+DEFAULT_WORK_US = 250.0
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -175,6 +187,16 @@ def choose_pinning(upstream_side: str = "server") -> Pinning:
         f"and this script on CPU {load}"
     )
     return Pinning(server, load, load, note)
+
+
+def model_like_note(pin: Pinning) -> str:
+    """Where rows (e) and (f) run: the model-like server's CPU alone, the gateway beside wrk."""
+    if pin.server_cpu is None:
+        return "no pinning, every process shares every CPU"
+    return (
+        f"the model-like OIP server alone on CPU {pin.server_cpu}, where the other rows' "
+        f"servers sit idle; wrk, rollwise and this script on CPU {pin.load_cpu}"
+    )
 
 
 def free_port() -> int:
@@ -339,16 +361,21 @@ def check_answer(server: Server, path: str, body: str, expect: bytes) -> None:
 # -- the set-up of each row ----------------------------------------------------------------------
 
 
-def start_upstream(work: Path, pin: Pinning) -> Server:
+def start_upstream(
+    work: Path, pin: Pinning, name: str = "upstream", work_us: float = 0.0
+) -> Server:
+    """The OIP server; with ``work_us``, the model-like one of rows (e) and (f)."""
     port = free_port()
+    model_like = work_us > 0
     server = Server(
-        "upstream",
+        name,
         [
-            *pin.prefix(pin.upstream_cpu),
+            *pin.prefix(pin.server_cpu if model_like else pin.upstream_cpu),
             sys.executable,
             str(HERE / "oip_upstream.py"),
             "--port",
             str(port),
+            *(["--work-us", f"{work_us:g}"] if model_like else []),
         ],
         port,
         work,
@@ -450,12 +477,18 @@ def rollwise_command() -> list[str]:
 
 
 def start_rollwise(
-    name: str, work: Path, pin: Pinning, config_text: str, port: int, http: str | None = None
+    name: str,
+    work: Path,
+    pin: Pinning,
+    config_text: str,
+    port: int,
+    http: str | None = None,
+    beside_load: bool = False,
 ) -> Server:
     config = work / f"{name}.yaml"
     config.write_text(config_text)
     command = [
-        *pin.prefix(pin.server_cpu),
+        *pin.prefix(pin.load_cpu if beside_load else pin.server_cpu),
         *rollwise_command(),
         "serve",
         "--config",
@@ -471,13 +504,20 @@ def start_rollwise(
 
 
 def start_rollwise_http(
-    work: Path, pin: Pinning, upstream: Server, name: str = "rollwise", server: str = "rollwise"
+    work: Path,
+    pin: Pinning,
+    upstream: Server,
+    name: str = "rollwise",
+    server: str = "rollwise",
+    beside_load: bool = False,
 ) -> Server:
+    """rollwise with two ``http`` versions of the bench model, routed 90/10; ``beside_load``
+    pins it on wrk's CPU (rows (e), (f)) instead of the server side."""
     port = free_port()
     text = ROLLWISE_HTTP_CONFIG.format(
         dir=work, name=name, port=port, model=MODEL, upstream=upstream.url
     )
-    gateway = start_rollwise(name, work, pin, text, port, server)
+    gateway = start_rollwise(name, work, pin, text, port, server, beside_load)
     status, answer = http(
         "PUT",
         f"{gateway.url}/api/v1/models/{MODEL}/routing",
@@ -670,7 +710,7 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def ratios(summaries: dict[str, dict[str, Any]], pin: Pinning) -> dict[str, Any]:
     direct, rollwise = summaries["direct"], summaries["rollwise"]
     nginx = summaries.get("nginx")
     out: dict[str, Any] = {}
@@ -700,6 +740,25 @@ def ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         }
         out["nginx_vs_direct_rps_cN"] = {"value": nginx["rps_cN"] / direct["rps_cN"]}
         out["nginx_added_p50_ms_c1"] = {"value": nginx["p50_ms_c1"] - direct["p50_ms_c1"]}
+    oip_cpu = direct["cpu_us_per_req_cN"]
+    if pin.upstream_cpu == pin.server_cpu and oip_cpu and cpu is not None:
+        # Sharing a CPU with the OIP server, a proxy can at most reach this share of the
+        # direct throughput: the CPU time of one request direct over that through the proxy.
+        out["trivial_upstream_bound_rps_cN"] = {
+            "value": oip_cpu / (oip_cpu + cpu),
+            "note": "OIP CPU / (OIP CPU + rollwise CPU) per request, both on one CPU",
+        }
+    if "model_direct" in summaries and "model_rollwise" in summaries:
+        model_direct, model_rollwise = summaries["model_direct"], summaries["model_rollwise"]
+        model_throughput = model_rollwise["rps_cN"] / model_direct["rps_cN"]
+        out["model_like_rollwise_vs_direct_rps_cN"] = {
+            "value": model_throughput,
+            "target": f">= {TARGET_THROUGHPUT_RATIO}",
+            "verdict": verdict(model_throughput >= TARGET_THROUGHPUT_RATIO),
+        }
+        out["model_like_rollwise_added_p50_ms_c1"] = {
+            "value": model_rollwise["p50_ms_c1"] - model_direct["p50_ms_c1"]
+        }
     if "inproc_rollwise" in summaries and "inproc_starlette" in summaries:
         out["inproc_rollwise_vs_starlette_rps_cN"] = {
             "value": summaries["inproc_rollwise"]["rps_cN"]
@@ -714,44 +773,59 @@ def print_report(
     result_ratios: dict[str, Any],
     notes: Sequence[str],
     args: argparse.Namespace,
+    model_note: str = "",
 ) -> None:
     n = args.connections
-    proxied = [t for t in targets if not t.key.startswith("inproc")]
+    model_like = [t for t in targets if t.key.startswith("model_")]
+    proxied = [t for t in targets if not t.key.startswith(("inproc", "model_"))]
     inproc = [t for t in targets if t.key.startswith("inproc")]
-    print()
-    header = (
-        f"{'proxy in front of the OIP server':<34} {'req/s @' + str(n):>10} "
-        f"{'p50 @1':>8} {'p99 @1':>8} {'p50 @' + str(n):>8} {'p99 @' + str(n):>8} "
-        f"{'proxy CPU':>10} {'OIP CPU':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for target in proxied:
-        s = summaries[target.key]
-        direct = target.key == "direct"
-        cpu = None if direct else s["cpu_us_per_req_cN"]
-        upstream_cpu = s["cpu_us_per_req_cN"] if direct else s["upstream_cpu_us_per_req_cN"]
-        print(
-            f"{target.label:<34} {s['rps_cN']:>10.0f} {s['p50_ms_c1']:>8.3f} "
-            f"{s['p99_ms_c1']:>8.3f} {s['p50_ms_cN']:>8.2f} {s['p99_ms_cN']:>8.2f} "
-            f"{_fmt(cpu, '.1f'):>10} {_fmt(upstream_cpu, '.1f'):>8}"
+
+    def proxy_table(title: str, rows: Sequence[Target]) -> None:
+        header = (
+            f"{title:<34} {'req/s @' + str(n):>10} "
+            f"{'p50 @1':>8} {'p99 @1':>8} {'p50 @' + str(n):>8} {'p99 @' + str(n):>8} "
+            f"{'proxy CPU':>10} {'OIP CPU':>8}"
         )
+        print(header)
+        print("-" * len(header))
+        for target in rows:
+            s = summaries[target.key]
+            direct = target.upstream is None
+            cpu = None if direct else s["cpu_us_per_req_cN"]
+            upstream_cpu = s["cpu_us_per_req_cN"] if direct else s["upstream_cpu_us_per_req_cN"]
+            print(
+                f"{target.label:<34} {s['rps_cN']:>10.0f} {s['p50_ms_c1']:>8.3f} "
+                f"{s['p99_ms_c1']:>8.3f} {s['p50_ms_cN']:>8.2f} {s['p99_ms_cN']:>8.2f} "
+                f"{_fmt(cpu, '.1f'):>10} {_fmt(upstream_cpu, '.1f'):>8}"
+            )
+
+    print()
+    proxy_table("proxy in front of the OIP server", proxied)
     print(
         f"(latencies in ms; CPU in µs per request at {n} connections: the proxy's process, "
         "nginx's master and worker together, and the OIP server's)"
     )
     print()
+    if model_like:
+        proxy_table(f"model-like upstream ({args.work_us:g} µs CPU)", model_like)
+        print(
+            f"(latencies in ms; CPU in µs per request at {n} connections: rollwise's process and "
+            f"the OIP server's, which spins {args.work_us:g} µs per inference as a small model "
+            "would)"
+        )
+        print(f"(pinning of (e), (f): {model_note})")
+        print()
 
-    def line(label: str, key: str, unit: str, spec: str, target: str) -> None:
+    def line(label: str, key: str, unit: str, spec: str, target: str, width: int = 46) -> None:
         entry = result_ratios.get(key)
         if entry is None:
             return
         if entry["value"] is None:
-            print(f"  {label:<46} {'n/a':>10}   {entry.get('note', '')}")
+            print(f"  {label:<{width}} {'n/a':>10}   {entry.get('note', '')}")
             return
         value = format(entry["value"], spec) + unit
         tail = f"target {target:<10} {entry['verdict']}" if "verdict" in entry else ""
-        print(f"  {label:<46} {value:>10}   {tail}")
+        print(f"  {label:<{width}} {value:>10}   {tail}")
 
     print("rollwise against its targets")
     line(
@@ -778,6 +852,30 @@ def print_report(
     line("CPU per request, rollwise / nginx", "rollwise_vs_nginx_cpu_per_req", "×", ".1f", "")
     line(f"throughput @{n}, nginx / direct", "nginx_vs_direct_rps_cN", "×", ".2f", "")
     line("added p50 @1 of nginx vs direct", "nginx_added_p50_ms_c1", " ms", "+.3f", "")
+    line(
+        f"throughput @{n}, rollwise / direct (model-like upstream)",
+        "model_like_rollwise_vs_direct_rps_cN",
+        "×",
+        ".2f",
+        f"≥ {TARGET_THROUGHPUT_RATIO}×",
+        55,
+    )
+    line(
+        "added p50 @1 (model-like upstream)",
+        "model_like_rollwise_added_p50_ms_c1",
+        " ms",
+        "+.3f",
+        "",
+        55,
+    )
+    bound = result_ratios.get("trivial_upstream_bound_rps_cN")
+    if bound is not None:
+        oip = format(summaries["direct"]["cpu_us_per_req_cN"], ".0f")
+        tail = "; the model-like row is what a user would see" if model_like else ""
+        print(
+            f"  note: against a ~{oip} µs upstream any proxy sharing its CPU is bounded by "
+            f"{oip}/({oip} + proxy CPU) (rollwise: {bound['value']:.2f}×){tail}"
+        )
     if inproc:
         print()
         header = (
@@ -847,6 +945,16 @@ def main() -> None:
         help="put the OIP server on the CPU under test (default) or on wrk's",
     )
     parser.add_argument("--no-inprocess", action="store_true", help="skip the iris rows (d)")
+    parser.add_argument(
+        "--work-us",
+        type=float,
+        default=DEFAULT_WORK_US,
+        help=f"µs of CPU the model-like upstream of rows (e), (f) spends per request "
+        f"(default {DEFAULT_WORK_US:g})",
+    )
+    parser.add_argument(
+        "--no-model-like", action="store_true", help="skip the model-like rows (e), (f)"
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/gateway-*)")
     args = parser.parse_args()
     quick = {"runs": 1, "duration": 2, "latency_duration": 1, "warmup": 1}
@@ -854,6 +962,8 @@ def main() -> None:
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.work_us <= 0:
+        parser.error("--work-us must be more than 0 (use --no-model-like to skip the rows)")
 
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -866,6 +976,8 @@ def main() -> None:
         os.sched_setaffinity(0, {pin.load_cpu})
     started = time.perf_counter()
     notes: list[str] = [pin.note]
+    # Printed under the model-like table and kept in the JSON's settings.
+    model_note = "" if args.no_model_like else model_like_note(pin)
     targets: list[Target] = []
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="rollwise-bench-") as tmp, servers_stopped(servers):
@@ -913,6 +1025,33 @@ def main() -> None:
                 upstream,
             )
         )
+        model_gateway: Server | None = None
+        if not args.no_model_like:
+            model_upstream = start_upstream(work, pin, "model-upstream", args.work_us)
+            servers.append(model_upstream)
+            check_answer(model_upstream, OIP_PATH, OIP_BODY, b'"outputs"')
+            model_gateway = start_rollwise_http(
+                work, pin, model_upstream, "rollwise-model", beside_load=True
+            )
+            servers.append(model_gateway)
+            check_answer(model_gateway, OIP_PATH, OIP_BODY, b'"outputs"')
+            targets += [
+                Target(
+                    "model_direct",
+                    "(e) direct to model-like server",
+                    model_upstream,
+                    OIP_PATH,
+                    oip_lua,
+                ),
+                Target(
+                    "model_rollwise",
+                    "(f) rollwise 90/10 → model-like",
+                    model_gateway,
+                    OIP_PATH,
+                    oip_lua,
+                    model_upstream,
+                ),
+            ]
         inproc: list[Target] = []
         if not args.no_inprocess:
             model_path = write_iris_model(work)
@@ -952,6 +1091,7 @@ def main() -> None:
             for target in inproc if number % 2 else inproc[::-1]:
                 bench.run_throughput_round(target, number)
         split = served_split(gateway)
+        model_split = served_split(model_gateway) if model_gateway is not None else {}
         foreign_cpus = foreign.cpus()
 
     if foreign_cpus > 0.1:
@@ -961,13 +1101,14 @@ def main() -> None:
         )
 
     summaries = {t.key: summarize(t) for t in targets}
-    result_ratios = ratios(summaries)
-    total = sum(split.values())
-    if total:
-        shares = ", ".join(f"{v} {100 * n / total:.1f} %" for v, n in split.items())
-        notes.append(f"rollwise served {total} requests: {shares} (configured {SPLIT})")
+    result_ratios = ratios(summaries, pin)
+    for row, served in (("", split), (" (f)", model_split)):
+        total = sum(served.values())
+        if total:
+            shares = ", ".join(f"{v} {100 * n / total:.1f} %" for v, n in served.items())
+            notes.append(f"rollwise{row} served {total} requests: {shares} (configured {SPLIT})")
     elapsed = time.perf_counter() - started
-    print_report(targets, summaries, result_ratios, notes, args)
+    print_report(targets, summaries, result_ratios, notes, args, model_note)
     print(
         f"\n{args.runs} run(s) per row, medians; wrk -t1; {os.cpu_count()} CPUs; "
         f"python {platform.python_version()}; {elapsed:.0f} s"
@@ -987,6 +1128,9 @@ def main() -> None:
             "pinning": asdict(pin),
             "cpus": os.cpu_count(),
             "split": SPLIT,
+            "model_like": None
+            if args.no_model_like
+            else {"work_us": args.work_us, "pinning": model_note},
         },
         "versions": tool_versions(wrk),
         "targets": {
@@ -1000,6 +1144,7 @@ def main() -> None:
         },
         "ratios": result_ratios,
         "rollwise_served_split": split,
+        "rollwise_model_like_served_split": model_split,
         "foreign_load_cpus": foreign_cpus,
         "notes": notes,
     }
