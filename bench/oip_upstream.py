@@ -13,12 +13,12 @@ so that the upstream spends as little CPU per request as possible and the benchm
 use it measure the client or the gateway, not the model server.
 
 ``--work-us N`` (default 0) stands in for a model's compute: before answering each
-inference request the server spins for N µs of its own CPU time (a busy loop on
-``time.thread_time()``, so it is CPU work, not sleep, and it is N µs of CPU even if the
-thread is preempted meanwhile). A small scikit-learn or ONNX model behind MLServer, KServe
-or Triton costs a few hundred µs of CPU per request; with ``--work-us 250`` this server
-behaves like one, at the throughput of one busy CPU (about 1 / (N µs + its own ~5 µs)).
-Only ``POST /v2/models/{name}/infer`` does the work; metadata and health answers stay
+inference request the server spins until its thread has used N µs more CPU time (a busy
+loop on ``time.thread_time()``, so it is CPU work, not sleep, and N µs of CPU even if the
+thread is preempted meanwhile). A small scikit-learn or ONNX model behind a model server
+costs a few hundred µs of CPU per request; with ``--work-us 250`` this server behaves like
+one, bound by its CPU to a little under 1,000,000 / N requests per second. Only
+``POST /v2/models/{name}/infer`` does the work; metadata and health answers stay
 immediate.
 """
 
