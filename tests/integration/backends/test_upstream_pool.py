@@ -271,7 +271,9 @@ def test_waiting_for_a_free_connection_counts_against_the_timeout(run: Run) -> N
             assert all(isinstance(r, BackendTimeout) for r in results), results
             first, second = (str(r) for r in results)
             assert "did not answer within 0.5 s" in first
-            assert "no connection to upstream" in second
+            # Waiting for the one connection, whether the pool was still opening it or it
+            # was busy with the first request.
+            assert "no connection to upstream" in second or "could not connect" in second
             assert server.accepted == 1
             await pool.close()
 
