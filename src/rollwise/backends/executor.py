@@ -27,7 +27,7 @@ THREADS_ENV = "ROLLWISE_BACKEND_THREADS"
 
 
 def default_workers() -> int:
-    """Pool size from ``ROLLWISE_BACKEND_THREADS``, else the CPU count (at least 4)."""
+    """Pool size from ``ROLLWISE_BACKEND_THREADS``, else the CPU count (at least 8)."""
     raw = os.environ.get(THREADS_ENV, "").strip()
     if raw:
         try:
@@ -37,9 +37,10 @@ def default_workers() -> int:
         if value < 1:
             raise ConfigError(f"{THREADS_ENV}={raw!r}: must be a positive integer")
         return value
-    # At least 4: every version may hold all threads but one (see InProcessBackend), and
-    # native model code (numpy, onnxruntime) runs beside the event loop.
-    return max(4, os.cpu_count() or 1)
+    # At least 8: every version may hold all threads but one (see InProcessBackend), and
+    # small models spend much of a call outside the GIL (numpy, onnxruntime), so a few
+    # threads per core keep the cores busy; bench/gateway.py row (d) measures it.
+    return max(8, os.cpu_count() or 1)
 
 
 class ModelExecutor:

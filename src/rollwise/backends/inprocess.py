@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -130,26 +131,21 @@ class InProcessBackend:
             self._threads = asyncio.Semaphore(int(cap))
         threads = self._threads
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
+        future: Future[T] | None = None
+        acquired = False
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(loop.time() + self._timeout_s):
                 await threads.acquire()
-        except TimeoutError:
-            raise BackendTimeout(
-                f"version {self.name!r} had no free model thread within {self._timeout_s:g} s "
-                "(its earlier calls are still running)",
-                version=self.name,
-            ) from None
-        try:
-            future = executor.submit(functools.partial(fn, *args, **kwargs))
-        except BaseException:
-            threads.release()
-            raise
-        future.add_done_callback(lambda _: _release_from_thread(loop, threads))
-        try:
-            async with asyncio.timeout_at(deadline):
+                acquired = True
+                future = executor.submit(functools.partial(fn, *args, **kwargs))
                 return await asyncio.wrap_future(future)
         except TimeoutError:
+            if future is None:
+                raise BackendTimeout(
+                    f"version {self.name!r} had no free model thread within "
+                    f"{self._timeout_s:g} s (its earlier calls are still running)",
+                    version=self.name,
+                ) from None
             raise BackendTimeout(
                 f"version {self.name!r} did not answer within {self._timeout_s:g} s",
                 version=self.name,
@@ -158,6 +154,16 @@ class InProcessBackend:
             raise
         except Exception as error:
             raise self._predict_error(error) from error
+        finally:
+            if future is None:
+                if acquired:  # the pool refused the call: the slot is free again
+                    threads.release()
+            elif future.done():
+                threads.release()
+            else:
+                # Timed out or cancelled while the model still runs: the thread stays
+                # busy, so the slot is given back only when the model returns.
+                future.add_done_callback(lambda _: _release_from_thread(loop, threads))
 
     def _predict_error(self, error: Exception) -> BackendError:
         return BackendError(

@@ -55,7 +55,7 @@ def test_the_default_size_comes_from_the_environment(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError, match=f"{THREADS_ENV}='many'"):
         default_workers()
     monkeypatch.delenv(THREADS_ENV)
-    assert default_workers() >= 2
+    assert default_workers() >= 8
 
 
 def test_configure_replaces_the_shared_pool() -> None:
