@@ -15,7 +15,6 @@ import os
 import random
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,19 +37,13 @@ from rollwise.errors import (
 from rollwise.metrics.recorder import MetricsRecorder, VersionWindow, merge_windows
 from rollwise.metrics.scoring import Score, compare_outputs, labels_for, score
 from rollwise.routing import ModelTable, build_table, check_routing
+from rollwise.server.predictions import PredictionLog
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, Store
 
 log = logging.getLogger("rollwise.gateway")
-MAX_PENDING_PREDICTIONS = 200_000
-MAX_CACHED_ROWS = 1_000
-"""Answers with more rows are joined to feedback from the store, not from memory."""
 RELOAD_GRACE_S = 30.0
 """How long a replaced backend stays open for the requests still running on it."""
 T = TypeVar("T")
-
-
-_Answer = tuple[str, str, str, tuple[Any, ...], float]
-"""(model, version, role, outputs, at_s) of one answer kept for feedback."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +94,7 @@ class Gateway:
         self._reloading: set[tuple[str, str]] = set()
         self._retired: list[Backend] = []
         self._mirror_limit = config.server.mirror_concurrency
-        self._pending_predictions: list[PredictionRecord] = []
-        # Recent answers by request id, for feedback that arrives before the next flush.
-        # Plain tuples of plain values: the garbage collector stops tracking them, so a
-        # cache of 100,000 requests adds nothing to its full passes.
-        self._recent: OrderedDict[str, tuple[_Answer, ...]] = OrderedDict()
+        self.predictions = PredictionLog(config.server.prediction_cache_size)
         self._state_version = -1
         self._window_start_s = clock()
         self.started = False
@@ -407,7 +396,7 @@ class Gateway:
         window.latency_sum_ms += latency_ms
         outputs = response.primary()
         window.record_outputs(outputs, self.models[model].task == "classification")
-        self._remember(
+        self.predictions.remember(
             PredictionRecord(request_id, model, version, Role.SERVED, list(outputs), self.clock())
         )
         return Outcome(version, response, latency_ms)
@@ -420,29 +409,6 @@ class Gateway:
         window.timeouts += timeout
         window.latency_ms.record(latency_ms)
         window.latency_sum_ms += latency_ms
-
-    def _remember(self, record: PredictionRecord) -> None:
-        self._pending_predictions.append(record)
-        limit = self.config.server.prediction_cache_size
-        if limit <= 0 or len(record.outputs) > MAX_CACHED_ROWS:
-            return
-        answer = (
-            record.model,
-            record.version,
-            record.role.value,
-            tuple(record.outputs),
-            record.at_s,
-        )
-        recent = self._recent.get(record.request_id)
-        if recent is None or record.role is Role.SERVED:
-            # A served answer starts the entry afresh: a caller who reuses a request id
-            # gets feedback joined to its latest request, and entries stay small.
-            self._recent.pop(record.request_id, None)
-            self._recent[record.request_id] = (answer,)
-            if len(self._recent) > limit:
-                self._recent.popitem(last=False)
-        else:
-            self._recent[record.request_id] = (*recent, answer)
 
     def mirror(
         self, table: ModelTable, request: InferenceRequest, request_id: str, served: Outcome | None
@@ -501,21 +467,16 @@ class Gateway:
             compared, agreed = compare_outputs(served_outputs, outputs, spec.agreement_tolerance)
             window.compared += compared
             window.agreed += agreed
-        self._remember(
+        self.predictions.remember(
             PredictionRecord(request_id, model, version, Role.SHADOW, outputs, self.clock())
         )
 
     # feedback -------------------------------------------------------------------------
     async def feedback(self, model_name: str, request_id: str, label: Any) -> dict[str, Any]:
         model = self.model(model_name)
-        answers = self._recent.get(request_id)
-        if answers is None:
+        records = self.predictions.recent(request_id)
+        if records is None:
             records = await self.db(self.store.get_predictions, request_id)
-        else:
-            records = [
-                PredictionRecord(request_id, name, version, Role(role), list(outputs), at_s)
-                for name, version, role, outputs, at_s in answers
-            ]
         records = [r for r in records if r.model == model_name]
         if not records:
             hours = self.config.server.prediction_retention_s / 3600
@@ -557,14 +518,7 @@ class Gateway:
         """Write the current metrics window and the logged predictions to the store."""
         now = self.clock()
         windows = self.metrics.swap()
-        predictions, self._pending_predictions = self._pending_predictions, []
-        if len(predictions) > MAX_PENDING_PREDICTIONS:
-            # The store has been failing or slow: keep the newest, say what was lost.
-            log.warning(
-                "dropping %d logged predictions the store could not take in time",
-                len(predictions) - MAX_PENDING_PREDICTIONS,
-            )
-            predictions = predictions[-MAX_PENDING_PREDICTIONS:]
+        predictions = self.predictions.take_batch()
         start_s = math.floor(self._window_start_s)
         width_s = max(1, round(now - self._window_start_s))
         self._window_start_s = now
@@ -585,8 +539,7 @@ class Gateway:
             try:
                 await self.db(self.store.log_predictions, predictions)
             except Exception:
-                # Put them back so the next flush retries; the cap above bounds memory.
-                self._pending_predictions[:0] = predictions
+                self.predictions.give_back(predictions)
                 raise
 
     async def prune(self) -> None:
