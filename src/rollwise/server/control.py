@@ -201,7 +201,15 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         Route("/api/v1/whoami", whoami),
         Route("/api/v1/openapi.json", openapi),
     ]
-    return Starlette(routes=routes)
+    async def no_route(request: Request, error: Exception) -> Response:
+        status = getattr(error, "status_code", 404)
+        if status == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        return JSONResponse({"error": message}, status_code=status)
+
+    return Starlette(routes=routes, exception_handlers={404: no_route, 405: no_route})
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

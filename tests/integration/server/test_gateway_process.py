@@ -406,6 +406,15 @@ def test_events_record_routing_changes(ops: httpx.Client) -> None:
     assert last["actor"] == "ops"
 
 
+def test_unknown_endpoints_and_methods_get_json_errors(gateway: GatewayProcess) -> None:
+    missing = httpx.get(f"{gateway.url}/no/such/path")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "no such endpoint: GET /no/such/path"}
+    wrong = httpx.delete(f"{gateway.url}/api/v1/models")
+    assert wrong.status_code == 405
+    assert "DELETE is not allowed" in wrong.json()["error"]
+
+
 def test_the_openapi_document_describes_the_api(gateway: GatewayProcess) -> None:
     doc = httpx.get(f"{gateway.url}/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
