@@ -135,8 +135,8 @@ class DataPlane:
                     return
         await self.fallback(scope, receive, send)
 
-    def _request_id(self, scope: Scope, body_id: str) -> str:
-        given = _header(scope, b"x-request-id") or body_id
+    def _request_id(self, given: str | None) -> str:
+        """The caller's id when it is usable, else a new one."""
         if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
             return given
         return f"{self._id_prefix}{next(self._id_counter):010x}"
@@ -152,12 +152,15 @@ class DataPlane:
         oip: bool,
     ) -> None:
         gateway = self.gateway
-        request_id = ""
+        header_id = _header(scope, b"x-request-id")
+        # Known before the body is read, so that even a refused request can be traced.
+        request_id = self._request_id(header_id)
         version_header: list[tuple[bytes, bytes]] = []
         try:
             body = await _read_body(scope, receive, self.max_body)
             request, data = parse_oip_request(body) if oip else parse_plain_request(body)
-            request_id = self._request_id(scope, request.id)
+            if header_id is None and request.id:
+                request_id = self._request_id(request.id)
             forced = path_version or _header(scope, b"x-rollwise-version")
             if forced is not None:
                 self.auth.require(_header(scope, b"authorization"), "operator")

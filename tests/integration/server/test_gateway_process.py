@@ -250,6 +250,7 @@ def test_bad_requests_get_the_right_code_and_message(
     )
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
+    assert response.headers["x-request-id"]
 
 
 def test_a_failing_version_gets_502_naming_it_and_it_is_counted(
