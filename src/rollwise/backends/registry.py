@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import cast, overload
+from typing import cast
 
 from rollwise.backends.base import Backend
 from rollwise.backends.executor import ModelExecutor
@@ -22,38 +22,33 @@ from rollwise.backends.options import (
     version_key,
 )
 from rollwise.domain import VersionSpec
+from rollwise.errors import ConfigError
 
 __all__ = ["BACKEND_KINDS", "create_backend", "validate_backend_options"]
 
 
-@overload
-def validate_backend_options(spec: VersionSpec, /, *, model: str | None = None) -> None: ...
-
-
-@overload
-def validate_backend_options(model: str, spec: VersionSpec, /) -> None: ...
-
-
-def validate_backend_options(
-    first: VersionSpec | str, second: VersionSpec | None = None, /, *, model: str | None = None
-) -> None:
+def validate_backend_options(spec: VersionSpec, /, *, model: str | None = None) -> None:
     """Check a version's backend kind and options without loading anything.
 
-    Call it as ``validate_backend_options(spec, model="iris")`` or
-    ``validate_backend_options("iris", spec)``. Raises ``ConfigError`` naming
-    ``models.<model>.versions.<version>.<key>`` (``versions.<version>.<key>`` when no
-    model is given).
+    Raises ``ConfigError`` naming ``models.<model>.versions.<version>.<key>``
+    (``versions.<version>.<key>`` when no model is given).
     """
-    if isinstance(first, str):
-        if second is None:
-            raise TypeError("validate_backend_options(model, spec) needs the VersionSpec")
-        model, spec = first, second
-    else:
-        spec = first
     where = version_key(spec.name, model)
     if spec.backend not in SCHEMAS:
         raise unknown_kind(spec.backend, where)
     check_options(spec.backend, spec.options, where)
+    if spec.backend == "http":
+        # The HTTP backend checks its address, timeout and headers as it is built;
+        # building it opens nothing, so a bad value is caught before start-up.
+        from rollwise.backends.http import HttpBackend
+
+        try:
+            HttpBackend(spec.name, spec.options, Path("."))
+        except ConfigError as error:
+            message = str(error)
+            if model is not None and message.startswith("versions."):
+                message = f"models.{model}.{message}"
+            raise ConfigError(message) from None
 
 
 def create_backend(

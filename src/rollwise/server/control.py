@@ -201,6 +201,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         Route("/api/v1/whoami", whoami),
         Route("/api/v1/openapi.json", openapi),
     ]
+
     async def no_route(request: Request, error: Exception) -> Response:
         status = getattr(error, "status_code", 404)
         if status == 405:

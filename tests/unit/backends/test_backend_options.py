@@ -105,9 +105,29 @@ def test_an_unknown_kind_lists_the_valid_kinds() -> None:
     )
 
 
-def test_the_model_name_may_come_first_or_be_left_out() -> None:
+def test_the_model_name_may_be_left_out() -> None:
     spec = VersionSpec("v2", "onnx", {})
     with pytest.raises(ConfigError, match=r"^models\.iris\.versions\.v2\.path"):
-        validate_backend_options("iris", spec)
+        validate_backend_options(spec, model="iris")
     with pytest.raises(ConfigError, match=r"^versions\.v2\.path"):
         validate_backend_options(spec)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"url": "ftp://host"}, "models.iris.versions.v1.url", id="not http"),
+        pytest.param(
+            {"url": "http://127.0.0.1:9", "timeout_s": 0},
+            "models.iris.versions.v1.timeout_s",
+            id="zero timeout",
+        ),
+        pytest.param(
+            {"url": "http://127.0.0.1:9", "pool": 3},
+            "models.iris.versions.v1.pool: unknown option",
+            id="unknown option",
+        ),
+    ],
+)
+def test_http_options_are_checked_before_start_up(options: dict[str, object], message: str) -> None:
+    assert refusal("http", options).startswith(message)
