@@ -215,19 +215,12 @@ def events(
     import datetime
 
     with _client(url, token) as client:
-        found: list[dict[str, Any]] = []
-        after = 0
-        while True:
-            page = client.events(model, after, 1000)
-            found.extend(page)
-            if len(page) < 1000:
-                break
-            after = page[-1]["id"]
+        found = client.events(model, 0, min(max(limit, 1), 1000), latest=True)
     table = Table(title_justify="left")
     for column in ("id", "time (UTC)", "model", "kind", "by"):
         table.add_column(column, no_wrap=True)
     table.add_column("message", ratio=1)
-    for event in found[-limit:]:
+    for event in found:
         at = datetime.datetime.fromtimestamp(event["at_s"], tz=datetime.UTC)
         table.add_row(
             str(event["id"]),

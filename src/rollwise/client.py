@@ -89,9 +89,11 @@ class Client:
         )
 
     def events(
-        self, model: str | None = None, after_id: int = 0, limit: int = 100
+        self, model: str | None = None, after_id: int = 0, limit: int = 100, latest: bool = False
     ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"after_id": after_id, "limit": limit}
+        if latest:
+            params["latest"] = "true"
         if model:
             params["model"] = model
         return list(self._call("GET", "/api/v1/events", params=params)["events"])

@@ -169,7 +169,8 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
                 gateway.model(model)
             after_id = _int_param(request, "after_id", 0, 0, 2**62)
             limit = _int_param(request, "limit", 100, 1, 1000)
-            found = await gateway.db(gateway.store.list_events, model, after_id, limit)
+            latest = request.query_params.get("latest", "false").lower() in ("1", "true", "yes")
+            found = await gateway.db(gateway.store.list_events, model, after_id, limit, latest)
             return JSONResponse({"events": [e.to_dict() for e in found]})
         except RollwiseError as error:
             return _error(error)

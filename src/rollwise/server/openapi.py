@@ -269,6 +269,12 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "integer", "default": 100},
                         },
+                        {
+                            "name": "latest",
+                            "in": "query",
+                            "schema": {"type": "boolean", "default": False},
+                            "description": "the newest `limit` events, still oldest first",
+                        },
                     ],
                     "responses": {"200": _json({"type": "object"}), **control_errors},
                 }

@@ -90,9 +90,10 @@ class Store(Protocol):
     def add_event(self, event: Event) -> Event: ...
 
     def list_events(
-        self, model: str | None = None, after_id: int = 0, limit: int = 100
+        self, model: str | None = None, after_id: int = 0, limit: int = 100, latest: bool = False
     ) -> list[Event]:
-        """Events with id > after_id, oldest first, at most ``limit``."""
+        """Events with id > after_id, oldest first, at most ``limit`` (the newest
+        ``limit`` of them with ``latest``)."""
 
     # metrics ------------------------------------------------------------------------
     def write_metric_buckets(self, rows: Sequence[MetricBucketRow]) -> None: ...

@@ -345,17 +345,21 @@ class SqlStore:
             return self._insert_event(conn, event)
 
     def list_events(
-        self, model: str | None = None, after_id: int = 0, limit: int = 100
+        self, model: str | None = None, after_id: int = 0, limit: int = 100, latest: bool = False
     ) -> list[Event]:
-        """Events with id > after_id, oldest first, at most ``limit``."""
+        """Events with id > after_id, oldest first, at most ``limit`` (the newest
+        ``limit`` of them with ``latest``)."""
         if limit <= 0:
             return []
         query = sa.select(t.events).where(t.events.c.id > after_id)
         if model is not None:
             query = query.where(t.events.c.model == model)
-        query = query.order_by(t.events.c.id).limit(limit)
+        newest_first = t.events.c.id.desc() if latest else t.events.c.id
+        query = query.order_by(newest_first).limit(limit)
         with self._tx("listing events", write=False) as conn:
             rows = conn.execute(query).all()
+        if latest:
+            rows = list(reversed(rows))
         return [
             Event(
                 model=r.model,

@@ -256,6 +256,13 @@ def test_events_page_oldest_first_with_after_id_and_limit(store: Store) -> None:
     assert written[3].data == {"i": 3, "nested": {"a": None, "b": [1, 2]}}
 
 
+def test_the_latest_events_come_oldest_first(store: Store) -> None:
+    for i in range(6):
+        store.add_event(Event(model="iris", kind="note", message=f"event {i}", at_s=float(i)))
+    latest = store.list_events("iris", limit=3, latest=True)
+    assert [e.message for e in latest] == ["event 3", "event 4", "event 5"]
+
+
 def test_events_filter_by_model(store: Store) -> None:
     for i in range(6):
         store.add_event(Event(model=["iris", "wine", "iris"][i % 3], kind="k", message=str(i)))
