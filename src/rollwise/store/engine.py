@@ -8,6 +8,8 @@ ships with, and configures the connection the way the store's transactions expec
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -135,6 +137,21 @@ def _sqlite_engine(url: StoreURL, common: Mapping[str, Any]) -> Engine:
         )
     in_memory = url.in_memory
 
+    def _use_wal(cursor: Any) -> None:
+        # WAL is a property of the file: once set, later connections only read it. While
+        # another process is creating the file or switching it, SQLite can answer
+        # "database is locked" without consulting the busy timeout, so retry a while.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # The sqlite3 module's own transaction handling skips BEGIN before SELECT and
         # DDL; rollwise emits BEGIN itself (see on_begin) so transactions mean what
@@ -146,7 +163,7 @@ def _sqlite_engine(url: StoreURL, common: Mapping[str, Any]) -> Engine:
             # moment of exclusive access, waits for other processes instead of failing.
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             if not in_memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _use_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
