@@ -90,6 +90,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._mirror_tasks: set[asyncio.Task[None]] = set()
         self._mirrors_running: dict[tuple[str, str], int] = {}
+        self._flush_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._reloading: set[tuple[str, str]] = set()
         self._retired: list[Backend] = []
@@ -516,6 +517,12 @@ class Gateway:
     # persistence ----------------------------------------------------------------------
     async def flush(self) -> None:
         """Write the current metrics window and the logged predictions to the store."""
+        # Readers of metrics wait for a flush in progress: between the swap and the
+        # commit, a window is neither in memory nor in the store.
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         now = self.clock()
         windows = self.metrics.swap()
         predictions = self.predictions.take_batch()
@@ -556,13 +563,15 @@ class Gateway:
         """Merged metrics of every version of ``model`` over the last ``window_s``,
         across all replicas (from the store) plus this replica's unflushed window."""
         since = self.clock() - window_s
-        rows = await self.db(self.store.read_metric_buckets, model, since)
+        async with self._flush_lock:
+            rows = await self.db(self.store.read_metric_buckets, model, since)
+            pending = self.metrics.pending(model)
         grouped: dict[tuple[str, Role], list[VersionWindow]] = {}
         for row in rows:
             grouped.setdefault((row.version, row.role), []).append(
                 VersionWindow.from_payload(row.payload)
             )
-        for (version, role), window in self.metrics.pending(model):
+        for (version, role), window in pending:
             grouped.setdefault((version, role), []).append(window)
         return {key: merge_windows(parts) for key, parts in grouped.items()}
 
