@@ -29,6 +29,27 @@ OIP_DATATYPES: Mapping[str, str] = {
 }
 
 
+def flatten(data: Sequence[Any]) -> list[Any]:
+    """OIP tensor data, nested or flat, as one flat row-major list."""
+    # Plain loops rather than any()/all() over generators: this runs on every request.
+    for item in data:
+        if isinstance(item, list):
+            break
+    else:
+        return data if isinstance(data, list) else list(data)
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
 @dataclass(frozen=True, slots=True)
 class Tensor:
     """One named tensor; ``data`` is flat, row-major, as in the OIP JSON encoding."""

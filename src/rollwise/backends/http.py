@@ -26,6 +26,7 @@ from rollwise.backends.base import (
     ModelMetadata,
     Tensor,
     TensorSpec,
+    flatten,
 )
 from rollwise.backends.upstream import UpstreamPool, UpstreamResponse
 from rollwise.errors import BackendError, BackendLoadError, ConfigError
@@ -290,26 +291,12 @@ def _output_tensor(item: Any, index: int) -> Tensor:
         raise ValueError(f"output {name!r}: data is not a list")
     if data and isinstance(data[0], list):
         # Some servers nest the data by shape; rollwise keeps tensors flat.
-        data = _flatten(data)
+        data = flatten(data)
     if len(data) != math.prod(shape):
         raise ValueError(
             f"output {name!r}: shape {shape} needs {math.prod(shape)} values, got {len(data)}"
         )
     return Tensor(name=name, shape=tuple(shape), datatype=datatype, data=data)
-
-
-def _flatten(data: list[Any]) -> list[Any]:
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
 
 
 def decode_metadata(body: bytes, *, upstream: str, model: str) -> ModelMetadata:

@@ -7,13 +7,19 @@ and the plain ``{"inputs": [[...]]}`` form both become an ``InferenceRequest``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from math import prod
 from typing import Any, TypeGuard
 
 import orjson
 
-from rollwise.backends.base import OIP_DATATYPES, InferenceRequest, InferenceResponse, Tensor
+from rollwise.backends.base import (
+    OIP_DATATYPES,
+    InferenceRequest,
+    InferenceResponse,
+    Tensor,
+    flatten,
+)
 from rollwise.errors import ValidationError
 
 _NUMBER = (int, float)
@@ -33,26 +39,6 @@ def load_json(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest(f"the request body must be a JSON object, got {type(data).__name__}")
     return data
-
-
-def _flatten(data: Sequence[Any], name: str) -> list[Any]:
-    # Plain loops rather than any()/all() over generators: this runs on every request.
-    for item in data:
-        if isinstance(item, list):
-            break
-    else:
-        return data if isinstance(data, list) else list(data)
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
 
 
 def parse_oip_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
@@ -109,7 +95,7 @@ def _parse_tensor(item: Any, index: int) -> Tensor:
     data = item.get("data")
     if not isinstance(data, list):
         raise ValidationError(f"input {name!r}: 'data' must be a list")
-    flat = _flatten(data, name)
+    flat = flatten(data)
     expected = prod(shape)
     if len(flat) != expected:
         raise ValidationError(
