@@ -84,6 +84,29 @@ def serve(
         log_level=log_level,
         server=http,
     )
+    _exit_past_hung_models()
+
+
+def _exit_past_hung_models() -> None:
+    """Leave at once when model calls still hold threads after the gateway stopped.
+
+    Python joins pool threads at exit and cannot stop them, so one model that hangs
+    would keep a stopped gateway alive; everything was flushed and closed by now.
+    """
+    import logging
+    import os
+
+    from rollwise.backends.executor import get_executor
+
+    running = get_executor().in_flight
+    if running:
+        logging.getLogger("rollwise").warning(
+            "%d model calls are still running; exiting without waiting for them", running
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @app.command()
