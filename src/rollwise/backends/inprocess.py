@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -26,6 +27,8 @@ from rollwise.errors import BackendError, BackendLoadError, BackendTimeout, Roll
 P = ParamSpec("P")
 T = TypeVar("T")
 
+
+_LOAD_LOCK = threading.Lock()
 
 DEFAULT_TIMEOUT_S = 30.0
 """How long a prediction of an in-process version may take, waiting included."""
@@ -77,7 +80,7 @@ class InProcessBackend:
         if self._loaded:
             return
         try:
-            await self.executor.run(self._load_model)
+            await self.executor.run(self._load_model_alone)
         except RollwiseError as error:
             if isinstance(error, BackendError) and error.version is None:
                 error.version = self.name
@@ -103,6 +106,13 @@ class InProcessBackend:
 
     def metadata(self) -> ModelMetadata:
         return ModelMetadata(platform=self.platform)
+
+    def _load_model_alone(self) -> None:
+        # One load at a time per process: loading imports model libraries, and two
+        # threads importing scikit-learn at once can meet its modules half-initialised
+        # ("cannot import name ... from partially initialized module").
+        with _LOAD_LOCK:
+            self._load_model()
 
     # -- for subclasses ---------------------------------------------------------------
 
