@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,7 +102,6 @@ class GatewayConfig:
     models: Mapping[str, ModelSpec]
     base_dir: Path
     source: str = "<config>"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_sticky_key(text: str) -> StickyKey:

@@ -55,6 +55,14 @@ class VersionWindow:
     quartic_error_sum: float = 0.0
     """Sum of error⁴, which an interval for the RMSE needs."""
 
+    def record_call(self, latency_ms: float, *, failed: bool, timed_out: bool) -> None:
+        """One call to the version: its latency, and whether it failed or timed out."""
+        self.requests += 1
+        self.errors += failed
+        self.timeouts += timed_out
+        self.latency_ms.record(latency_ms)
+        self.latency_sum_ms += latency_ms
+
     def record_outputs(self, values: Sequence[Any], categorical: bool) -> None:
         self.rows += len(values)
         if categorical:

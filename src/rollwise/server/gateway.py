@@ -58,7 +58,6 @@ class Outcome:
 
     version: str
     response: InferenceResponse
-    latency_ms: float
 
 
 class Gateway:
@@ -377,39 +376,46 @@ class Gateway:
         except ValidationError:
             raise
         except BackendTimeout as error:
-            window = self.metrics.window(model, version, Role.SERVED)
-            self._count_failure(window, started, timeout=True)
+            self._record_call(model, version, Role.SERVED, started, error)
             raise BackendTimeout(
                 f"version {version!r} of model {model!r} did not answer in time: {error}",
                 version=version,
             ) from None
         except Exception as error:
-            window = self.metrics.window(model, version, Role.SERVED)
-            self._count_failure(window, started, timeout=False)
+            self._record_call(model, version, Role.SERVED, started, error)
             raise BackendError(
                 f"version {version!r} of model {model!r} failed: {error}", version=version
             ) from None
+        window = self._record_call(model, version, Role.SERVED, started, None)
+        self._record_answer(window, model, version, Role.SERVED, request_id, response)
+        return Outcome(version, response)
+
+    def _record_call(
+        self, model: str, version: str, role: Role, started: float, error: Exception | None
+    ) -> VersionWindow:
         latency_ms = (time.perf_counter() - started) * 1000.0
-        # Looked up after the await: the window may have been swapped out meanwhile.
-        window = self.metrics.window(model, version, Role.SERVED)
-        window.requests += 1
-        window.latency_ms.record(latency_ms)
-        window.latency_sum_ms += latency_ms
-        outputs = response.primary()
+        # Looked up after the call: the window may have been swapped out meanwhile.
+        window = self.metrics.window(model, version, role)
+        window.record_call(
+            latency_ms, failed=error is not None, timed_out=isinstance(error, BackendTimeout)
+        )
+        return window
+
+    def _record_answer(
+        self,
+        window: VersionWindow,
+        model: str,
+        version: str,
+        role: Role,
+        request_id: str,
+        response: InferenceResponse,
+    ) -> list[Any]:
+        outputs = list(response.primary())
         window.record_outputs(outputs, self.models[model].task == "classification")
         self.predictions.remember(
-            PredictionRecord(request_id, model, version, Role.SERVED, list(outputs), self.clock())
+            PredictionRecord(request_id, model, version, role, outputs, self.clock())
         )
-        return Outcome(version, response, latency_ms)
-
-    @staticmethod
-    def _count_failure(window: VersionWindow, started: float, timeout: bool) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        window.requests += 1
-        window.errors += 1
-        window.timeouts += timeout
-        window.latency_ms.record(latency_ms)
-        window.latency_sum_ms += latency_ms
+        return outputs
 
     def mirror(
         self, table: ModelTable, request: InferenceRequest, request_id: str, served: Outcome | None
@@ -451,26 +457,16 @@ class Gateway:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            window = self.metrics.window(model, version, Role.SHADOW)
-            self._count_failure(window, started, timeout=isinstance(error, BackendTimeout))
+            self._record_call(model, version, Role.SHADOW, started, error)
             return
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        # The window may have been swapped while the shadow ran; record into the current.
-        window = self.metrics.window(model, version, Role.SHADOW)
-        window.requests += 1
-        window.latency_ms.record(latency_ms)
-        window.latency_sum_ms += latency_ms
-        outputs = list(response.primary())
-        spec = self.models[model]
-        window.record_outputs(outputs, spec.task == "classification")
+        window = self._record_call(model, version, Role.SHADOW, started, None)
+        outputs = self._record_answer(window, model, version, Role.SHADOW, request_id, response)
         if served is not None:
-            served_outputs = served.response.primary()
-            compared, agreed = compare_outputs(served_outputs, outputs, spec.agreement_tolerance)
+            compared, agreed = compare_outputs(
+                served.response.primary(), outputs, self.models[model].agreement_tolerance
+            )
             window.compared += compared
             window.agreed += agreed
-        self.predictions.remember(
-            PredictionRecord(request_id, model, version, Role.SHADOW, outputs, self.clock())
-        )
 
     # feedback -------------------------------------------------------------------------
     async def feedback(self, model_name: str, request_id: str, label: Any) -> dict[str, Any]:
