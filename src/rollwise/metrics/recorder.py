@@ -88,26 +88,12 @@ class VersionWindow:
             self.output_sum_sq += number * number
 
     def merge(self, other: VersionWindow) -> None:
-        self.requests += other.requests
-        self.errors += other.errors
-        self.timeouts += other.timeouts
-        self.rows += other.rows
+        for name in _SCALARS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency_ms.update(other.latency_ms)
-        self.latency_sum_ms += other.latency_sum_ms
         for name, count in other.outputs.items():
             self.outputs[name] = self.outputs.get(name, 0) + count
         self.output_values.update(other.output_values)
-        self.negative_outputs += other.negative_outputs
-        self.output_sum += other.output_sum
-        self.output_sum_sq += other.output_sum_sq
-        self.compared += other.compared
-        self.agreed += other.agreed
-        self.dropped += other.dropped
-        self.feedback += other.feedback
-        self.correct += other.correct
-        self.abs_error_sum += other.abs_error_sum
-        self.sq_error_sum += other.sq_error_sum
-        self.quartic_error_sum += other.quartic_error_sum
 
     def copy(self) -> VersionWindow:
         clone = VersionWindow()
@@ -224,27 +210,17 @@ class MetricsRecorder:
         """Take the current window (for the store) and fold it into the totals."""
         window, self._window = self._window, {}
         for key, part in window.items():
-            total = self._totals.get(key)
-            if total is None:
-                self._totals[key] = part.copy()
-            else:
-                total.merge(part)
+            _fold(self._totals, key, part.copy())
         unwritten, self._unwritten = self._unwritten, {}
         for key, part in unwritten.items():
-            if key in window:
-                window[key].merge(part)
-            else:
-                window[key] = part
+            _fold(window, key, part)
         return {k: v for k, v in window.items() if not v.empty}
 
     def unwritten(self, windows: dict[MetricKey, VersionWindow]) -> None:
         """Give back windows from ``swap`` that the store did not take; the next swap
         returns them again (they are counted in the totals once)."""
         for key, part in windows.items():
-            if key in self._unwritten:
-                self._unwritten[key].merge(part)
-            else:
-                self._unwritten[key] = part
+            _fold(self._unwritten, key, part)
 
     def pending(self, model: str) -> list[tuple[tuple[str, Role], VersionWindow]]:
         """Copies of ``model``'s windows not yet in the store, by (version, role)."""
@@ -257,11 +233,14 @@ class MetricsRecorder:
 
     def totals(self) -> Iterator[tuple[MetricKey, VersionWindow]]:
         """Running totals including the window not yet swapped out."""
-        keys = set(self._totals) | set(self._window)
-        for key in sorted(keys):
-            total = VersionWindow()
-            if key in self._totals:
-                total.merge(self._totals[key])
-            if key in self._window:
-                total.merge(self._window[key])
-            yield key, total
+        for key in sorted(set(self._totals) | set(self._window)):
+            parts = (source[key] for source in (self._totals, self._window) if key in source)
+            yield key, merge_windows(parts)
+
+
+def _fold(into: dict[MetricKey, VersionWindow], key: MetricKey, part: VersionWindow) -> None:
+    """Add ``part`` to ``into[key]``, taking ``part`` itself when the key is new."""
+    if key in into:
+        into[key].merge(part)
+    else:
+        into[key] = part

@@ -474,15 +474,7 @@ class SqlStore:
 
     def prune_feedback(self, older_than_s: float) -> int:
         table = t.feedback
-        condition = table.c.at_s < older_than_s
-        chunk = sa.select(table.c.request_id).where(condition).limit(PRUNE_CHUNK).scalar_subquery()
-        deleted = 0
-        while True:
-            with self._tx("pruning feedback", write=True) as conn:
-                count = conn.execute(sa.delete(table).where(table.c.request_id.in_(chunk))).rowcount
-            deleted += count
-            if count < PRUNE_CHUNK:
-                return deleted
+        return self._prune(table, table.c.at_s < older_than_s, "feedback", table.c.request_id)
 
     def record_feedback(self, feedback: FeedbackRecord) -> bool:
         """Store a label once; False when the request already has feedback."""
@@ -521,12 +513,19 @@ class SqlStore:
             else:
                 _executemany_rows(conn, table, rows)
 
-    def _prune(self, table: sa.Table, condition: sa.ColumnElement[bool], what: str) -> int:
-        chunk = sa.select(table.c.id).where(condition).limit(PRUNE_CHUNK).scalar_subquery()
+    def _prune(
+        self,
+        table: sa.Table,
+        condition: sa.ColumnElement[bool],
+        what: str,
+        key: sa.Column[Any] | None = None,
+    ) -> int:
+        key = table.c.id if key is None else key
+        chunk = sa.select(key).where(condition).limit(PRUNE_CHUNK).scalar_subquery()
         deleted = 0
         while True:
             with self._tx(f"pruning {what}", write=True) as conn:
-                count = conn.execute(sa.delete(table).where(table.c.id.in_(chunk))).rowcount
+                count = conn.execute(sa.delete(table).where(key.in_(chunk))).rowcount
             deleted += count
             if count < PRUNE_CHUNK:
                 return deleted
