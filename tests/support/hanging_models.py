@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -16,3 +17,9 @@ def hang(rows: Any) -> list[int]:
 
 def answer(rows: Any) -> list[int]:
     return [1] * len(rows)
+
+
+async def hang_async(rows: Any) -> list[int]:
+    """An ``async def`` model that never answers."""
+    await asyncio.Event().wait()
+    return [0] * len(rows)

@@ -16,6 +16,7 @@ import from, relative to the config file), ``n_features``, ``output``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import sys
@@ -38,7 +39,7 @@ from rollwise.backends.tensors import (
     predictions_tensor,
     request_matrix,
 )
-from rollwise.errors import BackendLoadError, RollwiseError
+from rollwise.errors import BackendLoadError, BackendTimeout, RollwiseError
 
 
 def resolve_target(target: str) -> Any:
@@ -142,7 +143,13 @@ class PythonBackend(InProcessBackend):
         matrix = request_matrix(request.inputs, n_features=self._n_features)
         if self._is_async:
             try:
-                return self._to_tensors(await predict(matrix), None, matrix.shape[0])
+                async with asyncio.timeout(self._timeout_s):
+                    return self._to_tensors(await predict(matrix), None, matrix.shape[0])
+            except TimeoutError:
+                raise BackendTimeout(
+                    f"version {self.name!r} did not answer within {self._timeout_s:g} s",
+                    version=self.name,
+                ) from None
             except RollwiseError:
                 raise
             except Exception as error:

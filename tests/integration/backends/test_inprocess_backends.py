@@ -786,17 +786,19 @@ def test_fake_fail_load_gives_the_reason() -> None:
     assert error.version == "f"
 
 
-def test_fake_latency_delays_the_answer_by_at_least_latency_ms() -> None:
-    backend = fake({"latency_ms": 30})
+def test_fake_latency_keeps_the_answer_pending_while_the_loop_runs_on() -> None:
+    backend = fake({"latency_ms": 60_000})
 
-    async def go() -> float:
+    async def go() -> bool:
         await backend.load()
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await backend.predict(request_for([[1.0]]))
-        return loop.time() - start
+        answer = asyncio.create_task(backend.predict(request_for([[1.0]])))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        pending = not answer.done()
+        answer.cancel()
+        return pending
 
-    assert run(go()) >= 0.03
+    assert run(go())
 
 
 def test_slow_fakes_hold_no_thread() -> None:
@@ -974,3 +976,16 @@ def test_a_hung_version_times_out_and_leaves_threads_for_the_others(tmp_path: Pa
     assert sum("did not answer within 0.5 s" in m for m in messages) == 2
     assert sum("no free model thread" in m for m in messages) == 2
     assert fine.outputs[0].data == [1]
+
+
+def test_an_async_target_that_never_answers_times_out(tmp_path: Path) -> None:
+    backend = PythonBackend(
+        "stuck", {"target": "support.hanging_models:hang_async", "timeout_s": 0.2}, tmp_path
+    )
+
+    async def go() -> None:
+        await backend.load()
+        await backend.predict(request_for([[1.0]]))
+
+    with pytest.raises(BackendTimeout, match=r"did not answer within 0\.2 s"):
+        run(go())
