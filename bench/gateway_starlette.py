@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +29,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from rollwise.backends.executor import default_workers
 
 
 def load_skops(path: str) -> Any:
@@ -42,7 +43,8 @@ def load_skops(path: str) -> Any:
 
 
 def build_app(model: Any) -> Starlette:
-    pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="model")
+    # The same size as rollwise's model pool, so that row (d) compares like with like.
+    pool = ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="model")
 
     def run(matrix: np.ndarray[Any, Any]) -> tuple[Any, Any]:
         return model.predict(matrix), model.predict_proba(matrix)

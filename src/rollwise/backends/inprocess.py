@@ -1,8 +1,9 @@
 """What the in-process backends share: options, model files, the thread pool, errors.
 
-A subclass loads its model in ``_load_model`` and answers in ``_infer``; both run in
-the shared ``ModelExecutor`` so that neither file I/O nor model code ever runs on the
-event loop. Exceptions from model code become ``BackendError`` naming the version;
+A subclass loads its model in ``_load_model`` (run in the shared ``ModelExecutor``) and
+answers in ``_infer``, which converts tensors on the event loop and hands model code to
+the pool through ``_call``, so that neither file I/O nor model code runs on the loop.
+Exceptions from model code become ``BackendError`` naming the version;
 ``ValidationError`` (bad input) passes through for the gateway to answer 422.
 """
 

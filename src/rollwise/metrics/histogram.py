@@ -1,8 +1,8 @@
 """A mergeable latency histogram with fixed, log-spaced buckets.
 
-Every gateway worker records into its own :class:`LogHistogram`; because all of them
-share one bucket scheme, histograms from many workers, replicas and time buckets
-merge by adding counts, and the controller can compare the stable and the candidate
+The gateway records latencies into one :class:`LogHistogram` per version and time
+window; because all of them share one bucket scheme, histograms from replicas and time
+buckets merge by adding counts, and the controller can compare the stable and the candidate
 version bucket by bucket (quantiles, rank tests, drift).
 
 Bucket scheme (values in milliseconds, but nothing here depends on the unit):
@@ -100,7 +100,7 @@ class LogHistogram:
     """Counts of values in the fixed log-spaced buckets described in the module docstring.
 
     ``record`` is the hot path of the gateway: one logarithm, one int, one list update.
-    The class is not thread-safe; each worker owns one and the owner merges them.
+    The class is not thread-safe: one thread (the gateway's event loop) records into it.
     """
 
     __slots__ = ("_counts", "_total")

@@ -73,7 +73,7 @@ def check_routing(
                 f"({checked[version]} %) and be mirrored"
             )
         checked_mirrors[version] = percent
-    # The anchor takes the top of the bucket range. Keeping the same anchor across
+    # The anchor takes the middle of the bucket range. Keeping the same anchor across
     # changes is what keeps every other version's users where they were.
     positive = {v: w for v, w in checked.items() if w > 0}
     preferred = [current.stable] if current is not None else []
