@@ -2,6 +2,13 @@
 
 from rollwise.routing.hashing import bucket_of
 from rollwise.routing.table import ModelTable, build_table
-from rollwise.routing.weights import check_routing, parse_assignments
+from rollwise.routing.weights import check_routing, known_version, parse_assignments
 
-__all__ = ["ModelTable", "bucket_of", "build_table", "check_routing", "parse_assignments"]
+__all__ = [
+    "ModelTable",
+    "bucket_of",
+    "build_table",
+    "check_routing",
+    "known_version",
+    "parse_assignments",
+]

@@ -42,7 +42,7 @@ def check_routing(
         raise ValidationError(f"model {model.name!r}: give at least one version weight")
     checked: dict[str, int] = {}
     for version, weight in weights.items():
-        _known(model, version)
+        known_version(model, version)
         if isinstance(weight, bool) or not isinstance(weight, int):
             raise ValidationError(
                 f"model {model.name!r}: weight of {version!r} must be a whole percent, "
@@ -61,7 +61,7 @@ def check_routing(
         )
     checked_mirrors: dict[str, int] = {}
     for version, percent in mirrors.items():
-        _known(model, version)
+        known_version(model, version)
         if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
             raise ValidationError(
                 f"model {model.name!r}: mirror percent of {version!r} must be a whole "
@@ -90,7 +90,8 @@ def check_routing(
     )
 
 
-def _known(model: ModelSpec, version: str) -> None:
+def known_version(model: ModelSpec, version: str) -> None:
+    """Raise ``NotFound`` naming the versions when ``model`` has no ``version``."""
     if version not in model.versions:
         known = ", ".join(model.versions)
         raise NotFound(f"model {model.name!r} has no version {version!r} (versions: {known})")

@@ -105,8 +105,8 @@ def run(
             app,
             host=host,
             port=port,
-            loop="uvloop" if _has("uvloop") else "asyncio",
-            http="httptools" if _has("httptools") else "h11",
+            loop="auto",
+            http="auto",
             lifespan="on",
             log_level=log_level,
             access_log=False,
@@ -115,11 +115,3 @@ def run(
             # The data plane reads no client address, so X-Forwarded-* needs no parsing.
             proxy_headers=False,
         )
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True

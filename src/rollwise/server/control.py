@@ -21,6 +21,7 @@ import rollwise
 from rollwise.domain import VersionHealth
 from rollwise.errors import RollwiseError, ValidationError
 from rollwise.metrics.prometheus import GatewayCollector, render
+from rollwise.routing import known_version
 from rollwise.server.auth import Authenticator, Principal
 from rollwise.server.errors import status_of
 from rollwise.server.gateway import Gateway
@@ -78,8 +79,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
             version = request.path_params.get("version")
             table = gateway.tables.get(name)
             chosen = version or (table.routing.stable if table else model.stable)
-            if chosen not in model.versions:
-                gateway.choose(name, None, chosen)
+            known_version(model, chosen)
             backend = gateway.backends.get((name, chosen))
             meta = backend.metadata() if backend is not None and backend.ready() else None
             body: dict[str, Any] = {
@@ -101,8 +101,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
             model = gateway.model(name)
             version = request.path_params.get("version")
             if version is not None:
-                if version not in model.versions:
-                    gateway.choose(name, None, version)
+                known_version(model, version)
                 state = gateway.states.get((name, version))
                 is_ready = state is not None and state.health is VersionHealth.READY
             else:
@@ -182,8 +181,10 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         except RollwiseError as error:
             return _error(error)
 
+    document = orjson.dumps(openapi_document(RoutingUpdate))
+
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document(RoutingUpdate))
+        return Response(document, media_type="application/json")
 
     routes = [
         Route("/v2", server_metadata),

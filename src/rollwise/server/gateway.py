@@ -36,7 +36,7 @@ from rollwise.errors import (
 )
 from rollwise.metrics.recorder import MetricsRecorder, VersionWindow, merge_windows
 from rollwise.metrics.scoring import Score, compare_outputs, labels_for, score
-from rollwise.routing import ModelTable, build_table, check_routing
+from rollwise.routing import ModelTable, build_table, check_routing, known_version
 from rollwise.server.predictions import PredictionLog
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, Store
 
@@ -108,7 +108,7 @@ class Gateway:
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_pool, partial(fn, *args))
+        return await loop.run_in_executor(self._db_pool, fn, *args)
 
     async def start(self) -> None:
         if self._store is None:
@@ -213,10 +213,8 @@ class Gateway:
         a version that was serving keeps serving on its old backend.
         """
         model = self.model(model_name)
-        spec = model.versions.get(version)
-        if spec is None:
-            known = ", ".join(model.versions)
-            raise NotFound(f"model {model_name!r} has no version {version!r} (versions: {known})")
+        known_version(model, version)
+        spec = model.versions[version]
         key = (model_name, version)
         if key in self._reloading:
             raise Conflict(f"version {version!r} of model {model_name!r} is already reloading")
@@ -346,9 +344,7 @@ class Gateway:
             self.model(model)
             raise BackendUnavailable(f"model {model!r} is not loaded yet")
         if forced is not None:
-            if (model, forced) not in self.states:
-                known = ", ".join(self.models[model].versions)
-                raise NotFound(f"model {model!r} has no version {forced!r} (versions: {known})")
+            known_version(self.models[model], forced)
             state = self.states[(model, forced)]
             if state.health is not VersionHealth.READY:
                 raise BackendUnavailable(

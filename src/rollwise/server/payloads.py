@@ -50,11 +50,12 @@ def parse_oip_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
     tensors: list[Tensor] = []
     for index, item in enumerate(inputs):
         tensors.append(_parse_tensor(item, index))
-    rows = tensors[0].shape[0] if tensors[0].shape else 1
+    # Every shape is non-empty (checked in _parse_tensor), so dimension 0 is the rows.
+    rows = tensors[0].shape[0]
     for tensor in tensors[1:]:
-        if (tensor.shape[0] if tensor.shape else 1) != rows:
+        if tensor.shape[0] != rows:
             raise ValidationError(
-                f"input {tensor.name!r} has {tensor.shape[0] if tensor.shape else 1} rows "
+                f"input {tensor.name!r} has {tensor.shape[0]} rows "
                 f"but input {tensors[0].name!r} has {rows}"
             )
     request_id = data.get("id")
