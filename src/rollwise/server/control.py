@@ -23,7 +23,7 @@ from rollwise.errors import RollwiseError, ValidationError
 from rollwise.metrics.prometheus import GatewayCollector, render
 from rollwise.routing import known_version
 from rollwise.server.auth import Authenticator, Principal
-from rollwise.server.errors import status_of
+from rollwise.server.errors import error_reply
 from rollwise.server.gateway import Gateway
 from rollwise.server.openapi import openapi_document
 from rollwise.server.payloads import load_json
@@ -48,12 +48,9 @@ class JSONResponse(Response):
 
 
 def _error(error: RollwiseError) -> JSONResponse:
-    headers = {"www-authenticate": "Bearer"} if status_of(error) == 401 else None
-    body: dict[str, Any] = {"error": str(error)}
-    version = getattr(error, "version", None)
-    if version:
-        body["version"] = version
-    return JSONResponse(body, status_code=status_of(error), headers=headers)
+    reply = error_reply(error)
+    headers = {"www-authenticate": "Bearer"} if reply.wants_token else None
+    return JSONResponse(reply.body, status_code=reply.status, headers=headers)
 
 
 def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:

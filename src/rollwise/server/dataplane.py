@@ -17,7 +17,6 @@ import orjson
 
 from rollwise.domain import StickyKind
 from rollwise.errors import (
-    AuthError,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
@@ -26,12 +25,11 @@ from rollwise.errors import (
     ValidationError,
 )
 from rollwise.server.auth import Authenticator
-from rollwise.server.errors import status_of
+from rollwise.server.errors import error_reply
 from rollwise.server.gateway import Gateway
 from rollwise.server.payloads import (
     encode_oip_response,
     encode_plain_response,
-    error_body,
     load_json,
     parse_oip_request,
     parse_plain_request,
@@ -224,15 +222,12 @@ class DataPlane:
     async def _fail(
         self, send: Send, error: RollwiseError, request_id: str, headers: list[tuple[bytes, bytes]]
     ) -> None:
-        status = status_of(error)
-        if status >= 500 and not isinstance(error, BackendTimeout | BackendUnavailable):
+        reply = error_reply(error)
+        if reply.status >= 500 and not isinstance(error, BackendTimeout | BackendUnavailable):
             log.warning("%s", error)
-        extra: dict[str, Any] = {}
-        version = getattr(error, "version", None)
-        if version:
-            extra["version"] = version
+        headers = list(headers)
         if request_id:
-            headers = [*headers, (b"x-request-id", request_id.encode())]
-        if isinstance(error, AuthError) and status == 401:
-            headers = [*headers, (b"www-authenticate", b"Bearer")]
-        await _reply(send, status, error_body(str(error), **extra), list(headers))
+            headers.append((b"x-request-id", request_id.encode()))
+        if reply.wants_token:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await _reply(send, reply.status, orjson.dumps(reply.body), headers)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from rollwise.errors import (
     AuthError,
     BackendError,
@@ -40,3 +43,21 @@ def status_of(error: RollwiseError) -> int:
         if isinstance(error, kind):
             return status
     return 500
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """How any route answers a refusal: status, JSON body, and whether to ask for a token."""
+
+    status: int
+    body: dict[str, Any]
+    wants_token: bool
+
+
+def error_reply(error: RollwiseError) -> ErrorReply:
+    status = status_of(error)
+    body: dict[str, Any] = {"error": str(error)}
+    version = getattr(error, "version", None)
+    if version:
+        body["version"] = version
+    return ErrorReply(status, body, wants_token=status == 401)

@@ -7,7 +7,6 @@ and the plain ``{"inputs": [[...]]}`` form both become an ``InferenceRequest``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from math import prod
 from typing import Any, TypeGuard
 
@@ -208,8 +207,3 @@ def encode_plain_response(
     for tensor in response.outputs[1:]:
         body[tensor.name] = _rows(tensor)
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def error_body(message: str, **extra: Any) -> bytes:
-    payload: Mapping[str, Any] = {"error": message, **extra}
-    return orjson.dumps(payload)
