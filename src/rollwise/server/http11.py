@@ -497,25 +497,19 @@ class _Connection(asyncio.Protocol):
             if not cycle.finished:
                 if not cycle.disconnected:
                     log.error("the app failed on %s", cycle.scope["path"], exc_info=error)
-                if cycle.sent:
-                    cycle.finished = True
-                    self.close()
-                    self.response_done(cycle)
-                else:
-                    cycle.fail()
+                # 500 if nothing went out yet; either way the connection is not reused.
+                cycle.fail()
             if not isinstance(error, Exception):
                 raise
         else:
             if not cycle.finished:
-                if cycle.sent:
-                    log.error("the app returned before finishing its response")
-                    cycle.finished = True
-                    self.close()
-                    self.response_done(cycle)
-                else:
-                    if not cycle.disconnected:
-                        log.error("the app returned without a response")
-                    cycle.fail()
+                if not cycle.disconnected:
+                    log.error(
+                        "the app returned before finishing its response"
+                        if cycle.sent
+                        else "the app returned without a response"
+                    )
+                cycle.fail()
 
     def response_done(self, cycle: _Cycle) -> None:
         if self.closed or cycle is not self.cycle:
