@@ -1,0 +1,126 @@
+"""From measured metric windows to the evidence one tick of the state machine needs.
+
+Which figures stand for which arm:
+
+* the stable arm is always the stable version's *served* traffic;
+* the candidate arm is its served traffic while it has weight (or while it is being
+  previewed without mirroring), and its *shadow* traffic while it is only mirrored —
+  so shadow agreement, shadow latency and errors, and the accuracy of the shadow's
+  answers from feedback are compared with the stable version on the same requests.
+
+The sample-ratio check applies only where a split of live traffic was configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rollwise.analysis.experiment import decide_experiment
+from rollwise.analysis.judge import Judgement, judge_step
+from rollwise.analysis.summary import ArmSummary
+from rollwise.domain import Role
+from rollwise.metrics.histogram import LogHistogram
+from rollwise.metrics.recorder import VersionWindow
+from rollwise.rollout.machine import Evidence
+from rollwise.rollout.spec import RolloutSpec
+from rollwise.rollout.status import RolloutStatus
+from rollwise.rollout.steps import Analyze, Experiment
+
+Windows = Mapping[tuple[str, Role], VersionWindow]
+
+
+def arm_summary(window: VersionWindow | None) -> ArmSummary:
+    """The statistics' view of one version's measured window."""
+    if window is None:
+        return ArmSummary()
+    outputs: Mapping[str, int] | None = None
+    if window.outputs:
+        outputs = dict(window.outputs)
+    return ArmSummary(
+        requests=window.requests,
+        errors=window.errors,
+        latency=window.latency_ms,
+        latency_sum_ms=window.latency_sum_ms,
+        feedback=window.feedback,
+        correct=window.correct,
+        abs_error_sum=window.abs_error_sum,
+        sq_error_sum=window.sq_error_sum,
+        quartic_error_sum=window.quartic_error_sum,
+        outputs=outputs if outputs is not None else _numeric_outputs(window),
+        shadow_compared=window.compared,
+        shadow_agreed=window.agreed,
+    )
+
+
+def _numeric_outputs(window: VersionWindow) -> LogHistogram | None:
+    return window.output_values if window.output_values.count else None
+
+
+def candidate_role(status: RolloutStatus) -> Role | None:
+    """Where the candidate's figures come from now; None while it sees no traffic."""
+    if status.weight > 0:
+        return Role.SERVED
+    if status.mirror > 0:
+        return Role.SHADOW
+    if status.preview:
+        return Role.SERVED
+    return None
+
+
+def arms(status: RolloutStatus, windows: Windows) -> tuple[ArmSummary, ArmSummary] | None:
+    """(stable, candidate) summaries for the current exposure, or None without one."""
+    role = candidate_role(status)
+    if role is None:
+        return None
+    stable = arm_summary(windows.get((status.stable, Role.SERVED)))
+    candidate = arm_summary(windows.get((status.candidate, role)))
+    return stable, candidate
+
+
+def split_of(status: RolloutStatus) -> tuple[int, int] | None:
+    """The configured (stable, candidate) split of live traffic, where there is one."""
+    if 0 < status.weight < 100:
+        return (100 - status.weight, status.weight)
+    return None
+
+
+def gather(
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    windows: Windows,
+    *,
+    candidate_ready: bool = True,
+    candidate_problem: str = "",
+) -> Evidence:
+    """Judge what the current step needs: background gates, the step's own gates, or
+    the A/B test."""
+    found: dict[str, Any] = {}
+    pair = arms(status, windows)
+    if pair is None or not status.phase.active:
+        return Evidence(candidate_ready=candidate_ready, candidate_problem=candidate_problem)
+    stable, candidate = pair
+    split = split_of(status)
+    background: Judgement | None = None
+    if spec.gates:
+        background = judge_step(spec.gates, stable, candidate, weights_percent=split)
+        found["background"] = background
+    index = status.step_index
+    step = spec.steps[index] if 0 <= index < len(spec.steps) else None
+    if isinstance(step, Analyze):
+        if background is not None and step.gates == spec.gates:
+            found["step"] = background
+        else:
+            found["step"] = judge_step(step.gates, stable, candidate, weights_percent=split)
+    elif isinstance(step, Experiment) and status.experiment:
+        found["experiment"] = decide_experiment(
+            step.metric,
+            stable,
+            candidate,
+            mde=step.mde,
+            samples_per_arm=int(status.experiment["samples_per_arm"]),
+            alpha=step.alpha,
+            weights_percent=split,
+            min_samples=step.min_samples,
+        )
+    return Evidence(**found, candidate_ready=candidate_ready, candidate_problem=candidate_problem)

@@ -1,0 +1,527 @@
+"""The rollout state machine: ``decide(spec, status, evidence, now) -> Decision``.
+
+One pure function runs every strategy. Each controller tick hands it the spec, the
+status read back from the store, the evidence judged from metrics since the current
+weights took effect, and the time; it returns the next status, the routing to apply
+(if it changed) and notes for the event log. A person's ``pause``, ``resume``,
+``promote``, ``abort`` or ``rollback`` goes through the same function as a
+:class:`Command`, so the rules live in one place and are tested tick by tick.
+
+The rules of a tick, in order:
+
+1. an ended rollout changes only on ``rollback`` (after a promotion);
+2. a candidate that cannot load fails the rollout and sends all traffic to stable;
+3. a failing judgement (background gates, or the current ``analyze`` step) counts
+   towards the failure limit and rolls back when it reaches it; anything else resets
+   the count. This applies while paused too: pausing never disarms the gates;
+4. a paused rollout goes no further;
+5. the current waiting step lets go when its time is up (``pause``), its gates pass
+   (``analyze``) or its test decides (``experiment``); an ``analyze`` or ``experiment``
+   that stays undecided past its limit rolls back (or pauses, by policy) — undecided
+   is never a pass;
+6. instant steps after it run in the same tick; past the last step the rollout is
+   promoted (or validated, when its steps never gave the candidate live traffic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rollwise.analysis.experiment import ExperimentDecision, Outcome, plan_experiment
+from rollwise.analysis.gates import Metric
+from rollwise.analysis.judge import Judgement
+from rollwise.analysis.verdict import Verdict
+from rollwise.errors import Conflict
+from rollwise.rollout.spec import OnInconclusive, RolloutSpec
+from rollwise.rollout.status import Phase, RolloutStatus
+from rollwise.rollout.steps import (
+    INSTANT_STEPS,
+    Analyze,
+    Experiment,
+    MirrorStep,
+    Pause,
+    Preview,
+    SetWeight,
+    Step,
+    Switch,
+    describe_step,
+)
+
+PROPORTION_BASELINE = 0.5
+"""Planning an A/B test of a rate without a given baseline assumes the rate with the
+largest variance, so the planned sample is never too small."""
+
+
+class CommandKind(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    PROMOTE = "promote"
+    """Let the current step go (a ``pause`` until promoted, an analysis, a test)."""
+    PROMOTE_FULL = "promote_full"
+    """Make the candidate stable now, skipping every remaining step."""
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+    """Abort a rollout in progress, or undo a promoted one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    kind: CommandKind
+    actor: str = "operator"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the controller measured for this tick; None where nothing was judged."""
+
+    background: Judgement | None = None
+    step: Judgement | None = None
+    experiment: ExperimentDecision | None = None
+    candidate_ready: bool = True
+    candidate_problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPlan:
+    """The routing a status implies: the anchor, integer weights summing to 100, mirrors."""
+
+    stable: str
+    weights: Mapping[str, int]
+    mirrors: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """An event to record with the decision: its kind, one line, and the figures."""
+
+    kind: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: RolloutStatus
+    routing: RoutingPlan | None = None
+    """The routing to apply, when it differs from the one before this decision."""
+    notes: tuple[Note, ...] = ()
+
+
+def routing_for(status: RolloutStatus) -> RoutingPlan:
+    """The routing that ``status`` stands for."""
+    stable, candidate = status.stable, status.candidate
+    if status.phase is Phase.PROMOTED:
+        return RoutingPlan(candidate, {candidate: 100})
+    if not status.phase.active:
+        return RoutingPlan(stable, {stable: 100})
+    weights = {stable: 100 - status.weight, candidate: status.weight}
+    mirrors = {candidate: status.mirror} if status.mirror and not status.weight else {}
+    return RoutingPlan(stable, weights, mirrors)
+
+
+class _Tick:
+    """The decision being built: status updates and notes, applied in order."""
+
+    def __init__(self, spec: RolloutSpec, status: RolloutStatus, now: float) -> None:
+        self.spec = spec
+        self.before = status
+        self.status = status
+        self.now = now
+        self.notes: list[Note] = []
+
+    def set(self, **changes: Any) -> None:
+        self.status = dataclasses.replace(self.status, **changes)
+
+    def note(self, kind: str, message: str, **data: Any) -> None:
+        figures = {
+            "step": self.status.step_index,
+            "steps": len(self.spec.steps),
+            "weight": self.status.weight,
+            "mirror": self.status.mirror,
+            "phase": self.status.phase.value,
+            **data,
+        }
+        self.notes.append(Note(kind, message, figures))
+
+    def decision(self) -> Decision:
+        status = self.status
+        if status != self.before or self.notes:
+            status = dataclasses.replace(status, updated_s=self.now)
+        old, new = routing_for(self.before), routing_for(status)
+        return Decision(status, new if new != old else None, tuple(self.notes))
+
+
+def start(spec: RolloutSpec, *, stable: str, now: float, actor: str = "operator") -> Decision:
+    """The first decision of a new rollout from ``stable``: its first steps entered."""
+    if spec.candidate == stable:
+        raise Conflict(f"model {spec.model!r}: {stable!r} is already the stable version")
+    status = RolloutStatus(
+        model=spec.model,
+        stable=stable,
+        candidate=spec.candidate,
+        phase=Phase.PENDING,
+        started_s=now,
+        step_started_s=now,
+        measure_since_s=now,
+        updated_s=now,
+        actor=actor,
+    )
+    tick = _Tick(spec, status, now)
+    tick.set(phase=Phase.PROGRESSING, message="started")
+    tick.note(
+        "rollout.started",
+        f"{spec.summary()} from {stable} started by {actor}: {len(spec.steps)} steps",
+        strategy=spec.strategy.value,
+        candidate=spec.candidate,
+        stable=stable,
+        spec=spec.to_dict(),
+    )
+    _enter(tick)
+    decision = tick.decision()
+    # The first routing is always written, so stale mirrors or weights of other
+    # versions never survive into a rollout.
+    return dataclasses.replace(decision, routing=routing_for(decision.status))
+
+
+def decide(
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    evidence: Evidence | None,
+    now: float,
+    command: Command | None = None,
+) -> Decision:
+    """The next decision (rules in the module docstring). A command that does not fit
+    the rollout's phase raises :class:`~rollwise.errors.Conflict` saying why."""
+    tick = _Tick(spec, status, now)
+    if command is not None:
+        _command(tick, command)
+        return tick.decision()
+    if not status.phase.active:
+        return tick.decision()
+    evidence = evidence or Evidence()
+    if not evidence.candidate_ready:
+        problem = evidence.candidate_problem or "not ready"
+        _end(tick, Phase.FAILED, "failed", f"candidate {spec.candidate} cannot serve: {problem}")
+        return tick.decision()
+    step = _current(tick)
+    judgement = _figures(evidence, step)
+    if judgement != (status.judgement or {}):
+        tick.set(judgement=judgement)
+    failing = _failing(evidence, step)
+    if failing is not None:
+        failures = status.failures + 1
+        tick.set(failures=failures)
+        limit = spec.rollback.failure_limit
+        if failures >= limit:
+            _rollback(tick, f"gate failed: {failing.reason}", judgement=judgement)
+        else:
+            tick.note(
+                "rollout.gate_failed",
+                f"gate failed ({failures} of {limit} allowed): {failing.reason}",
+                judgement=judgement,
+            )
+        return tick.decision()
+    if status.failures:
+        tick.set(failures=0)
+    if status.phase is Phase.PAUSED or step is None:
+        return tick.decision()
+    _wait(tick, step, evidence)
+    return tick.decision()
+
+
+# -- waiting steps -----------------------------------------------------------------------
+
+
+def _current(tick: _Tick) -> Step | None:
+    index = tick.status.step_index
+    return tick.spec.steps[index] if 0 <= index < len(tick.spec.steps) else None
+
+
+def _figures(evidence: Evidence, step: Step | None) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    if evidence.background is not None:
+        figures["background"] = evidence.background.to_dict()
+    if evidence.step is not None and isinstance(step, Analyze):
+        figures["step"] = evidence.step.to_dict()
+    if evidence.experiment is not None and isinstance(step, Experiment):
+        figures["experiment"] = evidence.experiment.to_dict()
+    return figures
+
+
+def _failing(evidence: Evidence, step: Step | None) -> Judgement | None:
+    if evidence.background is not None and evidence.background.verdict is Verdict.FAIL:
+        return evidence.background
+    if (
+        isinstance(step, Analyze)
+        and evidence.step is not None
+        and evidence.step.verdict is Verdict.FAIL
+    ):
+        return evidence.step
+    return None
+
+
+def _wait(tick: _Tick, step: Step, evidence: Evidence) -> None:
+    elapsed_s = tick.now - tick.status.step_started_s
+    if isinstance(step, Pause):
+        if step.duration_s is not None and elapsed_s >= step.duration_s:
+            _advance(tick, f"paused {step.duration_s:g} s")
+        return
+    if isinstance(step, Analyze):
+        verdict = evidence.step
+        if verdict is not None and verdict.verdict is Verdict.PASS:
+            tick.note(
+                "rollout.analysis_passed",
+                f"analysis passed: {verdict.reason}",
+                judgement=verdict.to_dict(),
+            )
+            _advance(tick, "analysis passed")
+            return
+        limit_s = step.max_duration_s or tick.spec.rollback.on_inconclusive_after_s
+        if elapsed_s >= limit_s:
+            why = verdict.reason if verdict is not None else "nothing to judge"
+            _inconclusive(tick, f"analysis undecided after {limit_s:g} s ({why})")
+        return
+    if isinstance(step, Experiment):
+        _experiment(tick, step, evidence.experiment, elapsed_s)
+
+
+def _experiment(
+    tick: _Tick, step: Experiment, result: ExperimentDecision | None, elapsed_s: float
+) -> None:
+    if result is not None:
+        experiment = {**(tick.status.experiment or {}), "decision": result.to_dict()}
+        tick.set(experiment=experiment)
+    outcome = result.outcome if result is not None else Outcome.CONTINUE
+    if outcome is Outcome.CONTINUE and elapsed_s >= step.max_duration_s:
+        reason = result.reason if result is not None else "no data"
+        _keep_stable(
+            tick,
+            f"no difference in {step.metric.value} detected within the maximum duration "
+            f"({step.max_duration_s:g} s; {reason}); {tick.status.stable} stays stable",
+        )
+        return
+    if result is None or outcome is Outcome.CONTINUE:
+        return
+    figures = result.to_dict()
+    if outcome is Outcome.CANDIDATE_BETTER:
+        tick.note(
+            "rollout.experiment_decided",
+            f"A/B test: {tick.status.candidate} is better on {step.metric.value}: {result.reason}",
+            experiment=figures,
+            winner=tick.status.candidate,
+        )
+        _advance(tick, f"{tick.status.candidate} won the A/B test")
+    elif outcome is Outcome.STABLE_BETTER:
+        tick.note(
+            "rollout.experiment_decided",
+            f"A/B test: {tick.status.stable} is better on {step.metric.value}: {result.reason}",
+            experiment=figures,
+            winner=tick.status.stable,
+        )
+        _rollback(tick, f"{tick.status.stable} won the A/B test: {result.reason}")
+    elif outcome is Outcome.INVALID:
+        _rollback(tick, f"A/B test invalid: {result.reason}", experiment=figures)
+    else:
+        tick.note(
+            "rollout.experiment_decided",
+            f"A/B test: no difference on {step.metric.value}: {result.reason}",
+            experiment=figures,
+            winner=None,
+        )
+        _keep_stable(tick, f"no difference: {result.reason}; {tick.status.stable} stays stable")
+
+
+def _inconclusive(tick: _Tick, reason: str) -> None:
+    if tick.spec.rollback.on_inconclusive is OnInconclusive.PAUSE:
+        tick.set(phase=Phase.PAUSED, message=reason, actor="controller")
+        tick.note("rollout.paused", f"paused for a person to decide: {reason}")
+    else:
+        _rollback(tick, reason)
+
+
+# -- moving on ---------------------------------------------------------------------------
+
+
+def _advance(tick: _Tick, why: str) -> None:
+    tick.set(step_index=tick.status.step_index + 1, message=why)
+    _enter(tick)
+
+
+def _enter(tick: _Tick) -> None:
+    """Run instant steps from the current index; stop at a waiting step or the end."""
+    steps = tick.spec.steps
+    while tick.status.step_index < len(steps):
+        step = steps[tick.status.step_index]
+        now = tick.now
+        tick.set(step_started_s=now)
+        if isinstance(step, SetWeight):
+            tick.set(weight=step.weight, mirror=0 if step.weight else tick.status.mirror)
+            tick.set(measure_since_s=now, preview=False)
+        elif isinstance(step, MirrorStep):
+            tick.set(mirror=step.percent, measure_since_s=now)
+        elif isinstance(step, Preview):
+            tick.set(preview=True, mirror=step.mirror, measure_since_s=now)
+        elif isinstance(step, Switch):
+            tick.set(weight=100, mirror=0, preview=False, measure_since_s=now)
+        elif isinstance(step, Experiment):
+            plan = _plan(step)
+            tick.set(weight=step.split, mirror=0, preview=False, measure_since_s=now)
+            tick.set(experiment={"samples_per_arm": plan, "metric": step.metric.value})
+        tick.note(
+            "rollout.step",
+            f"step {tick.status.step_index + 1}/{len(steps)}: {describe_step(step)}",
+            description=describe_step(step),
+        )
+        if not isinstance(step, INSTANT_STEPS):
+            return
+        tick.set(step_index=tick.status.step_index + 1)
+    if tick.spec.promotes:
+        _promote(tick, tick.status.message or "all steps done")
+    else:
+        _end(tick, Phase.VALIDATED, "validated", f"{tick.spec.candidate} validated")
+
+
+def _plan(step: Experiment) -> int:
+    proportion = step.metric in (Metric.ERROR_RATE, Metric.ACCURACY)
+    baseline = step.baseline if step.baseline is not None else PROPORTION_BASELINE
+    if proportion and step.baseline is None and step.mde >= 0.5:
+        baseline = 0.25  # keeps baseline ± mde inside (0, 1)
+    plan = plan_experiment(
+        step.metric,
+        baseline=baseline,
+        mde=step.mde,
+        alpha=step.alpha,
+        power=step.power,
+        split_percent=step.split,
+    )
+    return max(plan.samples.n_control, plan.samples.n_treatment)
+
+
+def _keep_after(tick: _Tick) -> float:
+    switches = [s for s in tick.spec.steps if isinstance(s, Switch)]
+    return switches[-1].keep_previous_s if switches else 600.0
+
+
+def _promote(tick: _Tick, why: str, actor: str = "controller") -> None:
+    status = tick.status
+    tick.set(
+        phase=Phase.PROMOTED,
+        outcome="promoted",
+        weight=100,
+        mirror=0,
+        preview=False,
+        step_index=len(tick.spec.steps),
+        finished_s=tick.now,
+        previous_stable=status.stable,
+        keep_previous_until_s=tick.now + _keep_after(tick),
+        message=f"promoted: {why}",
+        actor=actor,
+    )
+    tick.note(
+        "rollout.promoted",
+        f"{status.candidate} promoted to stable (was {status.stable}): {why}",
+        previous_stable=status.stable,
+        actor=actor,
+    )
+
+
+def _end(tick: _Tick, phase: Phase, outcome: str, why: str, actor: str = "controller") -> None:
+    tick.set(
+        phase=phase,
+        outcome=outcome,
+        weight=0,
+        mirror=0,
+        preview=False,
+        finished_s=tick.now,
+        message=why,
+        actor=actor,
+    )
+    tick.note(f"rollout.{phase.value}", why, outcome=outcome, actor=actor)
+
+
+def _rollback(tick: _Tick, why: str, *, actor: str = "controller", **data: Any) -> None:
+    stable = tick.status.stable
+    message = f"rolled back to {stable}: {why}"
+    tick.set(
+        phase=Phase.ROLLED_BACK,
+        outcome="aborted" if actor != "controller" else "rolled_back",
+        weight=0,
+        mirror=0,
+        preview=False,
+        finished_s=tick.now,
+        message=message,
+        actor=actor,
+    )
+    tick.note("rollout.rolled_back", message, actor=actor, **data)
+
+
+def _keep_stable(tick: _Tick, why: str) -> None:
+    _end(tick, Phase.ROLLED_BACK, "no_difference", why)
+
+
+# -- a person's commands -----------------------------------------------------------------
+
+
+def _command(tick: _Tick, command: Command) -> None:
+    status = tick.status
+    who = command.actor
+    because = f" ({command.reason})" if command.reason else ""
+    name = f"the rollout of {status.model} to {status.candidate}"
+    if command.kind is CommandKind.ROLLBACK and status.phase is Phase.PROMOTED:
+        previous = status.previous_stable or status.stable
+        message = f"rolled back to {previous} by {who}{because}; {status.candidate} was stable"
+        tick.set(
+            phase=Phase.ROLLED_BACK,
+            outcome="rolled_back",
+            weight=0,
+            mirror=0,
+            finished_s=tick.now,
+            message=message,
+            actor=who,
+        )
+        tick.note("rollout.rolled_back", message, actor=who, after_promotion=True)
+        return
+    if not status.phase.active:
+        hint = (
+            "; nothing to roll back"
+            if command.kind is CommandKind.ROLLBACK
+            else "; start a new one with apply"
+        )
+        raise Conflict(f"{name} has ended ({status.phase.value}){hint}")
+    if command.kind is CommandKind.PAUSE:
+        if status.phase is Phase.PAUSED:
+            raise Conflict(f"{name} is already paused")
+        tick.set(phase=Phase.PAUSED, message=f"paused by {who}{because}", actor=who)
+        tick.note("rollout.paused", f"paused by {who}{because}", actor=who)
+    elif command.kind is CommandKind.RESUME:
+        if status.phase is not Phase.PAUSED:
+            raise Conflict(f"{name} is {status.phase.value}, not paused")
+        # The current step's clock starts again: time spent paused does not count
+        # towards a pause or an analysis limit.
+        tick.set(
+            phase=Phase.PROGRESSING,
+            step_started_s=tick.now,
+            message=f"resumed by {who}{because}",
+            actor=who,
+        )
+        tick.note("rollout.resumed", f"resumed by {who}{because}", actor=who)
+    elif command.kind is CommandKind.PROMOTE:
+        step = _current(tick)
+        shown = describe_step(step) if step is not None else "end"
+        tick.set(phase=Phase.PROGRESSING, actor=who)
+        tick.note(
+            "rollout.step_skipped",
+            f"step {status.step_index + 1} ({shown}) let go by {who}{because}",
+            actor=who,
+        )
+        _advance(tick, f"promoted by {who}{because}")
+    elif command.kind is CommandKind.PROMOTE_FULL:
+        _promote(tick, f"fully promoted by {who}{because}", actor=who)
+    else:
+        verb = "aborted" if command.kind is CommandKind.ABORT else "rolled back"
+        _rollback(tick, f"{verb} by {who}{because}", actor=who)
