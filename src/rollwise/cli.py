@@ -119,20 +119,23 @@ def route(
             "--mirror", "-m", help="VERSION=PERCENT: copy that share of requests to a shadow"
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="override a rollout in progress (it keeps running)")
+    ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Split a model's live traffic, e.g. `rollwise route iris v1=90 v2=10 --mirror v3=50`.
 
     The new weights and mirrors replace the old ones; users keep their version when a
-    version's share grows.
+    version's share grows. Refused while a rollout of the model is in progress.
     """
     from rollwise.routing import parse_assignments
 
     parsed = parse_assignments(weights, "weight")
     mirrors = parse_assignments(mirror or [], "mirror")
     with _client(url, token) as client:
-        routing = client.set_routing(model, parsed, mirrors)
+        routing = client.set_routing(model, parsed, mirrors, force=force)
     shown = ", ".join(f"{v}={w}%" for v, w in routing["weights"].items())
     mirrored = ", ".join(f"{v}={p}%" for v, p in routing["mirrors"].items())
     console.print(f"{model}: {shown}" + (f"; mirroring {mirrored}" if mirrored else ""))
@@ -254,6 +257,206 @@ def events(
             event["message"],
         )
     console.print(table)
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", "-r", help="why, recorded in the event log")]
+ModelArgument = Annotated[str, typer.Argument(help="model name")]
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Option("--file", "-f", help="rollout spec (YAML or JSON)")],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="abort the model's rollout in progress first")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check the spec and show its steps; change nothing")
+    ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Start a rollout: canary, linear, bluegreen, shadow, abtest or custom steps."""
+    from rollwise.config import load_document
+    from rollwise.rollout import parse_rollout_spec
+
+    spec = load_document(file)
+    # Checked here too, so a typo is reported with the file's name before any call.
+    from rollwise.errors import ConfigError
+
+    try:
+        parse_rollout_spec(spec)
+    except ConfigError as error:
+        raise ConfigError(f"{file}: {error}") from None
+    with _client(url, token) as client:
+        result = client.apply(spec, replace=replace, dry_run=dry_run)
+    if dry_run:
+        console.print(f"{result['summary']}: valid, {len(result['steps'])} steps")
+        for i, step in enumerate(result["steps"], 1):
+            console.print(f"  {i}. {step}", highlight=False)
+        return
+    console.print(
+        f"rollout #{result['id']} of {result['model']} started: {result['strategy']} "
+        f"{result['stable']} → {result['candidate']} ({result['steps']} steps). "
+        f"Follow it with: rollwise watch {result['model']}"
+    )
+
+
+@app.command()
+def rollouts(
+    model: Annotated[str | None, typer.Argument(help="only this model")] = None,
+    active: Annotated[bool, typer.Option("--active", help="only rollouts in progress")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """All rollouts, newest first: model, strategy, phase, step, weights."""
+    from rollwise.views import rollouts_table
+
+    with _client(url, token) as client:
+        found = client.rollouts(model, active=active)
+    if as_json:
+        import json
+
+        console.print_json(json.dumps(found))
+        return
+    if not found:
+        console.print("no rollouts")
+        return
+    console.print(rollouts_table(found))
+
+
+@app.command()
+def watch(
+    model: ModelArgument,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Follow a rollout live (step, weights, gate figures) until it ends."""
+    import time
+
+    from rich.live import Live
+
+    from rollwise.views import rollout_view
+
+    with _client(url, token) as client:
+        rollout = client.rollout(model)
+        with Live(rollout_view(rollout), console=console, refresh_per_second=4) as live:
+            while rollout["status"]["phase"] in ("pending", "progressing", "paused"):
+                time.sleep(max(0.1, interval))
+                rollout = client.rollout(model)
+                live.update(rollout_view(rollout))
+    phase = rollout["status"]["phase"]
+    if phase in ("rolled_back", "failed"):
+        raise typer.Exit(3)
+
+
+def _command(
+    action: str, model: str, reason: str, url: str | None, token: str | None, **extra: Any
+) -> None:
+    with _client(url, token) as client:
+        result = getattr(client, action)(model, reason, **extra)
+    status = result["status"]
+    console.print(
+        f"{model}: {status['phase'].replace('_', ' ')} — {status['message']}", highlight=False
+    )
+
+
+@app.command()
+def pause(
+    model: ModelArgument,
+    reason: ReasonOption = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Hold a rollout where it is (gates keep watching; a failure still rolls back)."""
+    _command("pause", model, reason, url, token)
+
+
+@app.command()
+def resume(
+    model: ModelArgument,
+    reason: ReasonOption = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Go on with a paused rollout; the current step's clock starts again."""
+    _command("resume", model, reason, url, token)
+
+
+@app.command()
+def promote(
+    model: ModelArgument,
+    full: Annotated[
+        bool, typer.Option("--full", help="make the candidate stable now, skipping all steps")
+    ] = False,
+    reason: ReasonOption = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Let the current step go (a pause, an analysis); with --full, promote at once."""
+    _command("promote", model, reason, url, token, full=full)
+
+
+@app.command()
+def abort(
+    model: ModelArgument,
+    reason: ReasonOption = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Stop a rollout in progress: all traffic back to the stable version at once."""
+    _command("abort", model, reason, url, token)
+
+
+@app.command()
+def rollback(
+    model: ModelArgument,
+    reason: ReasonOption = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """All traffic back to the previous stable version at once, also after a promotion."""
+    _command("rollback", model, reason, url, token)
+
+
+@app.command()
+def controller(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="gateway config file (its store is used)")
+    ] = Path("rollwise.yaml"),
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run the rollout controller alone (gateways then run with controller.enabled: false).
+
+    Any number may run: the one holding the store's lease acts, the others wait.
+    """
+    import logging
+    import signal
+
+    from rollwise.config import load_config
+    from rollwise.controller import Controller
+    from rollwise.store import open_store
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    loaded = load_config(config)
+    store = open_store(loaded.store_url)
+    try:
+        store.migrate()
+        settings = loaded.controller
+        loop = Controller(
+            store,
+            interval_s=settings.interval_s,
+            lease_ttl_s=settings.lease_ttl_s,
+            settle_s=settings.settle_s,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+        signal.signal(signal.SIGINT, lambda *_: loop.stop())
+        console.print(f"controller {loop.holder} watching rollouts in {store.url}")
+        loop.run()
+    finally:
+        store.close()
 
 
 @app.command()

@@ -77,10 +77,61 @@ class Client:
         )
 
     def set_routing(
-        self, model: str, weights: Mapping[str, int], mirrors: Mapping[str, int] | None = None
+        self,
+        model: str,
+        weights: Mapping[str, int],
+        mirrors: Mapping[str, int] | None = None,
+        *,
+        force: bool = False,
     ) -> dict[str, Any]:
+        """Set weights and mirrors; ``force`` overrides a rollout in progress."""
         body = {"weights": dict(weights), "mirrors": dict(mirrors or {})}
-        return dict(self._call("PUT", f"/api/v1/models/{_seg(model)}/routing", json=body))
+        params = {"force": "true"} if force else None
+        return dict(
+            self._call("PUT", f"/api/v1/models/{_seg(model)}/routing", json=body, params=params)
+        )
+
+    # rollouts -------------------------------------------------------------------------
+    def apply(
+        self, spec: Mapping[str, Any], *, replace: bool = False, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Start a rollout from its spec (the YAML of ``rollwise apply`` as a mapping);
+        ``replace`` aborts one in progress, ``dry_run`` only checks it and shows its steps."""
+        params = {"replace": str(replace).lower(), "dry_run": str(dry_run).lower()}
+        return dict(self._call("POST", "/api/v1/rollouts", json=dict(spec), params=params))
+
+    def rollouts(self, model: str | None = None, *, active: bool = False) -> list[dict[str, Any]]:
+        """Rollouts, newest first."""
+        params: dict[str, Any] = {"active": str(active).lower()}
+        if model:
+            params["model"] = model
+        return list(self._call("GET", "/api/v1/rollouts", params=params)["rollouts"])
+
+    def rollout(self, model: str) -> dict[str, Any]:
+        """The model's latest rollout with its spec, steps and status."""
+        return dict(self._call("GET", f"/api/v1/rollouts/{_seg(model)}"))
+
+    def _act(self, model: str, action: str, **body: Any) -> dict[str, Any]:
+        path = f"/api/v1/rollouts/{_seg(model)}/{action}"
+        return dict(self._call("POST", path, json=body))
+
+    def pause(self, model: str, reason: str = "") -> dict[str, Any]:
+        return self._act(model, "pause", reason=reason)
+
+    def resume(self, model: str, reason: str = "") -> dict[str, Any]:
+        return self._act(model, "resume", reason=reason)
+
+    def promote(self, model: str, reason: str = "", *, full: bool = False) -> dict[str, Any]:
+        """Let the current step go, or with ``full`` make the candidate stable now."""
+        return self._act(model, "promote", reason=reason, full=full)
+
+    def abort(self, model: str, reason: str = "") -> dict[str, Any]:
+        return self._act(model, "abort", reason=reason)
+
+    def rollback(self, model: str, reason: str = "") -> dict[str, Any]:
+        """All traffic back to the previous stable version at once (also after a
+        promotion, while that version is loaded)."""
+        return self._act(model, "rollback", reason=reason)
 
     def reload(self, model: str, version: str) -> dict[str, Any]:
         """Load a version anew (e.g. after fixing its file) and swap it in."""

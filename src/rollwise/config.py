@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,15 @@ class ServerSection(_Strict):
     prediction_cache_size: int = Field(100_000, ge=0)
     metrics_retention_s: float = Field(30 * 86400.0, gt=0)
     predict_threads: int = Field(0, ge=0, le=256)
+
+
+class ControllerSection(_Strict):
+    """The rollout controller that runs inside ``rollwise serve`` (or alone)."""
+
+    enabled: bool = True
+    interval_s: float = Field(1.0, gt=0, le=300)
+    lease_ttl_s: float = Field(10.0, gt=0, le=3600)
+    settle_s: float = Field(2.0, ge=0, le=300)
 
 
 class TokenEntry(_Strict):
@@ -82,6 +91,7 @@ class ConfigFile(_Strict):
     store: str = "sqlite:///rollwise.db"
     server: ServerSection = Field(default_factory=ServerSection)  # type: ignore[arg-type]
     auth: AuthSection = Field(default_factory=AuthSection)
+    controller: ControllerSection = Field(default_factory=ControllerSection)  # type: ignore[arg-type]
     models: dict[str, ModelSection] = Field(min_length=1)
 
 
@@ -102,6 +112,7 @@ class GatewayConfig:
     models: Mapping[str, ModelSpec]
     base_dir: Path
     source: str = "<config>"
+    controller: ControllerSection = field(default_factory=lambda: ControllerSection())  # type: ignore[call-arg]
 
 
 def parse_sticky_key(text: str) -> StickyKey:
@@ -246,6 +257,7 @@ def parse_config(
         models=models,
         base_dir=base_dir,
         source=source,
+        controller=parsed.controller,
     )
 
 
@@ -267,6 +279,24 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
     if data is None:
         raise ConfigError(f"{file}: the file is empty")
     return parse_config(data, base_dir=file.resolve().parent, source=file.name, environ=environ)
+
+
+def load_document(path: str | Path) -> Any:
+    """Read a YAML (or JSON, a subset of YAML) document such as a rollout spec."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {str(file)!r}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+    if data is None:
+        raise ConfigError(f"{file}: the file is empty")
+    return data
 
 
 def is_loopback(host: str) -> bool:

@@ -244,3 +244,17 @@ def _fold(into: dict[MetricKey, VersionWindow], key: MetricKey, part: VersionWin
         into[key].merge(part)
     else:
         into[key] = part
+
+
+def windows_by_version(
+    payloads: Iterable[tuple[str, Role, Mapping[str, Any]]],
+) -> dict[tuple[str, Role], VersionWindow]:
+    """Merge stored bucket payloads, given as (version, role, payload), per version and role."""
+    merged: dict[tuple[str, Role], VersionWindow] = {}
+    for version, role, payload in payloads:
+        part = VersionWindow.from_payload(payload)
+        if (version, role) in merged:
+            merged[version, role].merge(part)
+        else:
+            merged[version, role] = part
+    return merged

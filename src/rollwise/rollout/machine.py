@@ -180,6 +180,7 @@ def start(spec: RolloutSpec, *, stable: str, now: float, actor: str = "operator"
         candidate=spec.candidate,
         stable=stable,
         spec=spec.to_dict(),
+        actor=actor,
     )
     _enter(tick)
     decision = tick.decision()

@@ -7,6 +7,7 @@ JSON schemas also document the API in ``/api/v1/openapi.json``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from rollwise.server.errors import error_reply
 from rollwise.server.gateway import Gateway
 from rollwise.server.openapi import openapi_document
 from rollwise.server.payloads import load_json
+from rollwise.server.rollout_routes import rollout_routes
 
 
 class RoutingUpdate(BaseModel):
@@ -51,6 +53,22 @@ def _error(error: RollwiseError) -> JSONResponse:
     reply = error_reply(error)
     headers = {"www-authenticate": "Bearer"} if reply.wants_token else None
     return JSONResponse(reply.body, status_code=reply.status, headers=headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _handled(handler: Handler) -> Handler:
+    """The route, with every rollwise refusal answered by its status and message."""
+
+    async def route(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RollwiseError as error:
+            return _error(error)
+
+    route.__name__ = handler.__name__
+    return route
 
 
 def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
@@ -141,8 +159,13 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
                 first = error.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
                 raise ValidationError(f"{where}: {first['msg']}") from None
+            force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
             routing = await gateway.set_routing(
-                request.path_params["model"], update.weights, update.mirrors, actor=who.name
+                request.path_params["model"],
+                update.weights,
+                update.mirrors,
+                actor=who.name,
+                force=force,
             )
             return JSONResponse(routing.to_dict())
         except RollwiseError as error:
@@ -199,6 +222,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         Route("/api/v1/events", events),
         Route("/api/v1/whoami", whoami),
         Route("/api/v1/openapi.json", openapi),
+        *rollout_routes(gateway, principal, _handled, JSONResponse),
     ]
 
     async def no_route(request: Request, error: Exception) -> Response:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
 from rollwise.config import GatewayConfig
+from rollwise.controller import Controller, Rollouts
 from rollwise.domain import BUCKETS, Event, ModelSpec, Role, Routing, VersionHealth, VersionSpec
 from rollwise.errors import (
     BackendError,
@@ -98,6 +99,9 @@ class Gateway:
         self._state_version = -1
         self._window_start_s = clock()
         self.started = False
+        self._rollouts: Rollouts | None = None
+        self.controller: Controller | None = None
+        self._controller_job: asyncio.Future[None] | None = None
 
     # lifecycle ------------------------------------------------------------------------
     @property
@@ -130,9 +134,61 @@ class Gateway:
             ),
             asyncio.create_task(self._every(60.0, self.prune), name="prune"),
         ]
+        self._rollouts = Rollouts(
+            self.store,
+            clock=self.clock,
+            readiness=self.readiness,
+            versions=lambda name: list(self.model(name).versions),
+        )
+        if self.config.controller.enabled:
+            self._start_controller()
         self.started = True
 
+    def _start_controller(self) -> None:
+        settings = self.config.controller
+        loop = asyncio.get_running_loop()
+
+        def routing_changed() -> None:
+            # The controller wrote new routing: this replica applies it now rather
+            # than at its next poll.
+            asyncio.run_coroutine_threadsafe(self.refresh_routing(), loop)
+
+        self.controller = Controller(
+            self.store,
+            clock=self.clock,
+            interval_s=settings.interval_s,
+            lease_ttl_s=settings.lease_ttl_s,
+            settle_s=settings.settle_s,
+            holder=self.replica,
+            readiness=self.readiness,
+            on_routing=routing_changed,
+        )
+        # Its own thread: a tick reads and judges metrics, which must not hold up
+        # the event loop that serves requests.
+        self._controller_job = loop.run_in_executor(None, self.controller.run)
+
+    @property
+    def rollouts(self) -> Rollouts:
+        if self._rollouts is None:
+            raise RollwiseError("the gateway has not been started")
+        return self._rollouts
+
+    def readiness(self, model: str, version: str) -> tuple[bool, str]:
+        """Whether ``version`` of ``model`` is loaded here, and if not, why."""
+        state = self.states.get((model, version))
+        if state is None:
+            return False, "not configured in this gateway"
+        if state.health is VersionHealth.READY:
+            return True, ""
+        return False, state.health.value + (f": {state.reason}" if state.reason else "")
+
     async def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            if self._controller_job is not None:
+                with contextlib.suppress(Exception):
+                    await self._controller_job
+            self.controller = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -291,6 +347,7 @@ class Gateway:
         weights: Mapping[str, object],
         mirrors: Mapping[str, object],
         actor: str,
+        force: bool = False,
     ) -> Routing:
         model = self.model(model_name)
         current = self.routings.get(model_name)
@@ -325,7 +382,7 @@ class Gateway:
             at_s=self.clock(),
             actor=actor,
         )
-        await self.db(self.store.set_routing, routing, event)
+        await self.db(partial(self.store.set_routing, routing, event, force=force))
         self.routings[model_name] = routing
         self._rebuild_tables()
         return routing

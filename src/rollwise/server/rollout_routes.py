@@ -1,0 +1,130 @@
+"""Control API routes for rollouts: apply, list, show, and a person's commands.
+
+``POST /api/v1/rollouts`` takes the same spec as ``rollwise apply -f`` (as JSON);
+``?replace=true`` aborts a rollout in progress in the same transaction, ``?dry_run=true``
+checks the spec and shows its steps without starting it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rollwise.controller import describe
+from rollwise.errors import ValidationError
+from rollwise.rollout import Command, CommandKind
+from rollwise.server.auth import Principal
+from rollwise.server.gateway import Gateway
+from rollwise.server.payloads import load_json
+
+ACTIONS = {
+    "pause": CommandKind.PAUSE,
+    "resume": CommandKind.RESUME,
+    "promote": CommandKind.PROMOTE,
+    "abort": CommandKind.ABORT,
+    "rollback": CommandKind.ROLLBACK,
+}
+
+
+class CommandBody(BaseModel):
+    """Optional body of a rollout command."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=500, description="why, recorded in the event")
+    full: bool = Field(
+        False, description="promote only: make the candidate stable now, skipping every step"
+    )
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").lower()
+    if raw not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValidationError(f"query parameter {name}={raw!r} must be true or false")
+    return raw in ("1", "true", "yes")
+
+
+def rollout_routes(
+    gateway: Gateway,
+    principal: Callable[[Request, str], Principal],
+    handle: Callable[[Callable[[Request], Any]], Callable[[Request], Any]],
+    reply: Callable[..., Response],
+) -> list[Route]:
+    """The routes; ``handle`` turns rollwise errors into replies, ``reply`` makes JSON."""
+
+    @handle
+    async def list_rollouts(request: Request) -> Response:
+        principal(request, "viewer")
+        model = request.query_params.get("model")
+        if model is not None:
+            gateway.model(model)
+        active = _flag(request, "active")
+        found = await gateway.db(partial(gateway.rollouts.list, model, active_only=active))
+        return reply({"rollouts": [{**describe(r), **r.to_dict()} for r in found]})
+
+    @handle
+    async def apply(request: Request) -> Response:
+        who = principal(request, "operator")
+        spec = load_json(await request.body())
+        if _flag(request, "dry_run"):
+            checked = await gateway.db(gateway.rollouts.check, spec)
+            return reply(
+                {
+                    "dry_run": True,
+                    "summary": checked.summary(),
+                    "steps": [step.to_dict() for step in checked.steps],
+                }
+            )
+        replace = _flag(request, "replace")
+        rollout = await gateway.db(
+            partial(gateway.rollouts.apply, spec, actor=who.name, replace=replace)
+        )
+        await gateway.refresh_routing()
+        return reply({**describe(rollout), **rollout.to_dict()}, status_code=201)
+
+    @handle
+    async def show(request: Request) -> Response:
+        principal(request, "viewer")
+        model = request.path_params["model"]
+        gateway.model(model)
+        rollout = await gateway.db(gateway.rollouts.get, model)
+        return reply({**describe(rollout), **rollout.to_dict()})
+
+    @handle
+    async def act(request: Request) -> Response:
+        who = principal(request, "operator")
+        model, action = request.path_params["model"], request.path_params["action"]
+        gateway.model(model)
+        kind = ACTIONS.get(action)
+        if kind is None:
+            raise ValidationError(
+                f"unknown rollout action {action!r} (actions: {', '.join(ACTIONS)})"
+            )
+        raw = await request.body()
+        try:
+            body = CommandBody.model_validate(load_json(raw) if raw.strip() else {})
+        except PydanticValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValidationError(f"{where}: {first['msg']}") from None
+        if body.full and kind is not CommandKind.PROMOTE:
+            raise ValidationError("'full' applies to promote only")
+        if body.full:
+            kind = CommandKind.PROMOTE_FULL
+        command = Command(kind, who.name, body.reason)
+        rollout = await gateway.db(gateway.rollouts.command, model, command)
+        await gateway.refresh_routing()
+        return reply({**describe(rollout), **rollout.to_dict()})
+
+    return [
+        Route("/api/v1/rollouts", list_rollouts, methods=["GET"]),
+        Route("/api/v1/rollouts", apply, methods=["POST"]),
+        Route("/api/v1/rollouts/{model}", show, methods=["GET"]),
+        Route("/api/v1/rollouts/{model}/{action}", act, methods=["POST"]),
+    ]
