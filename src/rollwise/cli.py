@@ -346,8 +346,9 @@ def watch(
                 time.sleep(max(0.1, interval))
                 rollout = client.rollout(model)
                 live.update(rollout_view(rollout))
-    phase = rollout["status"]["phase"]
-    if phase in ("rolled_back", "failed"):
+    # A rollback or failure exits 3, so scripts can tell it from a promotion; an A/B
+    # test that found no difference ended as planned.
+    if rollout["status"]["outcome"] in ("rolled_back", "aborted", "failed"):
         raise typer.Exit(3)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rollwise.analysis.experiment import decide_experiment
+from rollwise.analysis.gates import Gate, Metric
 from rollwise.analysis.judge import Judgement, judge_step
 from rollwise.analysis.summary import ArmSummary
 from rollwise.domain import Role
@@ -78,6 +79,14 @@ def arms(status: RolloutStatus, windows: Windows) -> tuple[ArmSummary, ArmSummar
     return stable, candidate
 
 
+def measurable(gates: tuple[Gate, ...], mirrored: bool) -> tuple[Gate, ...]:
+    """The gates that can be measured now: shadow agreement only while the candidate
+    is mirrored (a shadow that goes on into a canary keeps its other gates)."""
+    if mirrored:
+        return gates
+    return tuple(g for g in gates if g.metric is not Metric.SHADOW_AGREEMENT)
+
+
 def split_of(status: RolloutStatus) -> tuple[int, int] | None:
     """The configured (stable, candidate) split of live traffic, where there is one."""
     if 0 < status.weight < 100:
@@ -101,17 +110,20 @@ def gather(
         return Evidence(candidate_ready=candidate_ready, candidate_problem=candidate_problem)
     stable, candidate = pair
     split = split_of(status)
+    mirrored = candidate_role(status) is Role.SHADOW
     background: Judgement | None = None
-    if spec.gates:
-        background = judge_step(spec.gates, stable, candidate, weights_percent=split)
+    gates = measurable(spec.gates, mirrored)
+    if gates:
+        background = judge_step(gates, stable, candidate, weights_percent=split)
         found["background"] = background
     index = status.step_index
     step = spec.steps[index] if 0 <= index < len(spec.steps) else None
     if isinstance(step, Analyze):
-        if background is not None and step.gates == spec.gates:
+        step_gates = measurable(step.gates, mirrored)
+        if background is not None and step_gates == gates:
             found["step"] = background
-        else:
-            found["step"] = judge_step(step.gates, stable, candidate, weights_percent=split)
+        elif step_gates:
+            found["step"] = judge_step(step_gates, stable, candidate, weights_percent=split)
     elif isinstance(step, Experiment) and status.experiment:
         found["experiment"] = decide_experiment(
             step.metric,

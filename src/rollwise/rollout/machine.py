@@ -445,12 +445,19 @@ def _end(tick: _Tick, phase: Phase, outcome: str, why: str, actor: str = "contro
     tick.note(f"rollout.{phase.value}", why, outcome=outcome, actor=actor)
 
 
-def _rollback(tick: _Tick, why: str, *, actor: str = "controller", **data: Any) -> None:
+def _rollback(
+    tick: _Tick,
+    why: str,
+    *,
+    actor: str = "controller",
+    outcome: str = "rolled_back",
+    **data: Any,
+) -> None:
     stable = tick.status.stable
     message = f"rolled back to {stable}: {why}"
     tick.set(
         phase=Phase.ROLLED_BACK,
-        outcome="aborted" if actor != "controller" else "rolled_back",
+        outcome=outcome,
         weight=0,
         mirror=0,
         preview=False,
@@ -524,5 +531,7 @@ def _command(tick: _Tick, command: Command) -> None:
     elif command.kind is CommandKind.PROMOTE_FULL:
         _promote(tick, f"fully promoted by {who}{because}", actor=who)
     else:
-        verb = "aborted" if command.kind is CommandKind.ABORT else "rolled back"
-        _rollback(tick, f"{verb} by {who}{because}", actor=who)
+        aborted = command.kind is CommandKind.ABORT
+        verb = "aborted" if aborted else "rolled back"
+        outcome = "aborted" if aborted else "rolled_back"
+        _rollback(tick, f"{verb} by {who}{because}", actor=who, outcome=outcome)

@@ -128,7 +128,7 @@ def parse_rollout_spec(data: Any, *, where: str = "rollout") -> RolloutSpec:
             )
     if "description" in spec and not isinstance(spec["description"], str):
         raise ConfigError(f"{where}: description must be text, got {spec['description']!r}")
-    gates = parse_gates(spec.get("gates") or [], where=f"{where}.gates")
+    gates = _rollout_gates(spec.get("gates") or [], f"{where}.gates")
     rollback = _rollback(spec.get("rollback"), f"{where}.rollback")
     steps = _compile(strategy, spec.get(strategy.value), gates, f"{where}.{strategy.value}")
     if not steps:
@@ -272,8 +272,8 @@ def _experiment(options: Mapping[str, Any], where: str) -> Experiment:
         metric = Metric(options["metric"])
     except ValueError:
         metric = None
-    if metric not in EXPERIMENT_METRICS:
-        names = ", ".join(m.value for m in EXPERIMENT_METRICS)
+    if metric not in EXPERIMENT_METRICS or metric is Metric.REWARD:
+        names = ", ".join(m.value for m in EXPERIMENT_METRICS if m is not Metric.REWARD)
         raise ConfigError(f"{where}.metric: {options['metric']!r} is not one of {names}")
     assert metric is not None
     split = _percent(options.get("split", 50), f"{where}.split", low=1)
@@ -345,7 +345,7 @@ def _custom_step(kind: str, value: Any, gates: tuple[Gate, ...], where: str) -> 
         options = _mapping(value if value is not None else {}, where)
         _known(options, ("gates", "max_duration_s"), where)
         step_gates = (
-            parse_gates(options["gates"], where=f"{where}.gates") if "gates" in options else gates
+            _rollout_gates(options["gates"], f"{where}.gates") if "gates" in options else gates
         )
         if not step_gates:
             raise ConfigError(f"{where}: give gates here or at the top level of the rollout")
@@ -360,6 +360,17 @@ def _custom_step(kind: str, value: Any, gates: tuple[Gate, ...], where: str) -> 
     _known(options, ("keep_previous_s",), where)
     keep = _duration(options, "keep_previous_s", where, default=600.0)
     return Switch(keep if keep is not None else 600.0)
+
+
+def _rollout_gates(items: Any, where: str) -> tuple[Gate, ...]:
+    gates = parse_gates(items, where=where)
+    for i, gate in enumerate(gates):
+        if gate.metric is Metric.REWARD:
+            raise ConfigError(
+                f"{where}[{i}]: metric 'reward' is not measured by the gateway (feedback "
+                "carries labels); use accuracy, mae or rmse"
+            )
+    return gates
 
 
 # -- small checks ----------------------------------------------------------------------
