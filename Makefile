@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+demo: $(STAMP)
+	$(VENV)/bin/rollwise demo
+
 serve: $(STAMP)
 	$(VENV)/bin/rollwise example .rollwise-example
 	$(VENV)/bin/rollwise serve --config .rollwise-example/rollwise.yaml --insecure-dev

@@ -461,6 +461,28 @@ def controller(
 
 
 @app.command()
+def demo(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="keep the models, config, database and log here"),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="gateway port [default: a free one]")] = None,
+    rate: Annotated[float, typer.Option(help="requests per second of synthetic users")] = 150.0,
+) -> None:
+    """The whole story in about two minutes: a shadow, a canary that is promoted, and a
+    linear rollout of a faulty model that is rolled back on its own."""
+    import asyncio
+
+    from rollwise.demo.story import outcomes, run_demo
+
+    result = asyncio.run(run_demo(folder=directory, port=port, rate_per_s=rate, console=console))
+    expected = ["validated", "promoted", "rolled_back"]
+    if outcomes(result) != expected:
+        err.print(f"the demo ended {outcomes(result)}, not {expected}")
+        raise typer.Exit(1)
+
+
+@app.command()
 def example(
     directory: Annotated[
         Path, typer.Argument(help="where to write the models and rollwise.yaml")

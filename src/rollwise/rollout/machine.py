@@ -218,12 +218,13 @@ def decide(
         failures = status.failures + 1
         tick.set(failures=failures)
         limit = spec.rollback.failure_limit
+        why = _failure(failing)
         if failures >= limit:
-            _rollback(tick, f"gate failed: {failing.reason}", judgement=judgement)
+            _rollback(tick, why, judgement=judgement)
         else:
             tick.note(
                 "rollout.gate_failed",
-                f"gate failed ({failures} of {limit} allowed): {failing.reason}",
+                f"{why} (failing judgement {failures} of {limit})",
                 judgement=judgement,
             )
         return tick.decision()
@@ -264,6 +265,24 @@ def _failing(evidence: Evidence, step: Step | None) -> Judgement | None:
     ):
         return evidence.step
     return None
+
+
+def _failure(judgement: Judgement) -> str:
+    """Which gates failed, with the figures: what a person reads first in the event."""
+    parts = []
+    for result in judgement.failed:
+        figures = []
+        if result.candidate_value is not None:
+            figures.append(f"candidate {result.candidate_value:.4g}")
+        if result.stable_value is not None and result.gate.bound.relative:
+            figures.append(f"stable {result.stable_value:.4g}")
+        if result.interval is not None:
+            figures.append(f"interval [{result.interval.low:.4g}, {result.interval.high:.4g}]")
+        shown = f" ({', '.join(figures)})" if figures else ""
+        parts.append(f"{result.gate.describe()}{shown}")
+    if not parts:
+        return judgement.reason
+    return "gate failed: " + "; ".join(parts)
 
 
 def _wait(tick: _Tick, step: Step, evidence: Evidence) -> None:
