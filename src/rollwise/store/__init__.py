@@ -1,4 +1,5 @@
-"""Persistence of rollwise: models, routing, events, metrics, predictions and feedback.
+"""Persistence of rollwise: models, routing, rollouts, leases, events, metrics,
+predictions and feedback.
 
 ``open_store(url)`` gives a ``Store`` on SQLite (one machine) or PostgreSQL (replicas
 sharing one database). Call ``migrate()`` once at start-up before anything else.
@@ -7,9 +8,12 @@ sharing one database). Call ``migrate()`` once at start-up before anything else.
 from __future__ import annotations
 
 from rollwise.store.base import (
+    ACTIVE_PHASES,
     FeedbackRecord,
+    Lease,
     MetricBucketRow,
     PredictionRecord,
+    RolloutRow,
     Store,
     StoredVersion,
 )
@@ -17,11 +21,14 @@ from rollwise.store.engine import create_store_engine, parse_store_url
 from rollwise.store.sql import EVENT_ROUTING_INITIALIZED, EVENT_ROUTING_RESET, SqlStore
 
 __all__ = [
+    "ACTIVE_PHASES",
     "EVENT_ROUTING_INITIALIZED",
     "EVENT_ROUTING_RESET",
     "FeedbackRecord",
+    "Lease",
     "MetricBucketRow",
     "PredictionRecord",
+    "RolloutRow",
     "SqlStore",
     "Store",
     "StoredVersion",

@@ -157,3 +157,37 @@ feedback = sa.Table(
     # The accuracy gate reads one model's labels since a step began.
     sa.Index(None, "model", "at_s"),
 )
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "model",
+        sa.Text(),
+        sa.ForeignKey("models.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("phase", sa.Text(), nullable=False),
+    # Optimistic concurrency: a save names the revision it read and bumps it.
+    sa.Column("revision", sa.BigInteger(), nullable=False),
+    sa.Column("spec", Json, nullable=False),
+    sa.Column("status", Json, nullable=False),
+    sa.Column("created_at_s", sa.Double(), nullable=False),
+    sa.Column("updated_at_s", sa.Double(), nullable=False),
+    # A model's rollouts, newest first; and the controller's scan of those in progress.
+    sa.Index(None, "model", "id"),
+    sa.Index(None, "phase"),
+    # Rollout ids appear in events and messages; never hand one out twice.
+    sqlite_autoincrement=True,
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    # An empty holder marks a released lease; the row stays so the epoch never goes back.
+    sa.Column("holder", sa.Text(), nullable=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("expires_at_s", sa.Double(), nullable=False),
+)

@@ -3,6 +3,12 @@
 Every method runs in its own short transaction. Writes that change state (routing) bump
 the state counter and append their event in that same transaction, so readers see
 either the whole change or none of it. Database errors leave as ``StoreError``.
+
+Writers of routing and rollouts queue on one lock (the state counter's row on
+PostgreSQL, the write lock on SQLite) before they look at anything, so the check "does
+this model have a rollout in progress?" and the write that depends on it can never
+interleave with another writer's; and they take their locks in one order (state
+counter, lease, rollout row, events), so they never deadlock.
 """
 
 from __future__ import annotations
@@ -25,9 +31,17 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
 from rollwise.domain import Event, ModelSpec, Role, Routing
-from rollwise.errors import ConfigError, NotFound, StoreError, ValidationError
+from rollwise.errors import ConfigError, Conflict, NotFound, StoreError, ValidationError
 from rollwise.store import schema as t
-from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, StoredVersion
+from rollwise.store.base import (
+    ACTIVE_PHASES,
+    FeedbackRecord,
+    Lease,
+    MetricBucketRow,
+    PredictionRecord,
+    RolloutRow,
+    StoredVersion,
+)
 from rollwise.store.engine import BEGIN_MODE_OPTION, StoreURL
 from rollwise.store.jsontext import UnstorableValue, dumps_json
 
@@ -167,8 +181,20 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise _store_error(action, self.url, exc) from exc
 
+    def _lock_state(self, conn: Connection) -> None:
+        """Queue behind every other writer of routing and rollouts until commit.
+
+        On PostgreSQL this locks the state counter's row; on SQLite the transaction
+        already holds the database's write lock (BEGIN IMMEDIATE) and this is a read.
+        """
+        conn.execute(
+            sa.select(t.state_counter.c.version)
+            .where(t.state_counter.c.id == t.STATE_ROW_ID)
+            .with_for_update()
+        )
+
     def _bump_state(self, conn: Connection) -> None:
-        # On PostgreSQL the row lock taken here also orders concurrent routing writers.
+        # Callers lock this row first (_lock_state), before their checks; this never waits.
         conn.execute(
             sa.update(t.state_counter)
             .where(t.state_counter.c.id == t.STATE_ROW_ID)
@@ -232,11 +258,7 @@ class SqlStore:
         with self._tx("syncing models", write=True) as conn:
             # Replicas that start together sync one after the other, so only the first
             # initialises a model's routing.
-            conn.execute(
-                sa.select(t.state_counter.c.version)
-                .where(t.state_counter.c.id == t.STATE_ROW_ID)
-                .with_for_update()
-            )
+            self._lock_state(conn)
             for model in models:
                 self._sync_model(conn, model, now_s)
             names = [model.name for model in models]
@@ -313,22 +335,34 @@ class SqlStore:
             rows = conn.execute(sa.select(t.routing).order_by(t.routing.c.model)).all()
         return [_routing(row) for row in rows]
 
-    def set_routing(self, routing: Routing, event: Event) -> Event:
+    def set_routing(self, routing: Routing, event: Event, *, force: bool = False) -> Event:
         """Replace a model's routing and append its event in one transaction.
 
-        Raises ``NotFound`` for a model that ``sync_models`` never recorded and
-        ``ValidationError`` for weights that do not sum to 100.
+        Raises ``NotFound`` for a model that ``sync_models`` never recorded,
+        ``ValidationError`` for weights that do not sum to 100 and ``Conflict`` while
+        the model has a rollout in progress (its controller owns the routing and would
+        undo the change), unless ``force``.
         """
         _check_routing(routing, event)
         with self._tx(f"setting the routing of {routing.model}", write=True) as conn:
-            known = conn.execute(
-                sa.select(t.models.c.name).where(t.models.c.name == routing.model)
-            ).first()
-            if known is None:
-                raise NotFound(f"model {routing.model!r} is not in the store")
+            # Locked before the check, so a rollout cannot start between the two.
+            self._lock_state(conn)
+            self._check_model(conn, routing.model)
+            if not force:
+                active = self._active_rollout(conn, routing.model)
+                if active is not None:
+                    raise Conflict(
+                        f"model {routing.model!r} has a rollout in progress "
+                        f"({_describe(active)}); abort or promote it first, or force"
+                    )
             self._bump_state(conn)
             self._upsert_routing(conn, routing, event.at_s)
             return self._insert_event(conn, event)
+
+    def _check_model(self, conn: Connection, model: str) -> None:
+        known = conn.execute(sa.select(t.models.c.name).where(t.models.c.name == model)).first()
+        if known is None:
+            raise NotFound(f"model {model!r} is not in the store")
 
     def state_version(self) -> int:
         with self._tx("reading the state version", write=False) as conn:
@@ -338,6 +372,250 @@ class SqlStore:
         if version is None:
             raise StoreError(f"the store at {self.url} has no state counter; run migrate()")
         return int(version)
+
+    # rollouts -----------------------------------------------------------------------
+    def start_rollout(
+        self,
+        row: RolloutRow,
+        events: Sequence[Event],
+        routing: Routing | None = None,
+        *,
+        replacing: RolloutRow | None = None,
+    ) -> RolloutRow:
+        """Insert a new rollout (revision 1), its routing and its events in one
+        transaction; returns the row with its id.
+
+        ``Conflict`` when the model has a rollout in progress, unless ``replacing`` is
+        that rollout at its stored revision: it is then saved first, with the phase
+        (one that is not in progress) and status it carries. ``NotFound`` for a model
+        the store does not know.
+        """
+        if routing is not None:
+            _check_routing_of(routing, row.model)
+        if replacing is not None and replacing.phase in ACTIVE_PHASES:
+            raise ValidationError(
+                f"rollout #{replacing.id} must leave phase {replacing.phase!r} to be "
+                "replaced: a model has one rollout in progress at a time"
+            )
+        with self._tx(f"starting a rollout of {row.model}", write=True) as conn:
+            # Two starters for one model queue here; the second then sees the first's
+            # rollout in progress.
+            self._lock_state(conn)
+            self._check_model(conn, row.model)
+            active = self._active_rollout(conn, row.model)
+            if active is not None and replacing is None:
+                raise Conflict(
+                    f"model {row.model!r} has a rollout in progress ({_describe(active)}, "
+                    f"{active.phase}); abort it or wait for it to end, or apply with replace"
+                )
+            if replacing is not None:
+                if (
+                    active is None
+                    or active.id != replacing.id
+                    or active.revision != replacing.revision
+                ):
+                    raise Conflict(f"rollout #{replacing.id} changed meanwhile; try again")
+                self._update_rollout(conn, replacing, replacing.revision)
+            result = conn.execute(
+                sa.insert(t.rollouts).values(
+                    model=row.model,
+                    phase=row.phase,
+                    revision=1,
+                    spec=dict(row.spec),
+                    status=dict(row.status),
+                    created_at_s=row.created_at_s,
+                    updated_at_s=row.updated_at_s,
+                )
+            )
+            key = result.inserted_primary_key
+            if key is None:
+                raise StoreError(f"the store at {self.url} did not return the new rollout's id")
+            if routing is not None:
+                self._bump_state(conn)
+                self._upsert_routing(conn, routing, row.updated_at_s)
+            for event in events:
+                self._insert_event(conn, event)
+        return dataclasses.replace(row, id=int(key[0]), revision=1)
+
+    def save_rollout(
+        self,
+        row: RolloutRow,
+        *,
+        expected_revision: int,
+        routing: Routing | None = None,
+        events: Sequence[Event] = (),
+        lease: tuple[str, str, int] | None = None,
+    ) -> RolloutRow:
+        """Save the rollout's phase, status and updated_at_s, its routing and its events
+        in one transaction; returns the row as stored, at ``expected_revision + 1``.
+
+        Nothing is written when a check fails: ``Conflict`` when ``lease`` (name,
+        holder, epoch) is no longer held at that epoch, when the stored revision is not
+        ``expected_revision``, or when the row would enter a phase in progress while
+        another rollout of its model is; ``NotFound`` for an unknown id. The spec and
+        the model of a rollout never change.
+        """
+        if row.id is None:
+            raise ValidationError("a rollout without an id cannot be saved; start it first")
+        with self._tx(f"saving rollout #{row.id}", write=True) as conn:
+            self._lock_state(conn)
+            if lease is not None:
+                self._check_fence(conn, *lease)
+            stored = conn.execute(sa.select(t.rollouts).where(t.rollouts.c.id == row.id)).first()
+            if stored is None:
+                raise NotFound(f"rollout #{row.id} is not in the store")
+            if stored.revision != expected_revision:
+                raise Conflict(
+                    f"rollout #{row.id} changed meanwhile (revision {stored.revision}, "
+                    f"expected {expected_revision})"
+                )
+            if row.model != stored.model:
+                raise ValidationError(
+                    f"rollout #{row.id} is of model {stored.model!r}, not {row.model!r}"
+                )
+            if routing is not None:
+                _check_routing_of(routing, stored.model)
+            if row.phase in ACTIVE_PHASES:
+                other = self._active_rollout(conn, stored.model)
+                if other is not None and other.id != row.id:
+                    raise Conflict(
+                        f"rollout #{row.id} cannot go back to {row.phase!r}: model "
+                        f"{stored.model!r} has another rollout in progress ({_describe(other)})"
+                    )
+            self._update_rollout(conn, row, expected_revision)
+            if routing is not None:
+                self._bump_state(conn)
+                self._upsert_routing(conn, routing, row.updated_at_s)
+            for event in events:
+                self._insert_event(conn, event)
+        return RolloutRow(
+            model=stored.model,
+            phase=row.phase,
+            spec=stored.spec,
+            status=row.status,
+            created_at_s=stored.created_at_s,
+            updated_at_s=row.updated_at_s,
+            revision=expected_revision + 1,
+            id=row.id,
+        )
+
+    def _update_rollout(self, conn: Connection, row: RolloutRow, expected_revision: int) -> None:
+        c = t.rollouts.c
+        count = conn.execute(
+            sa.update(t.rollouts)
+            .where(c.id == row.id, c.revision == expected_revision)
+            .values(
+                phase=row.phase,
+                status=dict(row.status),
+                updated_at_s=row.updated_at_s,
+                revision=c.revision + 1,
+            )
+        ).rowcount
+        if count != 1:
+            # The callers checked the revision under the lock every rollout writer
+            # takes; reaching this means a writer that skipped the lock.
+            raise Conflict(f"rollout #{row.id} changed meanwhile; try again")
+
+    def _active_rollout(self, conn: Connection, model: str) -> RolloutRow | None:
+        c = t.rollouts.c
+        found = conn.execute(
+            sa.select(t.rollouts)
+            .where(c.model == model, c.phase.in_(ACTIVE_PHASES))
+            .order_by(c.id.desc())
+            .limit(1)
+        ).first()
+        return None if found is None else _rollout(found)
+
+    def _check_fence(self, conn: Connection, name: str, holder: str, epoch: int) -> None:
+        # A shared row lock: a rival's acquire_lease waits until this save commits,
+        # so the lease cannot change hands between this check and the write.
+        current = conn.execute(
+            sa.select(t.leases.c.holder, t.leases.c.epoch)
+            .where(t.leases.c.name == name)
+            .with_for_update(read=True)
+        ).first()
+        if current is None or (current.holder, current.epoch) != (holder, epoch):
+            raise Conflict(f"lease {name!r} is no longer held by {holder}")
+
+    def get_rollout(self, rollout_id: int) -> RolloutRow | None:
+        with self._tx("reading a rollout", write=False) as conn:
+            found = conn.execute(sa.select(t.rollouts).where(t.rollouts.c.id == rollout_id)).first()
+        return None if found is None else _rollout(found)
+
+    def latest_rollout(self, model: str) -> RolloutRow | None:
+        """The model's newest rollout, whatever its phase."""
+        rows = self.list_rollouts(model, limit=1)
+        return rows[0] if rows else None
+
+    def list_rollouts(
+        self, model: str | None = None, *, active_only: bool = False, limit: int = 100
+    ) -> list[RolloutRow]:
+        """Rollouts newest first, at most ``limit``."""
+        if limit <= 0:
+            return []
+        c = t.rollouts.c
+        query = sa.select(t.rollouts).order_by(c.id.desc()).limit(limit)
+        if model is not None:
+            query = query.where(c.model == model)
+        if active_only:
+            query = query.where(c.phase.in_(ACTIVE_PHASES))
+        with self._tx("listing rollouts", write=False) as conn:
+            rows = conn.execute(query).all()
+        return [_rollout(r) for r in rows]
+
+    # leases -------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, now_s: float, ttl_s: float) -> Lease | None:
+        """Take or renew the lease until ``now_s + ttl_s``: when nobody holds it, when
+        its holder's time ran out (expires_at_s < now_s), or when ``holder`` has it
+        already. None when someone else holds it.
+
+        The epoch starts at 1, grows by one whenever the holder changes and stays on
+        renewal. One statement (an upsert whose update is conditional) decides, so two
+        processes racing can never both take the lease.
+        """
+        if not holder:
+            raise ValidationError("a lease holder needs a name")
+        if not ttl_s > 0:
+            raise ValidationError(f"lease {name!r}: ttl_s must be positive, not {ttl_s}")
+        c = t.leases.c
+        stmt = self._insert(t.leases).values(
+            name=name, holder=holder, epoch=1, expires_at_s=now_s + ttl_s
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[c.name],
+            set_={
+                "holder": stmt.excluded.holder,
+                "expires_at_s": stmt.excluded.expires_at_s,
+                "epoch": sa.case((c.holder == stmt.excluded.holder, c.epoch), else_=c.epoch + 1),
+            },
+            # Only then is the lease ours; otherwise the row stays as it is and the
+            # statement returns nothing.
+            where=sa.or_(c.holder == stmt.excluded.holder, c.holder == "", c.expires_at_s < now_s),
+        ).returning(*t.leases.c)
+        with self._tx(f"acquiring lease {name!r}", write=True) as conn:
+            taken = conn.execute(stmt).first()
+        return None if taken is None else _lease(taken)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` holds it; anyone may take it next.
+
+        The row stays, with no holder, so that the next holder's epoch is higher than
+        every earlier one.
+        """
+        c = t.leases.c
+        with self._tx(f"releasing lease {name!r}", write=True) as conn:
+            conn.execute(
+                sa.update(t.leases)
+                .where(c.name == name, c.holder == holder)
+                .values(holder="", expires_at_s=0.0)
+            )
+
+    def get_lease(self, name: str) -> Lease | None:
+        """The lease as stored, possibly expired; None when nobody holds it."""
+        c = t.leases.c
+        with self._tx("reading a lease", write=False) as conn:
+            found = conn.execute(sa.select(t.leases).where(c.name == name, c.holder != "")).first()
+        return None if found is None else _lease(found)
 
     # events -------------------------------------------------------------------------
     def add_event(self, event: Event) -> Event:
@@ -651,6 +929,18 @@ def _check_routing(routing: Routing, event: Event) -> None:
         raise ValidationError(
             f"the event is about model {event.model!r} but the routing is for {routing.model!r}"
         )
+    _check_shares(routing)
+
+
+def _check_routing_of(routing: Routing, model: str) -> None:
+    if routing.model != model:
+        raise ValidationError(
+            f"the rollout is of model {model!r} but the routing is for {routing.model!r}"
+        )
+    _check_shares(routing)
+
+
+def _check_shares(routing: Routing) -> None:
     total = sum(routing.weights.values())
     if total != 100:
         raise ValidationError(
@@ -672,6 +962,43 @@ def _routing(row: Row[Any]) -> Routing:
         weights=_percent_map(row.weights),
         mirrors=_percent_map(row.mirrors),
         salt=row.salt,
+    )
+
+
+def _rollout(row: Row[Any]) -> RolloutRow:
+    return RolloutRow(
+        model=row.model,
+        phase=row.phase,
+        spec=row.spec,
+        status=row.status,
+        created_at_s=row.created_at_s,
+        updated_at_s=row.updated_at_s,
+        revision=int(row.revision),
+        id=int(row.id),
+    )
+
+
+def _describe(rollout: RolloutRow) -> str:
+    """``#3, canary to v2``: the id, then what the spec says it does, where it says."""
+    strategy = rollout.spec.get("strategy")
+    candidate = rollout.spec.get("candidate")
+    plan = " ".join(
+        part
+        for part in (
+            str(strategy) if strategy else "",
+            f"to {candidate}" if candidate else "",
+        )
+        if part
+    )
+    return f"#{rollout.id}, {plan}" if plan else f"#{rollout.id}"
+
+
+def _lease(row: Row[Any]) -> Lease:
+    return Lease(
+        name=row.name,
+        holder=row.holder,
+        expires_at_s=row.expires_at_s,
+        epoch=int(row.epoch),
     )
 
 

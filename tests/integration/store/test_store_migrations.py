@@ -16,11 +16,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
 from rollwise.errors import StoreError
-from rollwise.store import open_store
+from rollwise.store import RolloutRow, open_store
 from rollwise.store.engine import create_store_engine, parse_store_url
 from rollwise.store.schema import VERSION_TABLE, metadata
 
 MIGRATIONS_DIR = Path(__file__).parents[3] / "src" / "rollwise" / "store" / "migrations"
+HEAD = "0002"
 
 # Each process imports everything first, then starts migrating at the same instant.
 MIGRATE_AT = """
@@ -69,7 +70,7 @@ def test_processes_migrating_at_once_all_succeed(store_url: str) -> None:
     failures = [p.communicate(timeout=120)[1] for p in procs if p.wait(timeout=120) != 0]
 
     assert failures == []
-    assert revisions(store_url) == ["0001"]
+    assert revisions(store_url) == [HEAD]
 
 
 def test_downgrade_to_nothing_and_upgrade_again(store_url: str) -> None:
@@ -89,6 +90,36 @@ def test_downgrade_to_nothing_and_upgrade_again(store_url: str) -> None:
     store.migrate()
     assert store.state_version() == 0
     store.close()
+
+
+def test_a_store_at_the_first_revision_upgrades_and_keeps_its_rows(store_url: str) -> None:
+    engine = create_store_engine(parse_store_url(store_url))
+    try:
+        with engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", "rollwise.store:migrations")
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO models (name, stable, task, created_at_s, updated_at_s) "
+                    "VALUES ('iris', 'v1', 'classification', 1.0, 1.0)"
+                )
+            )
+    finally:
+        engine.dispose()
+    assert revisions(store_url) == ["0001"]
+
+    store = open_store(store_url)
+    try:
+        store.migrate()
+        assert revisions(store_url) == [HEAD]
+        started = store.start_rollout(
+            RolloutRow("iris", "pending", {"candidate": "v2"}, {}, 2.0, 2.0), events=[]
+        )
+        assert store.latest_rollout("iris") == started
+    finally:
+        store.close()
 
 
 def test_a_database_from_a_newer_rollwise_is_refused(store_url: str) -> None:
@@ -127,4 +158,4 @@ def test_the_alembic_command_line_migrates_with_the_shipped_ini(tmp_path: Path) 
     )
 
     assert result.returncode == 0, result.stderr
-    assert revisions(url) == ["0001"]
+    assert revisions(url) == [HEAD]
