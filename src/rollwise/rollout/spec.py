@@ -223,7 +223,7 @@ def _bluegreen(options: Mapping[str, Any], gates: tuple[Gate, ...], where: str) 
         )
     steps: list[Step] = [Preview(mirror)]
     if gates:
-        steps.append(Analyze(gates, _duration(options, "analysis_max_s", where, default=None)))
+        steps.append(Analyze(gates, _limit(options, "analysis_max_s", where)))
     if not auto_switch:
         steps.append(Pause(None))
     keep = _duration(options, "keep_previous_s", where, default=600.0)
@@ -244,7 +244,7 @@ def _shadow(options: Mapping[str, Any], gates: tuple[Gate, ...], where: str) -> 
     mirror = _percent(options.get("mirror", 100), f"{where}.mirror", low=1)
     steps: list[Step] = [
         MirrorStep(mirror),
-        Analyze(gates, _duration(options, "max_duration_s", where, default=None)),
+        Analyze(gates, _limit(options, "max_duration_s", where)),
         MirrorStep(0),
     ]
     then = options.get("then", "validated")
@@ -299,12 +299,14 @@ def _experiment(options: Mapping[str, Any], where: str) -> Experiment:
         bound = "in (0, 1)" if proportion else "> 0"
         raise ConfigError(f"{where}.baseline: must be {bound}, got {baseline!r}")
     max_duration = _duration(options, "max_duration_s", where, default=3600.0)
+    if not max_duration:
+        raise ConfigError(
+            f"{where}.max_duration_s: must be > 0, got {options.get('max_duration_s')!r}"
+        )
     min_samples = options.get("min_samples", 100)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise ConfigError(f"{where}.min_samples: must be a whole number >= 1, got {min_samples!r}")
-    return Experiment(
-        split, metric, mde, alpha, power, baseline, max_duration or 3600.0, min_samples
-    )
+    return Experiment(split, metric, mde, alpha, power, baseline, max_duration, min_samples)
 
 
 _STEP_KEYS = ("set_weight", "mirror", "pause", "analyze", "experiment", "preview", "switch")
@@ -349,7 +351,7 @@ def _custom_step(kind: str, value: Any, gates: tuple[Gate, ...], where: str) -> 
         )
         if not step_gates:
             raise ConfigError(f"{where}: give gates here or at the top level of the rollout")
-        return Analyze(step_gates, _duration(options, "max_duration_s", where, default=None))
+        return Analyze(step_gates, _limit(options, "max_duration_s", where))
     if kind == "experiment":
         return _experiment(_mapping(value, where), where)
     if kind == "preview":
@@ -430,6 +432,14 @@ def _number(options: Mapping[str, Any], key: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(f"{where}.{key}: must be a number, got {value!r}")
     return float(value)
+
+
+def _limit(options: Mapping[str, Any], key: str, where: str) -> float | None:
+    """A time limit: seconds > 0, or absent (the rollback policy's limit applies)."""
+    value = _duration(options, key, where, default=None)
+    if value is not None and value <= 0:
+        raise ConfigError(f"{where}.{key}: must be > 0, got {options[key]!r}")
+    return value
 
 
 def _duration(
