@@ -133,6 +133,8 @@ class _Tick:
         self.status = status
         self.now = now
         self.notes: list[Note] = []
+        self.actor = "controller"
+        """Who this decision acts for: the controller, or the person whose command it is."""
 
     def set(self, **changes: Any) -> None:
         self.status = dataclasses.replace(self.status, **changes)
@@ -427,8 +429,9 @@ def _keep_after(tick: _Tick) -> float:
     return switches[-1].keep_previous_s if switches else 600.0
 
 
-def _promote(tick: _Tick, why: str, actor: str = "controller") -> None:
+def _promote(tick: _Tick, why: str) -> None:
     status = tick.status
+    actor = tick.actor
     tick.set(
         phase=Phase.PROMOTED,
         outcome="promoted",
@@ -450,7 +453,8 @@ def _promote(tick: _Tick, why: str, actor: str = "controller") -> None:
     )
 
 
-def _end(tick: _Tick, phase: Phase, outcome: str, why: str, actor: str = "controller") -> None:
+def _end(tick: _Tick, phase: Phase, outcome: str, why: str) -> None:
+    actor = tick.actor
     tick.set(
         phase=phase,
         outcome=outcome,
@@ -468,10 +472,10 @@ def _rollback(
     tick: _Tick,
     why: str,
     *,
-    actor: str = "controller",
     outcome: str = "rolled_back",
     **data: Any,
 ) -> None:
+    actor = tick.actor
     stable = tick.status.stable
     message = f"rolled back to {stable}: {why}"
     tick.set(
@@ -497,6 +501,7 @@ def _keep_stable(tick: _Tick, why: str) -> None:
 def _command(tick: _Tick, command: Command) -> None:
     status = tick.status
     who = command.actor
+    tick.actor = who
     because = f" ({command.reason})" if command.reason else ""
     name = f"the rollout of {status.model} to {status.candidate}"
     if command.kind is CommandKind.ROLLBACK and status.phase is Phase.PROMOTED:
@@ -548,9 +553,9 @@ def _command(tick: _Tick, command: Command) -> None:
         )
         _advance(tick, f"promoted by {who}{because}")
     elif command.kind is CommandKind.PROMOTE_FULL:
-        _promote(tick, f"fully promoted by {who}{because}", actor=who)
+        _promote(tick, f"fully promoted by {who}{because}")
     else:
         aborted = command.kind is CommandKind.ABORT
         verb = "aborted" if aborted else "rolled back"
         outcome = "aborted" if aborted else "rolled_back"
-        _rollback(tick, f"{verb} by {who}{because}", actor=who, outcome=outcome)
+        _rollback(tick, f"{verb} by {who}{because}", outcome=outcome)

@@ -259,7 +259,10 @@ def _shadow(options: Mapping[str, Any], gates: tuple[Gate, ...], where: str) -> 
         )
     strategy = Strategy(name)
     _known(follow, ("strategy", strategy.value), f"{where}.then")
-    return steps + _compile(strategy, follow.get(strategy.value), gates, f"{where}.then")
+    # Agreement is measured only on mirrored requests: it validates the shadow part,
+    # and the strategy that follows is judged by the other gates.
+    served_gates = tuple(g for g in gates if g.metric is not Metric.SHADOW_AGREEMENT)
+    return steps + _compile(strategy, follow.get(strategy.value), served_gates, f"{where}.then")
 
 
 def _experiment(options: Mapping[str, Any], where: str) -> Experiment:
