@@ -213,6 +213,14 @@ def status(
                 _pct(shown.get("accuracy")),
             )
         console.print(table)
+        rollout = info.get("rollout")
+        if rollout:
+            console.print(
+                f"  rollout #{rollout['id']}: {rollout['strategy']} {rollout['stable']} → "
+                f"{rollout['candidate']}, {rollout['phase'].replace('_', ' ')}, step "
+                f"{rollout['step']}/{rollout['steps']} — {rollout['message']}",
+                highlight=False,
+            )
         for note in notes:
             console.print(f"  [yellow]{note}[/]", highlight=False)
 

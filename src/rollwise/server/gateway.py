@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
 from rollwise.config import GatewayConfig
-from rollwise.controller import Controller, Rollouts
+from rollwise.controller import Controller, Rollouts, describe, load
 from rollwise.domain import BUCKETS, Event, ModelSpec, Role, Routing, VersionHealth, VersionSpec
 from rollwise.errors import (
     BackendError,
@@ -629,6 +629,7 @@ class Gateway:
         table = self.tables.get(name)
         routing = self.routings.get(name)
         metrics = await self.version_metrics(name, window_s)
+        latest = await self.db(self.store.latest_rollout, name)
         effective = table.effective_weights() if table else {}
         versions = []
         for version in model.versions.values():
@@ -654,6 +655,7 @@ class Gateway:
             "serving": bool(table and table.serving),
             "window_s": window_s,
             "versions": versions,
+            "rollout": describe(load(latest)) if latest is not None else None,
         }
 
 

@@ -33,6 +33,99 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
     }
 
 
+def _flag(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "schema": {"type": "boolean", "default": False},
+        "description": description,
+    }
+
+
+def _rollout_paths(model: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
+    spec_body = {
+        "required": True,
+        "description": "a rollout spec, as in `rollwise apply -f` (see the README and examples/)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model", "candidate", "strategy"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "candidate": {"type": "string"},
+                        "strategy": {
+                            "enum": ["canary", "linear", "bluegreen", "shadow", "abtest", "steps"]
+                        },
+                        "gates": {"type": "array", "items": {"type": "object"}},
+                        "rollback": {"type": "object"},
+                    },
+                }
+            }
+        },
+    }
+    action = {
+        "name": "action",
+        "in": "path",
+        "required": True,
+        "schema": {"enum": ["pause", "resume", "promote", "abort", "rollback"]},
+    }
+    conflict = {"409": _ERROR, **errors}
+    return {
+        "/api/v1/rollouts": {
+            "get": {
+                "summary": "rollouts, newest first",
+                "security": _BEARER,
+                "parameters": [
+                    {"name": "model", "in": "query", "schema": {"type": "string"}},
+                    _flag("active", "only rollouts in progress"),
+                ],
+                "responses": {"200": _json({"type": "object"}), **errors},
+            },
+            "post": {
+                "summary": "start a rollout (operator)",
+                "security": _BEARER,
+                "parameters": [
+                    _flag("replace", "abort the model's rollout in progress in the same step"),
+                    _flag("dry_run", "check the spec and show its steps; change nothing"),
+                ],
+                "requestBody": spec_body,
+                "responses": {"201": _json({"type": "object"}, "started"), **conflict},
+            },
+        },
+        "/api/v1/rollouts/{model}": {
+            "get": {
+                "summary": "the model's latest rollout: spec, steps, status, gate figures",
+                "security": _BEARER,
+                "parameters": [model],
+                "responses": {"200": _json({"type": "object"}), **errors},
+            }
+        },
+        "/api/v1/rollouts/{model}/{action}": {
+            "post": {
+                "summary": "pause, resume, promote (full: at once), abort or roll back (operator)",
+                "security": _BEARER,
+                "parameters": [model, action],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "reason": {"type": "string"},
+                                    "full": {"type": "boolean", "default": False},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": _json({"type": "object"}), **conflict},
+            }
+        },
+    }
+
+
 def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
     model = _path_param("model", "model name")
     version = _path_param("version", "version name")
@@ -286,5 +379,6 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}), "401": _ERROR},
                 }
             },
+            **_rollout_paths(model, control_errors),
         },
     }

@@ -421,6 +421,8 @@ def test_the_openapi_document_describes_the_api(gateway: GatewayProcess) -> None
     assert doc["openapi"].startswith("3.")
     assert "/api/v1/models/{model}/routing" in doc["paths"]
     assert "/v2/models/{model}/infer" in doc["paths"]
+    assert {"get", "post"} <= set(doc["paths"]["/api/v1/rollouts"])
+    assert "post" in doc["paths"]["/api/v1/rollouts/{model}/{action}"]
 
 
 def test_routing_survives_a_restart(iris_dir: Path, tmp_path: Path) -> None:
