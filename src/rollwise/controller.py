@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rollwise.domain import Event, Routing
+from rollwise.domain import Event, Role, Routing
 from rollwise.errors import Conflict, NotFound
-from rollwise.metrics.recorder import windows_by_version
+from rollwise.metrics.recorder import VersionWindow, windows_by_version
 from rollwise.rollout import (
     Command,
     CommandKind,
@@ -245,6 +245,32 @@ class Rollouts:
         raise Conflict(f"the rollout of {model!r} kept changing; try again")
 
 
+SETTLED_AFTER_S = 60.0
+"""Metric buckets older than this are summed once per rollout and not read again."""
+
+Windows = dict[tuple[str, Role], VersionWindow]
+
+
+@dataclass
+class _Sums:
+    """What one rollout's step has measured so far, folded up to ``settled_until``."""
+
+    since: int
+    settled_until: int
+    settled: Windows
+
+
+def merge_by_version(parts: Sequence[Windows]) -> Windows:
+    merged: Windows = {}
+    for part in parts:
+        for key, window in part.items():
+            if key in merged:
+                merged[key].merge(window)
+            else:
+                merged[key] = window.copy()
+    return merged
+
+
 class Controller:
     """The loop that moves rollouts on: one leader at a time, by the store's lease."""
 
@@ -271,6 +297,7 @@ class Controller:
         self.leader = False
         self.epoch = 0
         self._stop = threading.Event()
+        self._sums: dict[int, _Sums] = {}
 
     # one tick ------------------------------------------------------------------------
     def tick(self) -> list[Rollout]:
@@ -287,7 +314,10 @@ class Controller:
             log.info("controller %s leads (lease epoch %d)", self.holder, lease.epoch)
         self.leader, self.epoch = True, lease.epoch
         changed: list[Rollout] = []
-        for row in self.store.list_rollouts(active_only=True):
+        rows = self.store.list_rollouts(active_only=True)
+        for gone in set(self._sums) - {int(row.id or 0) for row in rows}:
+            del self._sums[gone]
+        for row in rows:
             try:
                 result = self._step(row, now)
             except Conflict as error:
@@ -301,9 +331,7 @@ class Controller:
     def _step(self, row: RolloutRow, now: float) -> Rollout | None:
         rollout = load(row)
         status = rollout.status
-        since = math.ceil(status.measure_since_s + self.settle_s)
-        buckets = self.store.read_metric_buckets(status.model, since)
-        windows = windows_by_version((b.version, b.role, b.payload) for b in buckets)
+        windows = self._measure(rollout.id, status, now)
         ready, why = self.readiness(status.model, status.candidate)
         evidence = gather(
             rollout.spec, status, windows, candidate_ready=ready, candidate_problem=why
@@ -328,6 +356,33 @@ class Controller:
         if routing is not None and self.on_routing is not None:
             self.on_routing()
         return load(saved)
+
+    def _measure(self, rollout_id: int, status: RolloutStatus, now: float) -> Windows:
+        """Merged windows of every version since the current weights settled.
+
+        Buckets older than ``SETTLED_AFTER_S`` are folded once into a per-rollout sum
+        and only the recent ones are read again each tick, so a tick costs the same
+        an hour into a step as a minute into it. Gateways stamp a bucket with the
+        start of the flush that writes it (a retried write included), so no bucket
+        arrives that far behind.
+        """
+        since = math.ceil(status.measure_since_s + self.settle_s)
+        cached = self._sums.get(rollout_id)
+        if cached is None or cached.since != since:
+            cached = _Sums(since, since, {})
+            self._sums[rollout_id] = cached
+        buckets = self.store.read_metric_buckets(status.model, cached.settled_until)
+        cut = math.floor(now - SETTLED_AFTER_S)
+        old = [b for b in buckets if b.start_s < cut]
+        if old:
+            cached.settled = merge_by_version(
+                [cached.settled, windows_by_version((b.version, b.role, b.payload) for b in old)]
+            )
+            cached.settled_until = max(cached.settled_until, cut)
+        recent = windows_by_version(
+            (b.version, b.role, b.payload) for b in buckets if b.start_s >= cut
+        )
+        return merge_by_version([cached.settled, recent])
 
     # the loop ------------------------------------------------------------------------
     def run(self) -> None:
