@@ -264,10 +264,18 @@ def parse_config(
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read a YAML (or ``.toml``) config file; refuse it with a clear message if bad."""
     file = Path(path)
+    data = load_document(file, what="config ")
+    return parse_config(data, base_dir=file.resolve().parent, source=file.name, environ=environ)
+
+
+def load_document(path: str | Path, *, what: str = "") -> Any:
+    """Read a YAML document (JSON is a subset of YAML), or TOML by the ``.toml`` suffix,
+    such as a config or a rollout spec; ``what`` names it in the refusal to read it."""
+    file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(f"cannot read config {str(file)!r}: {error.strerror}") from None
+        raise ConfigError(f"cannot read {what}{str(file)!r}: {error.strerror}") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{file}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     try:
@@ -276,24 +284,6 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
         raise ConfigError(
             f"{file}: not valid {'TOML' if file.suffix == '.toml' else 'YAML'}: {error}"
         ) from None
-    if data is None:
-        raise ConfigError(f"{file}: the file is empty")
-    return parse_config(data, base_dir=file.resolve().parent, source=file.name, environ=environ)
-
-
-def load_document(path: str | Path) -> Any:
-    """Read a YAML (or JSON, a subset of YAML) document such as a rollout spec."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read {str(file)!r}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{file}: not UTF-8 text (byte {error.start}: {error.reason})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{file}: not valid YAML: {error}") from None
     if data is None:
         raise ConfigError(f"{file}: the file is empty")
     return data

@@ -330,32 +330,25 @@ def _experiment(
     if result is None or outcome is Outcome.CONTINUE:
         return
     figures = result.to_dict()
-    if outcome is Outcome.CANDIDATE_BETTER:
-        tick.note(
-            "rollout.experiment_decided",
-            f"A/B test: {tick.status.candidate} is better on {step.metric.value}: {result.reason}",
-            experiment=figures,
-            winner=tick.status.candidate,
-        )
-        _advance(tick, f"{tick.status.candidate} won the A/B test")
-    elif outcome is Outcome.STABLE_BETTER:
-        tick.note(
-            "rollout.experiment_decided",
-            f"A/B test: {tick.status.stable} is better on {step.metric.value}: {result.reason}",
-            experiment=figures,
-            winner=tick.status.stable,
-        )
-        _rollback(tick, f"{tick.status.stable} won the A/B test: {result.reason}")
-    elif outcome is Outcome.INVALID:
+    metric = step.metric.value
+    stable, candidate = tick.status.stable, tick.status.candidate
+    if outcome is Outcome.INVALID:
         _rollback(tick, f"A/B test invalid: {result.reason}", experiment=figures)
+        return
+    winner = {Outcome.CANDIDATE_BETTER: candidate, Outcome.STABLE_BETTER: stable}.get(outcome)
+    verdict = f"{winner} is better on {metric}" if winner else f"no difference on {metric}"
+    tick.note(
+        "rollout.experiment_decided",
+        f"A/B test: {verdict}: {result.reason}",
+        experiment=figures,
+        winner=winner,
+    )
+    if outcome is Outcome.CANDIDATE_BETTER:
+        _advance(tick, f"{candidate} won the A/B test")
+    elif outcome is Outcome.STABLE_BETTER:
+        _rollback(tick, f"{stable} won the A/B test: {result.reason}")
     else:
-        tick.note(
-            "rollout.experiment_decided",
-            f"A/B test: no difference on {step.metric.value}: {result.reason}",
-            experiment=figures,
-            winner=None,
-        )
-        _keep_stable(tick, f"no difference: {result.reason}; {tick.status.stable} stays stable")
+        _keep_stable(tick, f"no difference: {result.reason}; {stable} stays stable")
 
 
 def _inconclusive(tick: _Tick, reason: str) -> None:
