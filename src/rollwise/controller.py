@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rollwise.domain import Event, Role, Routing
-from rollwise.errors import Conflict, NotFound
+from rollwise.errors import ConfigError, Conflict, NotFound
 from rollwise.metrics.recorder import VersionWindow, windows_by_version
 from rollwise.rollout import (
     Command,
@@ -35,8 +35,10 @@ from rollwise.rollout import (
     RolloutSpec,
     RolloutStatus,
     RoutingPlan,
+    Strategy,
     decide,
     gather,
+    halt,
     parse_rollout_spec,
     start,
 )
@@ -64,6 +66,8 @@ class Rollout:
     row: RolloutRow
     spec: RolloutSpec
     status: RolloutStatus
+    problem: str = ""
+    """Why the stored spec no longer parses; empty when it does."""
 
     @property
     def id(self) -> int:
@@ -83,7 +87,17 @@ class Rollout:
 
 
 def load(row: RolloutRow) -> Rollout:
-    return Rollout(row, parse_rollout_spec(row.spec), RolloutStatus.from_dict(row.status))
+    """Parse a stored rollout. A spec that this rollwise no longer accepts (written by
+    an older one) still loads, with no steps and the reason in ``problem``, so that it
+    can be listed and the controller can end it instead of failing on it every tick."""
+    status = RolloutStatus.from_dict(row.status)
+    try:
+        return Rollout(row, parse_rollout_spec(row.spec), status)
+    except ConfigError as error:
+        raw = row.spec.get("strategy")
+        strategy = Strategy(raw) if raw in {s.value for s in Strategy} else Strategy.STEPS
+        spec = RolloutSpec(row.model, status.candidate, strategy, (), raw=dict(row.spec))
+        return Rollout(row, spec, status, problem=str(error))
 
 
 def _events(decision: Decision, model: str, rollout_id: int | None, now: float) -> list[Event]:
@@ -220,6 +234,11 @@ class Rollouts:
         """Carry out ``command`` on the model's latest rollout."""
         for _ in range(COMMAND_RETRIES):
             rollout = self.get(model)
+            if rollout.problem and command.kind not in (CommandKind.ABORT, CommandKind.ROLLBACK):
+                raise Conflict(
+                    f"the rollout of {model!r} cannot go on, its spec is invalid "
+                    f"({rollout.problem}); abort it"
+                )
             if command.kind is CommandKind.ROLLBACK and rollout.status.phase is Phase.PROMOTED:
                 previous = rollout.status.previous_stable or rollout.status.stable
                 ready, why = self.readiness(model, previous)
@@ -314,7 +333,7 @@ class Controller:
             log.info("controller %s leads (lease epoch %d)", self.holder, lease.epoch)
         self.leader, self.epoch = True, lease.epoch
         changed: list[Rollout] = []
-        rows = self.store.list_rollouts(active_only=True)
+        rows = self.store.list_rollouts(active_only=True, limit=None)
         for gone in set(self._sums) - {int(row.id or 0) for row in rows}:
             del self._sums[gone]
         for row in rows:
@@ -324,6 +343,10 @@ class Controller:
                 # A person's command or a new leader wrote first; read again next tick.
                 log.info("rollout #%s: %s", row.id, error)
                 continue
+            except Exception:
+                # One rollout that cannot be moved must not hold up the others.
+                log.exception("rollout #%s of %s: tick failed; retrying", row.id, row.model)
+                continue
             if result is not None:
                 changed.append(result)
         return changed
@@ -331,12 +354,15 @@ class Controller:
     def _step(self, row: RolloutRow, now: float) -> Rollout | None:
         rollout = load(row)
         status = rollout.status
-        windows = self._measure(rollout.id, status, now)
-        ready, why = self.readiness(status.model, status.candidate)
-        evidence = gather(
-            rollout.spec, status, windows, candidate_ready=ready, candidate_problem=why
-        )
-        decision = decide(rollout.spec, status, evidence, now)
+        if rollout.problem:
+            decision = halt(rollout.spec, status, f"its spec is invalid: {rollout.problem}", now)
+        else:
+            windows = self._measure(rollout.id, status, now)
+            ready, why = self.readiness(status.model, status.candidate)
+            evidence = gather(
+                rollout.spec, status, windows, candidate_ready=ready, candidate_problem=why
+            )
+            decision = decide(rollout.spec, status, evidence, now)
         if decision.status == status and decision.routing is None and not decision.notes:
             return None
         routing = None

@@ -17,6 +17,7 @@ from rollwise.rollout.machine import (
     Note,
     RoutingPlan,
     decide,
+    halt,
     routing_for,
     start,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "decide",
     "describe_step",
     "gather",
+    "halt",
     "linear_weights",
     "parse_rollout_spec",
     "routing_for",

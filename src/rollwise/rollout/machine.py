@@ -191,6 +191,15 @@ def start(spec: RolloutSpec, *, stable: str, now: float, actor: str = "operator"
     return dataclasses.replace(decision, routing=routing_for(decision.status))
 
 
+def halt(spec: RolloutSpec, status: RolloutStatus, why: str, now: float) -> Decision:
+    """End a rollout that cannot go on (e.g. its stored spec is no longer valid):
+    phase failed, all traffic back on the stable version."""
+    tick = _Tick(spec, status, now)
+    if status.phase.active:
+        _end(tick, Phase.FAILED, "failed", why)
+    return tick.decision()
+
+
 def decide(
     spec: RolloutSpec,
     status: RolloutStatus,

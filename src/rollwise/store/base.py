@@ -166,9 +166,9 @@ class Store(Protocol):
         """The model's newest rollout, whatever its phase."""
 
     def list_rollouts(
-        self, model: str | None = None, *, active_only: bool = False, limit: int = 100
+        self, model: str | None = None, *, active_only: bool = False, limit: int | None = 100
     ) -> list[RolloutRow]:
-        """Rollouts newest first, at most ``limit``."""
+        """Rollouts newest first, at most ``limit`` (None: all)."""
 
     # leases -------------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now_s: float, ttl_s: float) -> Lease | None:

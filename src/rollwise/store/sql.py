@@ -388,7 +388,8 @@ class SqlStore:
         ``Conflict`` when the model has a rollout in progress, unless ``replacing`` is
         that rollout at its stored revision: it is then saved first, with the phase
         (one that is not in progress) and status it carries. ``NotFound`` for a model
-        the store does not know.
+        the store does not know. Events whose data has ``rollout: None`` are about the
+        new rollout and get its id, which is known only here.
         """
         if routing is not None:
             _check_routing_of(routing, row.model)
@@ -430,12 +431,15 @@ class SqlStore:
             key = result.inserted_primary_key
             if key is None:
                 raise StoreError(f"the store at {self.url} did not return the new rollout's id")
+            new_id = int(key[0])
             if routing is not None:
                 self._bump_state(conn)
                 self._upsert_routing(conn, routing, row.updated_at_s)
             for event in events:
+                if "rollout" in event.data and event.data["rollout"] is None:
+                    event = dataclasses.replace(event, data={**event.data, "rollout": new_id})
                 self._insert_event(conn, event)
-        return dataclasses.replace(row, id=int(key[0]), revision=1)
+        return dataclasses.replace(row, id=new_id, revision=1)
 
     def save_rollout(
         self,
@@ -548,13 +552,15 @@ class SqlStore:
         return rows[0] if rows else None
 
     def list_rollouts(
-        self, model: str | None = None, *, active_only: bool = False, limit: int = 100
+        self, model: str | None = None, *, active_only: bool = False, limit: int | None = 100
     ) -> list[RolloutRow]:
-        """Rollouts newest first, at most ``limit``."""
-        if limit <= 0:
+        """Rollouts newest first, at most ``limit`` (None: all)."""
+        if limit is not None and limit <= 0:
             return []
         c = t.rollouts.c
-        query = sa.select(t.rollouts).order_by(c.id.desc()).limit(limit)
+        query = sa.select(t.rollouts).order_by(c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
         if model is not None:
             query = query.where(c.model == model)
         if active_only:

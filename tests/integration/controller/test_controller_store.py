@@ -26,7 +26,7 @@ from sqlalchemy import make_url
 
 from rollwise.controller import LEASE_NAME, Controller, Rollouts
 from rollwise.domain import Event, ModelSpec, Role, Routing, VersionSpec
-from rollwise.errors import ConfigError, Conflict, RollwiseError, StoreError
+from rollwise.errors import ConfigError, Conflict, RollwiseError
 from rollwise.metrics.recorder import VersionWindow
 from rollwise.rollout import (
     Command,
@@ -330,8 +330,9 @@ def test_a_step_change_whose_event_cannot_be_written_leaves_nothing_behind(
         settle_s=SETTLE_S,
         holder="alpha",
     )
-    with pytest.raises(StoreError):
-        broken.tick()
+    # The failure is logged and the tick goes on with the other rollouts; this one
+    # changed nothing.
+    assert broken.tick() == []
     after = snapshot(store)
     # The lease was taken (its own transaction), but of the step change nothing exists:
     # not the status, not the routing, not one of its events.
