@@ -177,7 +177,7 @@ def test_canary_of_a_better_version_is_promoted_and_can_be_rolled_back_afterward
     with pytest.raises(ClientError) as twice:
         client.rollback("canary")
     assert twice.value.status == 409
-    assert "has ended (rolled_back); nothing to roll back" in str(twice.value)
+    assert "has ended (rolled_back); v1 is serving, nothing to roll back" in str(twice.value)
 
 
 def test_canary_of_a_faulty_version_is_rolled_back_by_a_failing_gate(

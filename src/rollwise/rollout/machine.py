@@ -522,7 +522,8 @@ def _command(tick: _Tick, command: Command) -> None:
         return
     if not status.phase.active:
         hint = (
-            "; nothing to roll back"
+            f"; {status.stable} is serving, nothing to roll back (rollwise route sends "
+            "traffic to any version)"
             if command.kind is CommandKind.ROLLBACK
             else "; start a new one with apply"
         )
