@@ -34,7 +34,7 @@ from typing import Any
 from rollwise.analysis.experiment import ExperimentDecision, Outcome, plan_experiment
 from rollwise.analysis.gates import Metric
 from rollwise.analysis.judge import Judgement
-from rollwise.analysis.verdict import Verdict
+from rollwise.analysis.verdict import GateResult, Verdict
 from rollwise.errors import Conflict
 from rollwise.rollout.spec import OnInconclusive, RolloutSpec
 from rollwise.rollout.status import Phase, RolloutStatus
@@ -278,22 +278,31 @@ def _failing(evidence: Evidence, step: Step | None) -> Judgement | None:
     return None
 
 
+def _figures_of(result: GateResult, *, interval: bool) -> str:
+    figures = []
+    if result.candidate_value is not None:
+        figures.append(f"candidate {result.candidate_value:.4g}")
+    if result.stable_value is not None and result.gate.bound.relative:
+        figures.append(f"stable {result.stable_value:.4g}")
+    if interval and result.interval is not None:
+        figures.append(f"interval [{result.interval.low:.4g}, {result.interval.high:.4g}]")
+    return f" ({', '.join(figures)})" if figures else ""
+
+
 def _failure(judgement: Judgement) -> str:
     """Which gates failed, with the figures: what a person reads first in the event."""
-    parts = []
-    for result in judgement.failed:
-        figures = []
-        if result.candidate_value is not None:
-            figures.append(f"candidate {result.candidate_value:.4g}")
-        if result.stable_value is not None and result.gate.bound.relative:
-            figures.append(f"stable {result.stable_value:.4g}")
-        if result.interval is not None:
-            figures.append(f"interval [{result.interval.low:.4g}, {result.interval.high:.4g}]")
-        shown = f" ({', '.join(figures)})" if figures else ""
-        parts.append(f"{result.gate.describe()}{shown}")
+    parts = [f"{r.gate.describe()}{_figures_of(r, interval=True)}" for r in judgement.failed]
     if not parts:
         return judgement.reason
     return "gate failed: " + "; ".join(parts)
+
+
+def _passed(judgement: Judgement) -> str:
+    """The gates an analysis passed on, with the figures."""
+    shown = "; ".join(
+        f"{r.gate.metric.value}{_figures_of(r, interval=False)}" for r in judgement.gates
+    )
+    return f"analysis passed: {shown}" if shown else "analysis passed"
 
 
 def _wait(tick: _Tick, step: Step, evidence: Evidence) -> None:
@@ -305,12 +314,9 @@ def _wait(tick: _Tick, step: Step, evidence: Evidence) -> None:
     if isinstance(step, Analyze):
         verdict = evidence.step
         if verdict is not None and verdict.verdict is Verdict.PASS:
-            tick.note(
-                "rollout.analysis_passed",
-                f"analysis passed: {verdict.reason}",
-                judgement=verdict.to_dict(),
-            )
-            _advance(tick, "analysis passed")
+            why = _passed(verdict)
+            tick.note("rollout.analysis_passed", why, judgement=verdict.to_dict())
+            _advance(tick, why)
             return
         limit_s = step.max_duration_s or tick.spec.rollback.on_inconclusive_after_s
         if elapsed_s >= limit_s:
@@ -407,7 +413,8 @@ def _enter(tick: _Tick) -> None:
     if tick.spec.promotes:
         _promote(tick, tick.status.message or "all steps done")
     else:
-        _end(tick, Phase.VALIDATED, "validated", f"{tick.spec.candidate} validated")
+        why = tick.status.message or "all steps done"
+        _end(tick, Phase.VALIDATED, "validated", f"{tick.spec.candidate} validated: {why}")
 
 
 def _plan(step: Experiment) -> int:
