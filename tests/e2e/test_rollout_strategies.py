@@ -372,7 +372,7 @@ def test_shadow_ends_validated_with_stable_unchanged_and_figures_for_both_versio
 
     status = ended["status"]
     assert (status["phase"], status["outcome"]) == ("validated", "validated"), status["message"]
-    assert status["message"] == "v2 validated"
+    assert status["message"].startswith("v2 validated: analysis passed: error_rate (candidate")
     # v1 stays stable and serves everyone; nothing is mirrored any more.
     wait_for_routing(client, "shadow", "v1", {"v1": 100}, {})
 
