@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from rollwise.analysis.experiment import ExperimentDecision, Outcome, plan_experiment
-from rollwise.analysis.gates import Metric
+from rollwise.analysis.experiment import ExperimentDecision, Outcome
 from rollwise.analysis.judge import Judgement
 from rollwise.analysis.verdict import GateResult, Verdict
 from rollwise.errors import Conflict
-from rollwise.rollout.spec import OnInconclusive, RolloutSpec
+from rollwise.rollout.spec import OnInconclusive, RolloutSpec, planned_samples
 from rollwise.rollout.status import Phase, RolloutStatus
 from rollwise.rollout.steps import (
     INSTANT_STEPS,
@@ -50,10 +49,6 @@ from rollwise.rollout.steps import (
     Switch,
     describe_step,
 )
-
-PROPORTION_BASELINE = 0.5
-"""Planning an A/B test of a rate without a given baseline assumes the rate with the
-largest variance, so the planned sample is never too small."""
 
 
 class CommandKind(StrEnum):
@@ -399,7 +394,7 @@ def _enter(tick: _Tick) -> None:
         elif isinstance(step, Switch):
             tick.set(weight=100, mirror=0, preview=False, measure_since_s=now)
         elif isinstance(step, Experiment):
-            plan = _plan(step)
+            plan = planned_samples(step)
             tick.set(weight=step.split, mirror=0, preview=False, measure_since_s=now)
             tick.set(experiment={"samples_per_arm": plan, "metric": step.metric.value})
         tick.note(
@@ -415,22 +410,6 @@ def _enter(tick: _Tick) -> None:
     else:
         why = tick.status.message or "all steps done"
         _end(tick, Phase.VALIDATED, "validated", f"{tick.spec.candidate} validated: {why}")
-
-
-def _plan(step: Experiment) -> int:
-    proportion = step.metric in (Metric.ERROR_RATE, Metric.ACCURACY)
-    baseline = step.baseline if step.baseline is not None else PROPORTION_BASELINE
-    if proportion and step.baseline is None and step.mde >= 0.5:
-        baseline = 0.25  # keeps baseline ± mde inside (0, 1)
-    plan = plan_experiment(
-        step.metric,
-        baseline=baseline,
-        mde=step.mde,
-        alpha=step.alpha,
-        power=step.power,
-        split_percent=step.split,
-    )
-    return max(plan.samples.n_control, plan.samples.n_treatment)
 
 
 def _keep_after(tick: _Tick) -> float:

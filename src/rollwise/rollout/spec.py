@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from rollwise.analysis.experiment import EXPERIMENT_METRICS
+from rollwise.analysis.experiment import EXPERIMENT_METRICS, plan_experiment
 from rollwise.analysis.gates import Gate, Metric, parse_gates
 from rollwise.errors import ConfigError
 from rollwise.rollout.steps import (
@@ -230,6 +230,12 @@ def _bluegreen(options: Mapping[str, Any], gates: tuple[Gate, ...], where: str) 
     steps.append(Switch(keep if keep is not None else 600.0))
     bake_s = _duration(options, "bake_s", where, default=0.0)
     if bake_s:
+        if not any(not g.bound.relative for g in gates):
+            raise ConfigError(
+                f"{where}.bake_s: after the switch the old version serves nobody, so only "
+                "gates with an absolute bound (max or min, e.g. {metric: error_rate, max: "
+                "0.01}) can judge the bake; add one"
+            )
         steps.append(Pause(bake_s))
     return steps
 
@@ -309,7 +315,34 @@ def _experiment(options: Mapping[str, Any], where: str) -> Experiment:
     min_samples = options.get("min_samples", 100)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise ConfigError(f"{where}.min_samples: must be a whole number >= 1, got {min_samples!r}")
-    return Experiment(split, metric, mde, alpha, power, baseline, max_duration, min_samples)
+    step = Experiment(split, metric, mde, alpha, power, baseline, max_duration, min_samples)
+    try:
+        planned_samples(step)
+    except ValueError as error:
+        raise ConfigError(f"{where}: cannot plan this A/B test: {error}") from None
+    return step
+
+
+PROPORTION_BASELINE = 0.5
+"""Planning an A/B test of a rate without a given baseline assumes the rate with the
+largest variance, so the planned sample is never too small."""
+
+
+def planned_samples(step: Experiment) -> int:
+    """Samples per arm the A/B step plans for: its horizon (see ``analysis.experiment``)."""
+    proportion = step.metric in (Metric.ERROR_RATE, Metric.ACCURACY)
+    baseline = step.baseline if step.baseline is not None else PROPORTION_BASELINE
+    if proportion and step.baseline is None and step.mde >= 0.5:
+        baseline = 0.25  # keeps baseline ± mde inside (0, 1)
+    plan = plan_experiment(
+        step.metric,
+        baseline=baseline,
+        mde=step.mde,
+        alpha=step.alpha,
+        power=step.power,
+        split_percent=step.split,
+    )
+    return max(plan.samples.n_control, plan.samples.n_treatment)
 
 
 _STEP_KEYS = ("set_weight", "mirror", "pause", "analyze", "experiment", "preview", "switch")

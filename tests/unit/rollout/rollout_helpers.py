@@ -39,6 +39,8 @@ MODEL = "iris"
 
 GATES: list[dict[str, Any]] = [{"metric": "error_rate", "max_increase": 0.005}]
 GATE_VALUES = parse_gates(GATES)
+BAKE_GATES: list[dict[str, Any]] = [*GATES, {"metric": "error_rate", "max": 0.05}]
+"""A blue-green bake is judged by absolute bounds only: the old version serves nobody."""
 
 # Note kinds, as the event log records them.
 STARTED = "rollout.started"

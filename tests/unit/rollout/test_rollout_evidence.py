@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rollout_helpers import GATES, FakeController, make_spec, raw_spec
+from rollout_helpers import BAKE_GATES, GATES, FakeController, make_spec, raw_spec
 
 from rollwise.analysis.experiment import Outcome, decide_experiment
 from rollwise.analysis.gates import Metric
@@ -110,7 +110,7 @@ def _at(spec: RolloutSpec, index: int) -> FakeController:
             id="a blue-green preview with mirroring is judged on mirrored traffic",
         ),
         pytest.param(
-            make_spec("bluegreen", {"bake_s": 60}, gates=ERROR_AND_ACCURACY),
+            make_spec("bluegreen", {"bake_s": 60}, gates=[*ERROR_AND_ACCURACY, *BAKE_GATES[1:]]),
             3,
             CANDIDATE_SERVED,
             None,
@@ -142,7 +142,7 @@ def test_candidate_arm_is_served_while_weighted_and_shadow_while_only_mirrored(
         spec.gates, arm_summary(STABLE_SERVED), arm_summary(candidate), weights_percent=split
     )
     assert evidence.background == expected
-    errors, accuracy = evidence.background.gates
+    errors, accuracy = evidence.background.gates[:2]
     assert (errors.n_stable, errors.n_candidate) == (STABLE_SERVED.requests, candidate.requests)
     assert (accuracy.n_stable, accuracy.n_candidate) == (
         STABLE_SERVED.feedback,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rollout_helpers import (
     ALL_CANDIDATE,
     ALL_STABLE,
+    BAKE_GATES,
     FAIL,
     GATES,
     INCONCLUSIVE,
@@ -111,6 +112,8 @@ def specs(draw: st.DrawFn) -> RolloutSpec:
             "auto_switch": auto_switch,
             "bake_s": draw(st.sampled_from([0, 60])),
         }
+        if section["bake_s"]:
+            gates = BAKE_GATES
     elif strategy is Strategy.SHADOW:
         gates = GATES
         then = draw(

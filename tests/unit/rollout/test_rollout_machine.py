@@ -8,6 +8,7 @@ import pytest
 from rollout_helpers import (
     ALL_CANDIDATE,
     ALL_STABLE,
+    BAKE_GATES,
     DECIDED,
     FAIL,
     FAILED,
@@ -157,7 +158,7 @@ PROMOTIONS = [
         id="linear by 30 every 10 s: 30, 60, 90, 100",
     ),
     pytest.param(
-        make_spec("bluegreen", {"mirror": 20, "bake_s": 60}, gates=GATES),
+        make_spec("bluegreen", {"mirror": 20, "bake_s": 60}, gates=BAKE_GATES),
         Start(1, 0, (STARTED, STEP, STEP), split(100, 0, mirror=20), mirror=20),
         [
             Tick(5, UNDECIDED, step=1, mirror=20),
@@ -360,9 +361,9 @@ FAILURE_PRESETS = {
     "canary": CANARY,
     "canary (promote)": make_spec("canary", {"weights": [10, 50], "pause_s": None}, gates=GATES),
     "linear": make_spec("linear", {"increment": 40, "interval_s": 10}, gates=GATES),
-    "blue-green": make_spec("bluegreen", {"mirror": 20, "bake_s": 60}, gates=GATES),
+    "blue-green": make_spec("bluegreen", {"mirror": 20, "bake_s": 60}, gates=BAKE_GATES),
     "blue-green (promote)": make_spec(
-        "bluegreen", {"auto_switch": False, "bake_s": 30}, gates=GATES
+        "bluegreen", {"auto_switch": False, "bake_s": 30}, gates=BAKE_GATES
     ),
     "shadow": make_spec("shadow", {}, gates=GATES),
     "shadow then canary": make_spec(

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rollout_helpers import (
+    BAKE_GATES,
     GATE_VALUES,
     GATES,
     PASSING,
@@ -20,7 +21,8 @@ from rollout_helpers import (
     split,
 )
 
-from rollwise.analysis.gates import Metric
+from rollwise.analysis.gates import Metric, parse_gates
+from rollwise.errors import ConfigError
 from rollwise.rollout import (
     Analyze,
     CommandKind,
@@ -125,17 +127,17 @@ def test_canary_weights_are_set_in_the_given_order_and_end_on_100() -> None:
     [
         pytest.param(
             {},
-            (Preview(0), Analyze(GATE_VALUES), Switch(600.0)),
+            (Preview(0), Analyze(parse_gates(BAKE_GATES)), Switch(600.0)),
             id="preview, analyze, switch without a bake",
         ),
         pytest.param(
             {"bake_s": 120, "mirror": 25, "keep_previous_s": 60, "analysis_max_s": 300},
-            (Preview(25), Analyze(GATE_VALUES, 300.0), Switch(60.0), Pause(120.0)),
+            (Preview(25), Analyze(parse_gates(BAKE_GATES), 300.0), Switch(60.0), Pause(120.0)),
             id="preview with mirroring, analyze, switch, bake",
         ),
         pytest.param(
             {"auto_switch": False, "bake_s": 30},
-            (Preview(0), Analyze(GATE_VALUES), Pause(None), Switch(600.0), Pause(30.0)),
+            (Preview(0), Analyze(parse_gates(BAKE_GATES)), Pause(None), Switch(600.0), Pause(30.0)),
             id="preview, analyze, wait for promote, switch, bake",
         ),
     ],
@@ -143,7 +145,12 @@ def test_canary_weights_are_set_in_the_given_order_and_end_on_100() -> None:
 def test_bluegreen_compiles_preview_analyze_switch_bake(
     section: dict[str, Any], steps: tuple[Step, ...]
 ) -> None:
-    assert make_spec("bluegreen", section, gates=GATES).steps == steps
+    assert make_spec("bluegreen", section, gates=BAKE_GATES).steps == steps
+
+
+def test_a_bluegreen_bake_needs_an_absolute_gate() -> None:
+    with pytest.raises(ConfigError, match=r"bluegreen\.bake_s: .*absolute bound"):
+        make_spec("bluegreen", {"bake_s": 60}, gates=GATES)
 
 
 # -- shadow ----------------------------------------------------------------------------------
@@ -191,7 +198,7 @@ PRESETS = [
     pytest.param(make_spec("canary", {"weights": [10], "pause_s": None}), id="canary (promote)"),
     pytest.param(make_spec("linear", {"increment": 33, "interval_s": 9}), id="linear"),
     pytest.param(
-        make_spec("bluegreen", {"mirror": 5, "bake_s": 60, "analysis_max_s": 30}, gates=GATES),
+        make_spec("bluegreen", {"mirror": 5, "bake_s": 60, "analysis_max_s": 30}, gates=BAKE_GATES),
         id="blue-green",
     ),
     pytest.param(make_spec("shadow", {"max_duration_s": 60}, gates=GATES), id="shadow"),

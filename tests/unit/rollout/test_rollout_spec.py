@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rollout_helpers import GATE_VALUES, GATES, raw_spec
+from rollout_helpers import BAKE_GATES, GATE_VALUES, GATES, raw_spec
 
 from rollwise.analysis.gates import Metric, parse_gates
 from rollwise.errors import ConfigError
@@ -93,9 +93,9 @@ AGREEMENT_VALUES = parse_gates(AGREEMENT)
             id="linear raises by the increment every interval until 100",
         ),
         pytest.param(
-            raw_spec("bluegreen", {"mirror": 10, "bake_s": 300}, gates=GATES),
+            raw_spec("bluegreen", {"mirror": 10, "bake_s": 300}, gates=BAKE_GATES),
             Strategy.BLUEGREEN,
-            (Preview(10), Analyze(GATE_VALUES), Switch(600.0), Pause(300.0)),
+            (Preview(10), Analyze(parse_gates(BAKE_GATES)), Switch(600.0), Pause(300.0)),
             True,
             id="blue-green previews, analyzes, switches and bakes",
         ),
