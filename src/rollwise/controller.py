@@ -231,9 +231,22 @@ class Rollouts:
         return [load(row) for row in rows]
 
     def command(self, model: str, command: Command) -> Rollout:
-        """Carry out ``command`` on the model's latest rollout."""
+        """Carry out ``command`` on the model's latest rollout.
+
+        A save that lost a race with a controller tick is tried again on the new
+        status, except a ``promote`` whose step has moved on meanwhile: letting go of
+        the next step would skip one the person never saw, so it is refused instead.
+        """
+        seen: tuple[int | None, int] | None = None
         for _ in range(COMMAND_RETRIES):
             rollout = self.get(model)
+            position = (rollout.row.id, rollout.status.step_index)
+            if command.kind is CommandKind.PROMOTE and seen is not None and position != seen:
+                raise Conflict(
+                    f"the rollout of {model!r} moved on to step {rollout.status.step_index + 1} "
+                    "meanwhile; nothing was skipped — promote again to let that step go"
+                )
+            seen = position
             if rollout.problem and command.kind not in (CommandKind.ABORT, CommandKind.ROLLBACK):
                 raise Conflict(
                     f"the rollout of {model!r} cannot go on, its spec is invalid "
@@ -264,8 +277,11 @@ class Rollouts:
         raise Conflict(f"the rollout of {model!r} kept changing; try again")
 
 
-SETTLED_AFTER_S = 60.0
-"""Metric buckets older than this are summed once per rollout and not read again."""
+SETTLED_AFTER_S = 180.0
+"""Metric buckets that started longer ago than this are summed once per rollout and not
+read again. A gateway stamps a bucket with the start of its flush window (at most
+``flush_interval_s``, 60 s, before the write); the rest is room for clock skew between
+machines and a slow commit."""
 
 Windows = dict[tuple[str, Role], VersionWindow]
 
@@ -388,9 +404,9 @@ class Controller:
 
         Buckets older than ``SETTLED_AFTER_S`` are folded once into a per-rollout sum
         and only the recent ones are read again each tick, so a tick costs the same
-        an hour into a step as a minute into it. Gateways stamp a bucket with the
-        start of the flush that writes it (a retried write included), so no bucket
-        arrives that far behind.
+        an hour into a step as a few minutes into it. A gateway stamps a bucket with
+        the start of the window it flushes (a retried write carries the new window's
+        start), so no bucket arrives that far behind.
         """
         since = math.ceil(status.measure_since_s + self.settle_s)
         cached = self._sums.get(rollout_id)
