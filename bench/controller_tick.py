@@ -3,7 +3,7 @@
 A gateway writes one metric bucket per (version, role, replica) about every second, so an
 ``analyze`` step that has run an hour has thousands of buckets behind it. The controller
 folds settled buckets once per rollout and re-reads only the last three minutes
-((``Controller._measure``); the baseline, measured in the same run, reads and merges every
+(``Controller._measure``); the baseline, measured in the same run, reads and merges every
 bucket since the step began at every tick. Both are followed by the same judgement
 (``rollout.gather``: three gates and the SRM check).
 
