@@ -144,11 +144,13 @@ class Rollouts:
         clock: Callable[[], float] = time.time,
         readiness: Readiness = always_ready,
         versions: Callable[[str], Sequence[str]] | None = None,
+        split_by_user: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.readiness = readiness
         self._versions = versions
+        self._split_by_user = split_by_user or (lambda _model: False)
 
     def _salt(self, model: str) -> str:
         routing = self.store.get_routing(model)
@@ -203,7 +205,13 @@ class Rollouts:
                 replacing = _row(current, ended.status, now)
                 events += _events(ended, spec.model, current.id, now)
                 stable = old.status.stable
-        decision = start(spec, stable=stable, now=now, actor=actor)
+        decision = start(
+            spec,
+            stable=stable,
+            now=now,
+            actor=actor,
+            split_by_user=self._split_by_user(spec.model),
+        )
         row = RolloutRow(
             model=spec.model,
             phase=decision.status.phase.value,

@@ -468,6 +468,9 @@ def test_abtest_on_accuracy_promotes_the_better_version(
     assert 0 < decision["interval"]["low"] < decision["estimate"] < decision["interval"]["high"]
     assert decision["n_stable"] >= 100 and decision["n_candidate"] >= 100
     assert decision["srm"] is not None and decision["srm"]["mismatch"] is False
+    # The split is by user, so the check counts distinct users, not requests.
+    users = decision["srm"]["observed"]
+    assert 0 < sum(users) <= 1000
 
     events = rollout_events(client, "abtest")
     assert kinds(events) == [

@@ -170,13 +170,18 @@ def decide_experiment(
     alpha: float = 0.05,
     weights_percent: tuple[int, int] | None = None,
     min_samples: int = 100,
+    srm_counts: tuple[int, int] | None = None,
 ) -> ExperimentDecision:
     """The decision of an A/B experiment at this tick (rule in the module docstring)."""
     _check_metric(metric)
     check_alpha(alpha)
     if not mde > 0:
         raise ValueError(f"mde must be > 0 (a magnitude), got {mde}")
-    srm = check_srm(stable, candidate, weights_percent) if weights_percent else None
+    srm = (
+        check_srm(stable, candidate, weights_percent, counts=srm_counts)
+        if weights_percent
+        else None
+    )
     s, c = arm_estimate(metric, stable), arm_estimate(metric, candidate)
     progress = min(1.0, min(s.n, c.n) / samples_per_arm) if samples_per_arm > 0 else 1.0
 

@@ -116,9 +116,13 @@ def check_srm(
     *,
     alpha: float = SRM_ALPHA,
     sequential: bool = True,
+    counts: tuple[int, int] | None = None,
 ) -> SrmResult:
-    """SRM on served requests: ``weights_percent`` is (stable %, candidate %)."""
-    observed = [stable.requests, candidate.requests]
+    """SRM on served requests: ``weights_percent`` is (stable %, candidate %).
+
+    ``counts`` replaces the request counts where the unit of assignment is not the
+    request: with a sticky user key, the (stable, candidate) numbers of distinct users."""
+    observed = list(counts) if counts is not None else [stable.requests, candidate.requests]
     if sequential:
         return srm_sequential(observed, list(weights_percent), alpha=alpha)
     return srm_chisquare(observed, list(weights_percent), alpha=alpha)
@@ -133,16 +137,23 @@ def judge_step(
     correction: Correction = "holm",
     srm_alpha: float = SRM_ALPHA,
     sequential_srm: bool = True,
+    srm_counts: tuple[int, int] | None = None,
 ) -> Judgement:
     """The controller's entry point: evaluate every gate, check SRM, combine.
 
     ``weights_percent`` is the configured (stable, candidate) split of served traffic;
     leave it out where no split applies (shadow, blue-green preview) and SRM is skipped.
+    ``srm_counts`` are the units the split assigns when they are not requests (users).
     """
     results = [evaluate_gate(g, stable, candidate) for g in gates]
     srm = None
     if weights_percent is not None and 0 < weights_percent[1] < 100:
         srm = check_srm(
-            stable, candidate, weights_percent, alpha=srm_alpha, sequential=sequential_srm
+            stable,
+            candidate,
+            weights_percent,
+            alpha=srm_alpha,
+            sequential=sequential_srm,
+            counts=srm_counts,
         )
     return judge(results, srm=srm, correction=correction)

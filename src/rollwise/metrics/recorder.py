@@ -48,6 +48,9 @@ class VersionWindow:
     compared: int = 0
     agreed: int = 0
     dropped: int = 0
+    users: int = 0
+    """Sticky users first routed to this version since its replica's routing last
+    changed: the unit a split by user assigns, which the sample-ratio check counts."""
     feedback: int = 0
     correct: int = 0
     abs_error_sum: float = 0.0
@@ -171,6 +174,7 @@ _SCALARS = (
     "compared",
     "agreed",
     "dropped",
+    "users",
     "feedback",
     "correct",
     "abs_error_sum",

@@ -8,7 +8,10 @@ Which figures stand for which arm:
   so shadow agreement, shadow latency and errors, and the accuracy of the shadow's
   answers from feedback are compared with the stable version on the same requests.
 
-The sample-ratio check applies only where a split of live traffic was configured.
+The sample-ratio check applies only where a split of live traffic was configured. It
+counts what the split assigns: requests, or — with a sticky user key — distinct users,
+since requests then follow how much each user sends and their split would show a
+mismatch where routing is right.
 """
 
 from __future__ import annotations
@@ -87,6 +90,13 @@ def measurable(gates: tuple[Gate, ...], mirrored: bool) -> tuple[Gate, ...]:
     return tuple(g for g in gates if g.metric is not Metric.SHADOW_AGREEMENT)
 
 
+def users_of(status: RolloutStatus, windows: Windows) -> tuple[int, int]:
+    """Distinct sticky users routed to (stable, candidate) as served traffic."""
+    stable = windows.get((status.stable, Role.SERVED))
+    candidate = windows.get((status.candidate, Role.SERVED))
+    return (stable.users if stable else 0, candidate.users if candidate else 0)
+
+
 def split_of(status: RolloutStatus) -> tuple[int, int] | None:
     """The configured (stable, candidate) split of live traffic, where there is one."""
     if 0 < status.weight < 100:
@@ -110,11 +120,14 @@ def gather(
         return Evidence(candidate_ready=candidate_ready, candidate_problem=candidate_problem)
     stable, candidate = pair
     split = split_of(status)
+    srm_counts = users_of(status, windows) if split and status.split_by_user else None
     mirrored = candidate_role(status) is Role.SHADOW
     background: Judgement | None = None
     gates = measurable(spec.gates, mirrored)
     if gates:
-        background = judge_step(gates, stable, candidate, weights_percent=split)
+        background = judge_step(
+            gates, stable, candidate, weights_percent=split, srm_counts=srm_counts
+        )
         found["background"] = background
     index = status.step_index
     step = spec.steps[index] if 0 <= index < len(spec.steps) else None
@@ -123,7 +136,9 @@ def gather(
         if background is not None and step_gates == gates:
             found["step"] = background
         elif step_gates:
-            found["step"] = judge_step(step_gates, stable, candidate, weights_percent=split)
+            found["step"] = judge_step(
+                step_gates, stable, candidate, weights_percent=split, srm_counts=srm_counts
+            )
     elif isinstance(step, Experiment) and status.experiment:
         found["experiment"] = decide_experiment(
             step.metric,
@@ -134,5 +149,6 @@ def gather(
             alpha=step.alpha,
             weights_percent=split,
             min_samples=step.min_samples,
+            srm_counts=srm_counts,
         )
     return Evidence(**found, candidate_ready=candidate_ready, candidate_problem=candidate_problem)

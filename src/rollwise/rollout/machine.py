@@ -153,8 +153,16 @@ class _Tick:
         return Decision(status, new if new != old else None, tuple(self.notes))
 
 
-def start(spec: RolloutSpec, *, stable: str, now: float, actor: str = "operator") -> Decision:
-    """The first decision of a new rollout from ``stable``: its first steps entered."""
+def start(
+    spec: RolloutSpec,
+    *,
+    stable: str,
+    now: float,
+    actor: str = "operator",
+    split_by_user: bool = False,
+) -> Decision:
+    """The first decision of a new rollout from ``stable``: its first steps entered.
+    ``split_by_user``: the model routes by a sticky user key (see ``RolloutStatus``)."""
     if spec.candidate == stable:
         raise Conflict(f"model {spec.model!r}: {stable!r} is already the stable version")
     status = RolloutStatus(
@@ -167,6 +175,7 @@ def start(spec: RolloutSpec, *, stable: str, now: float, actor: str = "operator"
         measure_since_s=now,
         updated_s=now,
         actor=actor,
+        split_by_user=split_by_user,
     )
     tick = _Tick(spec, status, now)
     tick.set(phase=Phase.PROGRESSING, message="started")

@@ -42,6 +42,9 @@ from rollwise.server.predictions import PredictionLog
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, Store
 
 log = logging.getLogger("rollwise.gateway")
+USERS_TRACKED = 1_000_000
+"""Distinct sticky users remembered per model under one routing (about 100 MB at most);
+beyond it new users go uncounted, alike for every version."""
 RELOAD_GRACE_S = 30.0
 """How long a replaced backend stays open for the requests still running on it."""
 T = TypeVar("T")
@@ -100,6 +103,7 @@ class Gateway:
         self._window_start_s = clock()
         self.started = False
         self._rollouts: Rollouts | None = None
+        self._users_seen: dict[str, set[str]] = {}
         self.controller: Controller | None = None
         self._controller_job: asyncio.Future[None] | None = None
 
@@ -139,6 +143,7 @@ class Gateway:
             clock=self.clock,
             readiness=self.readiness,
             versions=lambda name: list(self.model(name).versions),
+            split_by_user=lambda name: self.model(name).sticky_key is not None,
         )
         if self.config.controller.enabled:
             self._start_controller()
@@ -339,7 +344,14 @@ class Gateway:
             )
             tables[name] = build_table(routing, self.ready_versions(name), model.sticky_key)
         # One assignment: a request sees the old tables or the new ones, never a mix.
-        self.tables = tables
+        previous, self.tables = self.tables, tables
+        # Users are counted anew when a model's routing changes: the sample-ratio check
+        # compares the users each version got with its weight since then. Only then:
+        # counting a user twice under one routing would overstate the evidence.
+        for name, table in tables.items():
+            old = previous.get(name)
+            if table.sticky_key and (old is None or old.routing != table.routing):
+                self._users_seen[name] = set()
 
     async def set_routing(
         self,
@@ -415,7 +427,13 @@ class Gateway:
                 f"{v}: {self.states[(model, v)].health.value}" for v in self.models[model].versions
             )
             raise BackendUnavailable(f"model {model!r} has no ready version ({detail})")
-        return table, table.choose(key, self.rng.randrange(BUCKETS))
+        version = table.choose(key, self.rng.randrange(BUCKETS))
+        if key is not None:
+            seen = self._users_seen.get(model)
+            if seen is not None and key not in seen and len(seen) < USERS_TRACKED:
+                seen.add(key)
+                self.metrics.window(model, version, Role.SERVED).users += 1
+        return table, version
 
     async def serve(
         self, table: ModelTable, version: str, request: InferenceRequest, request_id: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -636,20 +637,50 @@ class HTTPServer:
         self._stop_requested = asyncio.Event()
 
     async def start(self) -> None:
-        if self.use_lifespan:
-            self._lifespan = _Lifespan(self.app, self.state)
-            await self._lifespan.startup()
-        self._server = await self.loop.create_server(
-            lambda: _Connection(self),
-            self.host,
-            self.port,
-            backlog=self.backlog,
-            reuse_address=True,
-        )
-        sockets = self._server.sockets
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
-        self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+        """Run the lifespan startup, then listen; ``StartupFailed`` if either fails.
+
+        Whatever fails or interrupts the start once the startup has begun (a port in
+        use above all) runs the lifespan shutdown before it propagates, so the app's
+        background work (the gateway's rollout controller thread among it) never
+        outlives a server that did not start.
+        """
+        try:
+            if self.use_lifespan:
+                self._lifespan = _Lifespan(self.app, self.state)
+                await self._lifespan.startup()
+            self._server = await self._listen()
+            sockets = self._server.sockets
+            if sockets:
+                self.port = sockets[0].getsockname()[1]
+            self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+        except BaseException:
+            await self._abandon_start()
+            raise
+
+    async def _listen(self) -> asyncio.Server:
+        try:
+            return await self.loop.create_server(
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                backlog=self.backlog,
+                reuse_address=True,
+            )
+        except OSError as error:
+            where = f"[{self.host}]" if ":" in self.host else self.host
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+            raise StartupFailed(f"cannot listen on {where}:{self.port}: {reason}") from error
+
+    async def _abandon_start(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        lifespan, self._lifespan = self._lifespan, None
+        if lifespan is not None:
+            try:
+                await lifespan.abandon()
+            except Exception:
+                log.exception("the app's shutdown after a failed start failed")
 
     def _sweep(self) -> None:
         now = self.loop.time()
@@ -714,6 +745,7 @@ class _Lifespan:
         self.task: asyncio.Task[None] | None = None
         self.supported = True
         self.spoke = False
+        self.started = False
 
     async def _run(self) -> None:
         scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
@@ -740,6 +772,7 @@ class _Lifespan:
         await self.inbox.put({"type": "lifespan.startup"})
         message = await self.outbox.get()
         if message["type"] == "lifespan.startup.complete":
+            self.started = True
             return
         if message["type"] == "lifespan.ended" and not self.supported:
             return
@@ -752,6 +785,21 @@ class _Lifespan:
         message = await self.outbox.get()
         if message["type"] != "lifespan.shutdown.complete":
             log.error("the app's shutdown failed: %s", message.get("message", ""))
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def abandon(self) -> None:
+        """Undo a startup that the server could not follow up (or that was interrupted)."""
+        if self.task is None or self.task.done():
+            return
+        if not self.started and not self.outbox.empty():
+            # The startup's answer came but was never read (the wait was interrupted).
+            self.started = self.outbox.get_nowait()["type"] == "lifespan.startup.complete"
+        if self.started:
+            await self.shutdown()
+            return
+        # Still starting: nothing is up to shut down in order, so stop it where it is.
+        self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
 
@@ -769,14 +817,18 @@ async def serve(
     await server.start()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
-    for number in signals:
-        loop.add_signal_handler(number, server.request_stop)
-    log.info("listening on http://%s:%d", host, server.port)
     try:
-        await server.serve_until_stopped()
-    finally:
         for number in signals:
-            loop.remove_signal_handler(number)
+            loop.add_signal_handler(number, server.request_stop)
+        log.info("listening on http://%s:%d", host, server.port)
+        await server._stop_requested.wait()
+    finally:
+        # Stopped by a signal or by anything else: the app's shutdown runs either way.
+        try:
+            await server.stop()
+        finally:
+            for number in signals:
+                loop.remove_signal_handler(number)
 
 
 def run(app: ASGIApp, host: str, port: int, **options: Any) -> None:

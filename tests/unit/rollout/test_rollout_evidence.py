@@ -25,6 +25,7 @@ from rollwise.rollout import (
     decide,
     gather,
     parse_rollout_spec,
+    start,
 )
 
 ERROR_AND_ACCURACY = [*GATES, {"metric": "accuracy", "max_decrease": 0.05}]
@@ -402,3 +403,33 @@ def test_shadow_validated_on_agreement_alone_can_go_on_to_a_promotion() -> None:
             break
         run.tick(gather(spec, run.status, good), after=60)
     assert run.status.phase is Phase.PROMOTED, run.status.message
+
+
+@pytest.mark.parametrize(
+    ("split_by_user", "observed"),
+    [
+        pytest.param(
+            False,
+            [STABLE_SERVED.requests, CANDIDATE_SERVED.requests],
+            id="requests assigned one by one: the check counts requests",
+        ),
+        pytest.param(
+            True,
+            [900, 80],
+            id="users pinned by a sticky key: the check counts distinct users",
+        ),
+    ],
+)
+def test_the_sample_ratio_check_counts_what_the_split_assigns(
+    split_by_user: bool, observed: list[int]
+) -> None:
+    spec = make_spec("canary", {"weights": [10], "pause_s": 60}, gates=GATES)
+    decision = start(spec, stable="v1", now=0.0, split_by_user=split_by_user)
+    assert decision.status.weight == 10
+    windows = {key: window.copy() for key, window in WINDOWS.items()}
+    windows["v1", Role.SERVED].users = 900
+    windows["v2", Role.SERVED].users = 80
+    evidence = gather(spec, decision.status, windows)
+    assert evidence.background is not None
+    assert evidence.background.srm is not None
+    assert list(evidence.background.srm.observed) == observed
