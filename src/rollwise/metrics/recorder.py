@@ -150,6 +150,8 @@ class VersionWindow:
             ),
             "outputs": dict(self.outputs),
         }
+        if self.users:
+            result["users"] = self.users
         if self.compared or self.dropped:
             result["compared"] = self.compared
             result["agreement"] = self.agreed / self.compared if self.compared else None

@@ -151,6 +151,28 @@ def test_raising_the_candidate_from_10_to_30_keeps_its_users(
     assert 0.27 <= Counter(after.values())["b"] / len(users) <= 0.33
 
 
+def test_each_version_counts_its_distinct_users_since_its_routing_changed(
+    gateway: GatewayProcess, ops: httpx.Client
+) -> None:
+    def counted() -> Counter[str]:
+        status = ops.get("/api/v1/models/echo", params={"window_s": 600}).json()
+        return Counter({v["name"]: (v["served"] or {}).get("users", 0) for v in status["versions"]})
+
+    route(ops, "echo", {"a": 60, "b": 40})
+    before = counted()
+    users = [f"count-{i}" for i in range(300)]
+    chosen: dict[str, str] = {}
+    for _ in range(3):  # every user three times: counted once
+        chosen = asyncio.run(versions_for_users(gateway.url, "echo", users))
+    expected = Counter(chosen.values())
+    assert set(expected) == {"a", "b"}
+    eventually(lambda: counted() - before == expected)
+    # New weights: every user is counted again, once, under the new routing.
+    route(ops, "echo", {"a": 50, "b": 50})
+    asyncio.run(versions_for_users(gateway.url, "echo", users))
+    eventually(lambda: (counted() - before).total() == 2 * len(users))
+
+
 def test_requests_without_a_key_are_split_at_random(
     gateway: GatewayProcess, ops: httpx.Client
 ) -> None:
