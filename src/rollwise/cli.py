@@ -458,7 +458,7 @@ def controller(
             store,
             interval_s=settings.interval_s,
             lease_ttl_s=settings.lease_ttl_s,
-            settle_s=settings.settle_s,
+            settle_s=loaded.settle_s,
         )
         signal.signal(signal.SIGTERM, lambda *_: loop.stop())
         signal.signal(signal.SIGINT, lambda *_: loop.stop())

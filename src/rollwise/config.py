@@ -48,7 +48,9 @@ class ControllerSection(_Strict):
     enabled: bool = True
     interval_s: float = Field(1.0, gt=0, le=300)
     lease_ttl_s: float = Field(10.0, gt=0, le=3600)
-    settle_s: float = Field(2.0, ge=0, le=300)
+    settle_s: float | None = Field(None, ge=0, le=300)
+    """Metrics right after a weight change are not judged; default (and least):
+    ``server.routing_poll_interval_s + server.flush_interval_s``."""
 
 
 class TokenEntry(_Strict):
@@ -113,6 +115,13 @@ class GatewayConfig:
     base_dir: Path
     source: str = "<config>"
     controller: ControllerSection = field(default_factory=lambda: ControllerSection())  # type: ignore[call-arg]
+
+    @property
+    def settle_s(self) -> float:
+        """Seconds after a weight change whose metrics the controller does not judge."""
+        if self.controller.settle_s is not None:
+            return self.controller.settle_s
+        return self.server.routing_poll_interval_s + self.server.flush_interval_s
 
 
 def parse_sticky_key(text: str) -> StickyKey:
@@ -250,6 +259,13 @@ def parse_config(
                 raise ConfigError(f"{source}: {error}") from None
         models[name] = spec
 
+    settle_s = parsed.server.routing_poll_interval_s + parsed.server.flush_interval_s
+    if parsed.controller.settle_s is not None and parsed.controller.settle_s < settle_s:
+        raise ConfigError(
+            f"{source}: controller.settle_s = {parsed.controller.settle_s:g} must be at least "
+            f"server.routing_poll_interval_s + server.flush_interval_s = {settle_s:g}: until "
+            "every replica has the new weights and has flushed, metrics still mix the old split"
+        )
     return GatewayConfig(
         store_url=_resolve_store_url(parsed.store, base_dir),
         server=parsed.server,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import socket
 import threading
 import time
@@ -334,7 +335,7 @@ class Controller:
         self.interval_s = interval_s
         self.lease_ttl_s = max(lease_ttl_s, 2 * interval_s)
         self.settle_s = settle_s
-        self.holder = holder or f"{socket.gethostname()}-{os.getpid()}"
+        self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.readiness = readiness
         self.on_routing = on_routing
         self.leader = False

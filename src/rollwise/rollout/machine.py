@@ -16,9 +16,9 @@ The rules of a tick, in order:
    the count. This applies while paused too: pausing never disarms the gates;
 4. a paused rollout goes no further;
 5. the current waiting step lets go when its time is up (``pause``), its gates pass
-   (``analyze``) or its test decides (``experiment``); an ``analyze`` or ``experiment``
-   that stays undecided past its limit rolls back (or pauses, by policy) — undecided
-   is never a pass;
+   (``analyze``) or its test decides (``experiment``); an ``analyze`` that stays
+   undecided past its limit rolls back (or pauses, by policy), and an ``experiment``
+   that does keeps the stable version with "no difference" — undecided is never a pass;
 6. instant steps after it run in the same tick; past the last step the rollout is
    promoted (or validated, when its steps never gave the candidate live traffic).
 """

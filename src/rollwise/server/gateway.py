@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -94,6 +95,7 @@ class Gateway:
         self._mirror_tasks: set[asyncio.Task[None]] = set()
         self._mirrors_running: dict[tuple[str, str], int] = {}
         self._flush_lock = asyncio.Lock()
+        self._refresh_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._reloading: set[tuple[str, str]] = set()
         self._retired: list[Backend] = []
@@ -163,8 +165,10 @@ class Gateway:
             clock=self.clock,
             interval_s=settings.interval_s,
             lease_ttl_s=settings.lease_ttl_s,
-            settle_s=settings.settle_s,
-            holder=self.replica,
+            settle_s=self.config.settle_s,
+            # Unique even where containers share a hostname and a pid: two holders of
+            # one name would both renew one lease, and fencing could not tell them apart.
+            holder=f"{self.replica}-{secrets.token_hex(4)}",
             readiness=self.readiness,
             on_routing=routing_changed,
         )
@@ -328,13 +332,16 @@ class Gateway:
     # routing --------------------------------------------------------------------------
     async def refresh_routing(self, force: bool = False) -> None:
         """Rebuild the tables when the stored routing changed (or when forced)."""
-        state_version = await self.db(self.store.state_version)
-        if not force and state_version == self._state_version:
-            return
-        routings = await self.db(self.store.list_routings)
-        self._state_version = state_version
-        self.routings = {r.model: r for r in routings if r.model in self.models}
-        self._rebuild_tables()
+        # One refresh at a time (the poll, the controller's nudge and a command's can
+        # coincide): a slower, older read must never replace a newer one.
+        async with self._refresh_lock:
+            state_version = await self.db(self.store.state_version)
+            if not force and state_version == self._state_version:
+                return
+            routings = await self.db(self.store.list_routings)
+            self._state_version = state_version
+            self.routings = {r.model: r for r in routings if r.model in self.models}
+            self._rebuild_tables()
 
     def _rebuild_tables(self) -> None:
         tables: dict[str, ModelTable] = {}

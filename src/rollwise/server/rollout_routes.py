@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,7 +38,7 @@ class CommandBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=500, description="why, recorded in the event")
-    full: bool = Field(
+    full: StrictBool = Field(
         False, description="promote only: make the candidate stable now, skipping every step"
     )
 

@@ -191,3 +191,24 @@ def test_a_config_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
 def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("server", "controller", "settle_s"),
+    [
+        pytest.param({}, {}, 2.0, id="default: one routing poll and one flush"),
+        pytest.param({"flush_interval_s": 5.0}, {}, 6.0, id="follows a longer flush"),
+        pytest.param({}, {"settle_s": 10.0}, 10.0, id="longer when asked"),
+    ],
+)
+def test_the_controller_settles_at_least_one_poll_and_one_flush(
+    server: dict[str, float], controller: dict[str, float], settle_s: float
+) -> None:
+    data = config(server=server, controller=controller)
+    assert parse_config(data, base_dir=BASE, environ={}).settle_s == settle_s
+
+
+def test_a_settle_shorter_than_a_poll_and_a_flush_is_refused() -> None:
+    data = config(controller={"settle_s": 0.5})
+    with pytest.raises(ConfigError, match=r"controller.settle_s = 0.5 must be at least .* = 2"):
+        parse_config(data, base_dir=BASE, environ={})
