@@ -526,16 +526,24 @@ def _command(tick: _Tick, command: Command) -> None:
     if command.kind is CommandKind.PAUSE:
         if status.phase is Phase.PAUSED:
             raise Conflict(f"{name} is already paused")
-        tick.set(phase=Phase.PAUSED, message=f"paused by {who}{because}", actor=who)
+        tick.set(
+            phase=Phase.PAUSED,
+            message=f"paused by {who}{because}",
+            actor=who,
+            paused_elapsed_s=tick.now - status.step_started_s,
+        )
         tick.note("rollout.paused", f"paused by {who}{because}", actor=who)
     elif command.kind is CommandKind.RESUME:
         if status.phase is not Phase.PAUSED:
             raise Conflict(f"{name} is {status.phase.value}, not paused")
-        # The current step's clock starts again: time spent paused does not count
-        # towards a pause or an analysis limit.
+        # Time spent paused does not count towards a pause or a time limit: the step
+        # goes on from where a person paused it. After a pause for an undecided
+        # analysis, its clock starts again, so the analysis gets a whole limit anew.
+        elapsed_s = status.paused_elapsed_s or 0.0
         tick.set(
             phase=Phase.PROGRESSING,
-            step_started_s=tick.now,
+            step_started_s=tick.now - elapsed_s,
+            paused_elapsed_s=None,
             message=f"resumed by {who}{because}",
             actor=who,
         )

@@ -61,6 +61,8 @@ class RolloutStatus:
     """The figures of the last judgement (gates, SRM, experiment), for people."""
     experiment: Mapping[str, Any] | None = None
     """The A/B step's plan (``samples_per_arm``) and its last decision."""
+    paused_elapsed_s: float | None = None
+    """Time the current step had run when a person paused it; resuming goes on from there."""
     split_by_user: bool = False
     """Traffic is split by a sticky user key: the sample-ratio check counts users."""
     actor: str = "controller"

@@ -44,6 +44,7 @@ from rollwise.analysis.summary import ArmSummary
 from rollwise.errors import Conflict
 from rollwise.rollout import (
     Analyze,
+    Command,
     CommandKind,
     Evidence,
     Experiment,
@@ -51,6 +52,7 @@ from rollwise.rollout import (
     Phase,
     RolloutSpec,
     RoutingPlan,
+    decide,
     describe_step,
     routing_for,
     start,
@@ -962,3 +964,15 @@ def test_judgement_figures_are_kept_on_the_status() -> None:
         "background": INCONCLUSIVE.to_dict(),
         "step": INCONCLUSIVE.to_dict(),
     }
+
+
+def test_a_paused_step_goes_on_from_where_it_was_paused() -> None:
+    spec = make_spec("canary", {"weights": [10], "pause_s": 3600})
+    status = start(spec, stable="v1", now=0.0).status
+    assert status.step_index == 1  # the pause after set_weight 10
+    status = decide(spec, status, None, 3500.0, Command(CommandKind.PAUSE, "erin")).status
+    status = decide(spec, status, None, 9000.0, Command(CommandKind.RESUME, "erin")).status
+    # 3500 s of the pause had run before it was paused: 100 s are left, not 3600.
+    assert decide(spec, status, None, 9099.0).status.step_index == 1
+    after = decide(spec, status, None, 9100.0).status
+    assert (after.phase, after.weight) == (Phase.PROMOTED, 100)
