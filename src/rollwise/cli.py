@@ -120,7 +120,7 @@ def route(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="override a rollout in progress (it keeps running)")
+        bool, typer.Option("--force", help="abort the model's rollout in progress, then route")
     ] = False,
     url: UrlOption = None,
     token: TokenOption = None,

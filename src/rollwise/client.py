@@ -84,7 +84,7 @@ class Client:
         *,
         force: bool = False,
     ) -> dict[str, Any]:
-        """Set weights and mirrors; ``force`` overrides a rollout in progress."""
+        """Set weights and mirrors; ``force`` aborts a rollout in progress first."""
         body = {"weights": dict(weights), "mirrors": dict(mirrors or {})}
         params = {"force": "true"} if force else None
         return dict(

@@ -635,8 +635,6 @@ def test_refusals_name_what_is_wrong(gateway: GatewayProcess, client: Client) ->
     assert route.value.status == 409
     assert "has a rollout in progress" in str(route.value)
     assert "force" in str(route.value)
-    forced = client.set_routing("refusals", {"v1": 90, "v2": 10}, force=True)
-    assert forced["weights"] == {"v1": 90, "v2": 10}
 
     with Client(gateway.url, VIEWER) as viewer:
         with pytest.raises(ClientError) as denied:
@@ -650,6 +648,11 @@ def test_refusals_name_what_is_wrong(gateway: GatewayProcess, client: Client) ->
     current = client.rollout("refusals")
     assert current["id"] == replaced["id"]
     assert current["status"]["phase"] == "progressing"
-    client.abort("refusals")
-    wait_for_routing(client, "refusals", "v1", {"v1": 100})
+    # Routing by hand with force ends the rollout first, then takes effect.
+    forced = client.set_routing("refusals", {"v1": 90, "v2": 10}, force=True)
+    assert forced["weights"] == {"v1": 90, "v2": 10}
+    ended = client.rollout("refusals")["status"]
+    assert (ended["phase"], ended["outcome"], ended["actor"]) == ("rolled_back", "aborted", "ops")
+    assert "routing set by hand" in ended["message"]
+    wait_for_routing(client, "refusals", "v1", {"v1": 90, "v2": 10})
     assert routing_of(client, "refusals").mirrors == {}

@@ -38,6 +38,7 @@ from rollwise.errors import (
 )
 from rollwise.metrics.recorder import MetricsRecorder, VersionWindow, merge_windows
 from rollwise.metrics.scoring import Score, compare_outputs, labels_for, score
+from rollwise.rollout import Command, CommandKind, Phase
 from rollwise.routing import ModelTable, build_table, check_routing, known_version
 from rollwise.server.predictions import PredictionLog
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, PredictionRecord, Store
@@ -386,6 +387,13 @@ class Gateway:
             raise Conflict(
                 f"model {model_name!r}: cannot route to versions that are not ready: {reasons}"
             )
+        if force:
+            # Routing set by hand ends the rollout in progress first: left running, it
+            # would judge a split it did not make and put its own weights back.
+            latest = await self.db(self.store.latest_rollout, model_name)
+            if latest is not None and Phase(latest.phase).active:
+                abort = Command(CommandKind.ABORT, actor, "routing set by hand")
+                await self.db(self.rollouts.command, model_name, abort)
         shown = ", ".join(f"{v}={w}" for v, w in routing.weights.items())
         mirrors_shown = ", ".join(f"{v}={p}" for v, p in routing.mirrors.items())
         message = f"weights {shown}" + (f"; mirror {mirrors_shown}" if mirrors_shown else "")
