@@ -16,10 +16,13 @@ BUCKETS = 10_000
 
 
 class Role(StrEnum):
-    """Why a version answered a request: its answer was returned, or it was mirrored."""
+    """Why a version answered a request: routing chose it for a user, it was mirrored,
+    or an operator forced it (a preview). Each is measured apart, so previews never
+    count towards a split or its sample-ratio check."""
 
     SERVED = "served"
     SHADOW = "shadow"
+    PREVIEW = "preview"
 
 
 class VersionHealth(StrEnum):

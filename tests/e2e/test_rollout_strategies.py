@@ -290,6 +290,10 @@ def test_bluegreen_previews_mirrors_analyzes_and_switches(
     assert served_by(gateway.url, "bluegreen") == {"v1": 40}
     assert served_by(gateway.url, "bluegreen", 5, headers=operator_headers("v2")) == {"v2": 5}
     assert client.rollout("bluegreen")["status"]["step_index"] == 1
+    # Preview requests are measured apart from the traffic routing chose.
+    v2 = next(v for v in client.model("bluegreen")["versions"] if v["name"] == "v2")
+    assert (v2["preview"] or {}).get("requests") == 5
+    assert v2["served"] is None
 
     with Traffic(gateway.url, "bluegreen", seed=5) as traffic:
         ended = wait_until_ended(client, "bluegreen")

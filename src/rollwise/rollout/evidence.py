@@ -3,8 +3,9 @@
 Which figures stand for which arm:
 
 * the stable arm is always the stable version's *served* traffic;
-* the candidate arm is its served traffic while it has weight (or while it is being
-  previewed without mirroring), and its *shadow* traffic while it is only mirrored —
+* the candidate arm is its served traffic while it has weight, its *preview* requests
+  (an operator forcing the version) while it is previewed without mirroring, and its
+  *shadow* traffic while it is only mirrored —
   so shadow agreement, shadow latency and errors, and the accuracy of the shadow's
   answers from feedback are compared with the stable version on the same requests.
 
@@ -68,7 +69,7 @@ def candidate_role(status: RolloutStatus) -> Role | None:
     if status.mirror > 0:
         return Role.SHADOW
     if status.preview:
-        return Role.SERVED
+        return Role.PREVIEW
     return None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from rollwise.domain import StickyKind
+from rollwise.domain import Role, StickyKind
 from rollwise.errors import (
     BackendError,
     BackendTimeout,
@@ -168,7 +168,8 @@ class DataPlane:
             await self._fail(send, error, request_id, version_header)
             return
         try:
-            outcome = await gateway.serve(table, version, request, request_id)
+            role = Role.SERVED if forced is None else Role.PREVIEW
+            outcome = await gateway.serve(table, version, request, request_id, role)
         except RollwiseError as error:
             await self._fail(send, error, request_id, version_header)
             # The shadows still see a request the served version failed: they are judged

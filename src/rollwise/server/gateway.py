@@ -451,9 +451,15 @@ class Gateway:
         return table, version
 
     async def serve(
-        self, table: ModelTable, version: str, request: InferenceRequest, request_id: str
+        self,
+        table: ModelTable,
+        version: str,
+        request: InferenceRequest,
+        request_id: str,
+        role: Role = Role.SERVED,
     ) -> Outcome:
-        """Ask ``version`` for an answer, recording what happened as served traffic."""
+        """Ask ``version`` for an answer, recording what happened under ``role``
+        (served traffic, or a preview that forced the version)."""
         model = table.model
         backend = self.backends[(model, version)]
         started = time.perf_counter()
@@ -462,18 +468,18 @@ class Gateway:
         except ValidationError:
             raise
         except BackendTimeout as error:
-            self._record_call(model, version, Role.SERVED, started, error)
+            self._record_call(model, version, role, started, error)
             raise BackendTimeout(
                 f"version {version!r} of model {model!r} did not answer in time: {error}",
                 version=version,
             ) from None
         except Exception as error:
-            self._record_call(model, version, Role.SERVED, started, error)
+            self._record_call(model, version, role, started, error)
             raise BackendError(
                 f"version {version!r} of model {model!r} failed: {error}", version=version
             ) from None
-        window = self._record_call(model, version, Role.SERVED, started, None)
-        self._record_answer(window, model, version, Role.SERVED, request_id, response)
+        window = self._record_call(model, version, role, started, None)
+        self._record_answer(window, model, version, role, request_id, response)
         return Outcome(version, response)
 
     def _record_call(
@@ -678,6 +684,7 @@ class Gateway:
                     "mirror": routing.mirrors.get(version.name, 0) if routing else 0,
                     "served": _summary(metrics.get((version.name, Role.SERVED))),
                     "shadow": _summary(metrics.get((version.name, Role.SHADOW))),
+                    "preview": _summary(metrics.get((version.name, Role.PREVIEW))),
                 }
             )
         return {

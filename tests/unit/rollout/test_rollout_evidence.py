@@ -53,11 +53,13 @@ def window(
 STABLE_SERVED = window(9000, 90, 900, 810)
 CANDIDATE_SERVED = window(1000, 10, 100, 90)
 CANDIDATE_SHADOW = window(4000, 40, 400, 360, compared=4000, agreed=3900)
+CANDIDATE_PREVIEW = window(300, 30, 30, 20)
 WINDOWS = {
     ("v1", Role.SERVED): STABLE_SERVED,
     ("v1", Role.SHADOW): window(7, 7),
     ("v2", Role.SERVED): CANDIDATE_SERVED,
     ("v2", Role.SHADOW): CANDIDATE_SHADOW,
+    ("v2", Role.PREVIEW): CANDIDATE_PREVIEW,
     ("v3", Role.SERVED): window(5, 5),
 }
 
@@ -99,7 +101,7 @@ def _at(spec: RolloutSpec, index: int) -> FakeController:
         pytest.param(
             make_spec("bluegreen", {}, gates=ERROR_AND_ACCURACY),
             1,
-            CANDIDATE_SERVED,
+            CANDIDATE_PREVIEW,
             None,
             id="a blue-green preview without mirroring is judged on preview requests",
         ),
