@@ -7,6 +7,7 @@ JSON schemas also document the API in ``/api/v1/openapi.json``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic import ValidationError as PydanticValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -29,6 +31,8 @@ from rollwise.server.gateway import Gateway
 from rollwise.server.openapi import openapi_document
 from rollwise.server.payloads import load_json
 from rollwise.server.rollout_routes import rollout_routes
+
+log = logging.getLogger("rollwise.server")
 
 
 class RoutingUpdate(BaseModel):
@@ -59,13 +63,21 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _handled(handler: Handler) -> Handler:
-    """The route, with every rollwise refusal answered by its status and message."""
+    """The route, with every rollwise refusal answered by its status and message, and
+    any other exception (a bug) logged with its traceback and answered 500 in JSON."""
 
     async def route(request: Request) -> Response:
         try:
             return await handler(request)
         except RollwiseError as error:
             return _error(error)
+        except (HTTPException, ClientDisconnect):
+            raise
+        except Exception as error:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return JSONResponse(
+                {"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500
+            )
 
     route.__name__ = handler.__name__
     return route
@@ -207,21 +219,25 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         return Response(document, media_type="application/json")
 
     routes = [
-        Route("/v2", server_metadata),
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/v2/models/{model}", model_metadata),
-        Route("/v2/models/{model}/ready", model_ready),
-        Route("/v2/models/{model}/versions/{version}", model_metadata),
-        Route("/v2/models/{model}/versions/{version}/ready", model_ready),
-        Route("/metrics", metrics),
-        Route("/api/v1/models", list_models),
-        Route("/api/v1/models/{model}", get_model),
-        Route("/api/v1/models/{model}/routing", put_routing, methods=["PUT"]),
-        Route("/api/v1/models/{model}/versions/{version}/reload", reload_version, methods=["POST"]),
-        Route("/api/v1/events", events),
-        Route("/api/v1/whoami", whoami),
-        Route("/api/v1/openapi.json", openapi),
+        Route("/v2", _handled(server_metadata)),
+        Route("/v2/health/live", _handled(live)),
+        Route("/v2/health/ready", _handled(ready)),
+        Route("/v2/models/{model}", _handled(model_metadata)),
+        Route("/v2/models/{model}/ready", _handled(model_ready)),
+        Route("/v2/models/{model}/versions/{version}", _handled(model_metadata)),
+        Route("/v2/models/{model}/versions/{version}/ready", _handled(model_ready)),
+        Route("/metrics", _handled(metrics)),
+        Route("/api/v1/models", _handled(list_models)),
+        Route("/api/v1/models/{model}", _handled(get_model)),
+        Route("/api/v1/models/{model}/routing", _handled(put_routing), methods=["PUT"]),
+        Route(
+            "/api/v1/models/{model}/versions/{version}/reload",
+            _handled(reload_version),
+            methods=["POST"],
+        ),
+        Route("/api/v1/events", _handled(events)),
+        Route("/api/v1/whoami", _handled(whoami)),
+        Route("/api/v1/openapi.json", _handled(openapi)),
         *rollout_routes(gateway, principal, _handled, JSONResponse),
     ]
 
