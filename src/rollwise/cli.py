@@ -472,7 +472,9 @@ def controller(
 def demo(
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="keep the models, config, database and log here"),
+        typer.Option(
+            "--dir", help="keep the models, config and log here (each run starts a fresh database)"
+        ),
     ] = None,
     port: Annotated[int | None, typer.Option(help="gateway port [default: a free one]")] = None,
     rate: Annotated[float, typer.Option(help="requests per second of synthetic users")] = 150.0,
