@@ -131,9 +131,14 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
 
 
 def holder_of(process: subprocess.Popen[bytes] | None) -> str:
-    """The lease holder name a rollwise process on this host uses."""
+    """The process part of the lease holder name a rollwise process on this host uses."""
     assert process is not None
     return f"{socket.gethostname()}-{process.pid}"
+
+
+def process_of(lease: Lease) -> str:
+    """The holder name without its random per-process suffix."""
+    return lease.holder.rsplit("-", 1)[0]
 
 
 def kill_9(gateway: GatewayProcess) -> None:
@@ -341,7 +346,7 @@ def test_a_rollout_survives_kill_9_of_its_gateway_and_goes_on_from_the_same_step
                 killed_at = watcher.store.get_rollout(rollout_id)
                 assert killed_at is not None and killed_at.phase == Phase.PROGRESSING
                 old_lease = watcher.store.get_lease(LEASE_NAME)
-                assert old_lease is not None and old_lease.holder == holder_of(first.process)
+                assert old_lease is not None and process_of(old_lease) == holder_of(first.process)
                 last_step = 2 * len(CANARY["canary"]["weights"])
                 assert int(killed_at.status["step_index"]) < last_step  # not over yet
 
@@ -354,7 +359,7 @@ def test_a_rollout_survives_kill_9_of_its_gateway_and_goes_on_from_the_same_step
                 # is the one after the last step the killed gateway wrote.
                 lease = store.get_lease(LEASE_NAME)
                 assert lease is not None
-                assert (lease.holder, lease.epoch) == (
+                assert (process_of(lease), lease.epoch) == (
                     holder_of(second.process),
                     old_lease.epoch + 1,
                 )
@@ -387,7 +392,7 @@ def test_two_gateways_on_postgresql_have_one_leader_and_the_other_takes_over_aft
         one.start()
         eventually(lambda: store.get_lease(LEASE_NAME) is not None)
         leader = store.get_lease(LEASE_NAME)
-        assert leader is not None and leader.holder == holder_of(one.process)
+        assert leader is not None and process_of(leader) == holder_of(one.process)
         two.start()
 
         with BackgroundTraffic(two.url) as traffic:
@@ -407,7 +412,10 @@ def test_two_gateways_on_postgresql_have_one_leader_and_the_other_takes_over_aft
                 assert_every_step_once_in_order(store, rollout_id, watcher)
                 lease = store.get_lease(LEASE_NAME)
                 assert lease is not None
-                assert (lease.holder, lease.epoch) == (holder_of(two.process), leader.epoch + 1)
+                assert (process_of(lease), lease.epoch) == (
+                    holder_of(two.process),
+                    leader.epoch + 1,
+                )
                 # two waited for the lease to expire: all it wrote is dated after that.
                 by_two = [
                     e for e in rollout_events(store, rollout_id) if e.at_s > old_lease.expires_at_s
@@ -449,7 +457,7 @@ def test_rollwise_controller_alone_moves_a_rollout_to_its_end(
                 watcher.wait_for("the rollout was promoted", lambda s: s.phase == Phase.PROMOTED)
                 assert_every_step_once_in_order(store, rollout_id, watcher, SHORT_CANARY)
                 lease = store.get_lease(LEASE_NAME)
-                assert lease is not None and lease.holder == holder_of(process)
+                assert lease is not None and process_of(lease) == holder_of(process)
                 assert {s.lease.holder for s in watcher.seen if s.lease} == {lease.holder}
             # The gateway picks the controller's routing up from the store.
             assert_promoted_routing(store, gateway)
