@@ -363,7 +363,34 @@ def _custom_steps(items: Any, gates: tuple[Gate, ...], where: str) -> list[Step]
         kind, value = next(iter(entry.items()))
         here = f"{here}.{kind}"
         steps.append(_custom_step(kind, value, gates, here))
+        _check_measurable(steps, here)
     return steps
+
+
+def _check_measurable(steps: list[Step], where: str) -> None:
+    """Refuse an analysis whose only gates are shadow agreement at a step where the
+    candidate is not mirrored: agreement is measured on mirrored requests only, so it
+    could never pass."""
+    step = steps[-1]
+    if not isinstance(step, Analyze):
+        return
+    weight = mirror = 0
+    for earlier in steps:
+        match earlier:
+            case SetWeight(weight=w):
+                weight = w
+            case Experiment(split=w):
+                weight = w
+            case Switch():
+                weight = 100
+            case MirrorStep(percent=m) | Preview(mirror=m):
+                mirror = m
+    mirrored = mirror > 0 and weight == 0
+    if not mirrored and all(g.metric is Metric.SHADOW_AGREEMENT for g in step.gates):
+        raise ConfigError(
+            f"{where}: shadow agreement is measured on mirrored requests only, and the "
+            "candidate is not mirrored here; add another gate or a mirror step before"
+        )
 
 
 def _custom_step(kind: str, value: Any, gates: tuple[Gate, ...], where: str) -> Step:

@@ -216,12 +216,12 @@ AGREEMENT_VALUES = parse_gates(AGREEMENT)
                 "steps",
                 [
                     {"mirror": 50},
-                    {"analyze": None},
+                    {"analyze": {"gates": AGREEMENT, "max_duration_s": 60}},
                     {"set_weight": 5},
                     {"pause": 30},
                     {"pause": {}},
                     {"pause": {"duration_s": 45}},
-                    {"analyze": {"gates": AGREEMENT, "max_duration_s": 60}},
+                    {"analyze": None},
                     {"preview": {"mirror": 5}},
                     {"switch": {"keep_previous_s": 30}},
                     {"experiment": {"metric": "error_rate", "mde": 0.01, "split": 20}},
@@ -231,12 +231,12 @@ AGREEMENT_VALUES = parse_gates(AGREEMENT)
             Strategy.STEPS,
             (
                 MirrorStep(50),
-                Analyze(GATE_VALUES),
+                Analyze(AGREEMENT_VALUES, 60.0),
                 SetWeight(5),
                 Pause(30.0),
                 Pause(None),
                 Pause(45.0),
-                Analyze(AGREEMENT_VALUES, 60.0),
+                Analyze(GATE_VALUES),
                 Preview(5),
                 Switch(30.0),
                 Experiment(20, Metric.ERROR_RATE, 0.01),
@@ -630,3 +630,9 @@ def test_bad_spec_is_refused_naming_the_key_and_the_value(data: Any, fragments: 
     message = str(raised.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_an_agreement_only_analysis_where_nothing_is_mirrored_is_refused() -> None:
+    spec = raw_spec("steps", [{"set_weight": 10}, {"analyze": {"gates": AGREEMENT}}], gates=GATES)
+    with pytest.raises(ConfigError, match=r"steps\[1\]\.analyze: shadow agreement is measured"):
+        parse_rollout_spec(spec)
