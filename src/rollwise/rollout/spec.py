@@ -376,13 +376,12 @@ def _check_measurable(steps: list[Step], where: str) -> None:
         return
     weight = mirror = 0
     for earlier in steps:
+        # As the state machine enters them: live traffic ends any mirroring.
         match earlier:
-            case SetWeight(weight=w):
-                weight = w
-            case Experiment(split=w):
-                weight = w
+            case SetWeight(weight=w) | Experiment(split=w):
+                weight, mirror = w, (0 if w else mirror)
             case Switch():
-                weight = 100
+                weight, mirror = 100, 0
             case MirrorStep(percent=m) | Preview(mirror=m):
                 mirror = m
     mirrored = mirror > 0 and weight == 0
