@@ -9,7 +9,8 @@ bucket since the step began at every tick. Both are followed by the same judgeme
 
     .venv/bin/python bench/controller_tick.py [--store sqlite|postgresql://...] [--ticks 7]
 
-Prints the median milliseconds per tick for steps 1, 10 and 60 minutes old (two versions,
+A PostgreSQL run works in a schema of its own, dropped at the end. Prints the median
+milliseconds per tick for steps 1, 10 and 60 minutes old (two versions,
 one replica) and the ratio baseline / rollwise.
 """
 
@@ -19,15 +20,15 @@ import argparse
 import dataclasses
 import random
 import statistics
-import tempfile
 import time
 
 from rollwise.controller import Controller, Rollouts, load
 from rollwise.domain import ModelSpec, Role, VersionSpec
 from rollwise.metrics.recorder import VersionWindow, windows_by_version
 from rollwise.rollout import Phase, gather
-from rollwise.store import open_store
+from rollwise.store import Store
 from rollwise.store.base import MetricBucketRow
+from store_write import scratch_store
 
 GATES = [
     {"metric": "error_rate", "max_increase": 0.01},
@@ -51,13 +52,13 @@ def main() -> None:
     parser.add_argument("--store", default="sqlite", help="sqlite, or a postgresql:// URL")
     parser.add_argument("--ticks", type=int, default=7)
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="rollwise-bench-")
-    url = f"sqlite:///{folder}/bench.db" if args.store == "sqlite" else args.store
-    store = open_store(url)
-    store.migrate()
+    with scratch_store(None if args.store == "sqlite" else args.store) as store:
+        run(store, args.ticks)
+
+
+def run(store: Store, ticks: int) -> None:
     versions = {v: VersionSpec(v, "fake") for v in ("v1", "v2")}
-    # A fresh model name per run: a PostgreSQL store keeps earlier runs' rows.
-    model = f"bench-{time.time_ns()}"
+    model = "bench"
     store.sync_models([ModelSpec(model, "v1", versions)], 0.0)
     start_s = 1_000_000.0
     clock = [start_s]
@@ -75,7 +76,7 @@ def main() -> None:
     status = dataclasses.replace(rollout.status, phase=Phase.PROGRESSING)
     rng = random.Random(2026)
     written = 0
-    print(f"store {store.url}; median of {args.ticks} ticks")
+    print(f"store {store.url}; median of {ticks} ticks")
     print(f"{'step age':>9} {'buckets':>8} {'baseline ms':>12} {'rollwise ms':>12} {'ratio':>7}")
     for age_s in (60, 600, 3600):
         rows = [
@@ -101,7 +102,7 @@ def main() -> None:
 
         cached()  # the first tick of a controller folds the settled past once
         timings: dict[str, list[float]] = {"naive": [], "cached": []}
-        for _ in range(args.ticks):
+        for _ in range(ticks):
             for name, job in (("naive", naive), ("cached", cached)):
                 began = time.perf_counter()
                 job()
@@ -109,7 +110,6 @@ def main() -> None:
         base = statistics.median(timings["naive"]) * 1000
         ours = statistics.median(timings["cached"]) * 1000
         print(f"{age_s:>8}s {2 * age_s:>8} {base:>12.1f} {ours:>12.1f} {base / ours:>6.1f}x")
-    store.close()
 
 
 if __name__ == "__main__":
