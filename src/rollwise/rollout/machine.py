@@ -450,7 +450,9 @@ def _promote(tick: _Tick, why: str) -> None:
     )
 
 
-def _end(tick: _Tick, phase: Phase, outcome: str, why: str) -> None:
+def _end(tick: _Tick, phase: Phase, outcome: str, why: str, **data: Any) -> None:
+    """End the rollout in ``phase``; all traffic goes to the stable version (routing
+    follows from the status, see :func:`routing_for`)."""
     actor = tick.actor
     tick.set(
         phase=phase,
@@ -462,30 +464,11 @@ def _end(tick: _Tick, phase: Phase, outcome: str, why: str) -> None:
         message=why,
         actor=actor,
     )
-    tick.note(f"rollout.{phase.value}", why, outcome=outcome, actor=actor)
+    tick.note(f"rollout.{phase.value}", why, outcome=outcome, actor=actor, **data)
 
 
-def _rollback(
-    tick: _Tick,
-    why: str,
-    *,
-    outcome: str = "rolled_back",
-    **data: Any,
-) -> None:
-    actor = tick.actor
-    stable = tick.status.stable
-    message = f"rolled back to {stable}: {why}"
-    tick.set(
-        phase=Phase.ROLLED_BACK,
-        outcome=outcome,
-        weight=0,
-        mirror=0,
-        preview=False,
-        finished_s=tick.now,
-        message=message,
-        actor=actor,
-    )
-    tick.note("rollout.rolled_back", message, actor=actor, **data)
+def _rollback(tick: _Tick, why: str, *, outcome: str = "rolled_back", **data: Any) -> None:
+    _end(tick, Phase.ROLLED_BACK, outcome, f"rolled back to {tick.status.stable}: {why}", **data)
 
 
 def _keep_stable(tick: _Tick, why: str) -> None:
