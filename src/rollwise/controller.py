@@ -14,6 +14,7 @@ against the rollout's stored revision so it never overwrites a tick it did not s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from rollwise.rollout import (
     Command,
     CommandKind,
     Decision,
+    Note,
     Phase,
     RolloutSpec,
     RolloutStatus,
@@ -41,6 +43,7 @@ from rollwise.rollout import (
     gather,
     halt,
     parse_rollout_spec,
+    routing_for,
     start,
 )
 from rollwise.store.base import RolloutRow, Store
@@ -119,6 +122,36 @@ def _routing(plan: RoutingPlan | None, model: str, salt: str) -> Routing | None:
     if plan is None:
         return None
     return Routing(model, plan.stable, dict(plan.weights), dict(plan.mirrors), salt)
+
+
+def _same_routing(plan: RoutingPlan, routing: Routing | None) -> bool:
+    if routing is None:
+        return False
+
+    def shares(values: Mapping[str, int]) -> dict[str, int]:
+        return {version: share for version, share in values.items() if share}
+
+    return (
+        plan.stable == routing.stable
+        and shares(plan.weights) == shares(routing.weights)
+        and shares(plan.mirrors) == shares(routing.mirrors)
+    )
+
+
+def _repaired(decision: Decision, current: Routing | None) -> Decision:
+    """The decision, plus the rollout's routing written again when the stored routing
+    is not what its status stands for (e.g. a config change reset it): a rollout in
+    progress owns its model's routing, as a reconciler owns its resources."""
+    plan = routing_for(decision.status)
+    if _same_routing(plan, current):
+        return decision
+    shown = ", ".join(f"{v}={w}" for v, w in plan.weights.items())
+    note = Note(
+        "rollout.routing_restored",
+        f"routing was not the rollout's; set again to {shown}",
+        {"found": current.to_dict() if current else None, "actor": "controller"},
+    )
+    return dataclasses.replace(decision, routing=plan, notes=(*decision.notes, note))
 
 
 def _row(rollout_row: RolloutRow, status: RolloutStatus, now: float) -> RolloutRow:
@@ -388,11 +421,13 @@ class Controller:
                 rollout.spec, status, windows, candidate_ready=ready, candidate_problem=why
             )
             decision = decide(rollout.spec, status, evidence, now)
+        current = self.store.get_routing(status.model)
+        if decision.routing is None and decision.status.phase.active:
+            decision = _repaired(decision, current)
         if decision.status == status and decision.routing is None and not decision.notes:
             return None
         routing = None
         if decision.routing is not None:
-            current = self.store.get_routing(status.model)
             salt = current.salt if current is not None else status.model
             routing = _routing(decision.routing, status.model, salt)
         saved = self.store.save_rollout(
