@@ -389,7 +389,7 @@ def resume(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Go on with a paused rollout; the current step's clock starts again."""
+    """Go on with a paused rollout from where its step was paused."""
     _command("resume", model, reason, url, token)
 
 
