@@ -28,7 +28,7 @@ from typing import Any
 
 from rollwise.domain import Event, Role, Routing
 from rollwise.errors import ConfigError, Conflict, NotFound
-from rollwise.metrics.recorder import VersionWindow, windows_by_version
+from rollwise.metrics.recorder import VersionWindow, merge_by_version, windows_by_version
 from rollwise.rollout import (
     Command,
     CommandKind,
@@ -40,6 +40,7 @@ from rollwise.rollout import (
     RoutingPlan,
     Strategy,
     decide,
+    describe_step,
     gather,
     halt,
     parse_rollout_spec,
@@ -77,15 +78,31 @@ class Rollout:
     def id(self) -> int:
         return int(self.row.id or 0)
 
-    def to_dict(self) -> dict[str, Any]:
-        plan = [step.to_dict() for step in self.spec.steps]
+    def summary(self) -> dict[str, Any]:
+        """A one-line view for listings: model, strategy, phase, step, weights."""
+        status = self.status
         return {
-            "id": self.row.id,
-            "model": self.status.model,
+            "id": self.id,
+            "model": status.model,
             "strategy": self.spec.strategy.value,
+            "phase": status.phase.value,
+            "step": min(status.step_index + 1, len(self.spec.steps)),
+            "steps": len(self.spec.steps),
+            "stable": status.stable,
+            "candidate": status.candidate,
+            "weight": status.weight,
+            "mirror": status.mirror,
+            "message": status.message,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary, plus the spec, its compiled steps and the whole status."""
+        return {
+            **self.summary(),
             "revision": self.row.revision,
             "spec": self.spec.to_dict(),
-            "plan": plan,
+            "plan": [step.to_dict() for step in self.spec.steps],
+            "plan_text": [describe_step(step) for step in self.spec.steps],
             "status": self.status.to_dict(),
         }
 
@@ -192,6 +209,9 @@ class Rollouts:
 
     def check(self, data: Any) -> RolloutSpec:
         """Parse a spec and check it against the model, changing nothing."""
+        return self._checked(data)[0]
+
+    def _checked(self, data: Any) -> tuple[RolloutSpec, Routing]:
         spec = parse_rollout_spec(data)
         routing = self.store.get_routing(spec.model)
         if routing is None:
@@ -212,15 +232,13 @@ class Rollouts:
             raise Conflict(
                 f"model {spec.model!r}: candidate {spec.candidate!r} is not ready ({why})"
             )
-        return spec
+        return spec, routing
 
     def apply(self, data: Any, *, actor: str, replace: bool = False) -> Rollout:
         """Start a rollout; with ``replace``, abort the one in progress in the same
         transaction. A bad spec, an unknown or unready candidate, or a rollout already
         in progress is refused before anything changes."""
-        spec = self.check(data)
-        routing = self.store.get_routing(spec.model)
-        assert routing is not None
+        spec, routing = self._checked(data)
         now = self.clock()
         replacing: RolloutRow | None = None
         events: list[Event] = []
@@ -335,17 +353,6 @@ class _Sums:
     since: int
     settled_until: int
     settled: Windows
-
-
-def merge_by_version(parts: Sequence[Windows]) -> Windows:
-    merged: Windows = {}
-    for part in parts:
-        for key, window in part.items():
-            if key in merged:
-                merged[key].merge(window)
-            else:
-                merged[key] = window.copy()
-    return merged
 
 
 class Controller:
@@ -488,21 +495,3 @@ class Controller:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def describe(rollout: Rollout) -> Mapping[str, Any]:
-    """A one-line view for listings: model, strategy, phase, step, weights."""
-    status = rollout.status
-    return {
-        "id": rollout.id,
-        "model": status.model,
-        "strategy": rollout.spec.strategy.value,
-        "phase": status.phase.value,
-        "step": min(status.step_index + 1, len(rollout.spec.steps)),
-        "steps": len(rollout.spec.steps),
-        "stable": status.stable,
-        "candidate": status.candidate,
-        "weight": status.weight,
-        "mirror": status.mirror,
-        "message": status.message,
-    }

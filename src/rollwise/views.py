@@ -113,7 +113,7 @@ def experiment_table(decision: Mapping[str, Any], plan_n: int | None) -> Table:
 def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
     """A rollout in detail: header, progress through its steps, weights, gate figures."""
     status = rollout["status"]
-    steps = rollout["plan"]
+    steps = rollout["plan_text"]
     done = min(status["step_index"], len(steps))
     header = Text.assemble(
         (f"{rollout['model']}", "bold"),
@@ -122,7 +122,7 @@ def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
     )
     current = ""
     if status["phase"] in ("progressing", "paused", "pending") and done < len(steps):
-        current = f"step {done + 1}/{len(steps)}: {_step_text(steps[done])}"
+        current = f"step {done + 1}/{len(steps)}: {steps[done]}"
     else:
         current = f"{len(steps)}/{len(steps)} steps"
     bar = Table.grid(padding=(0, 1))
@@ -153,20 +153,3 @@ def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
     if experiment.get("decision"):
         parts.append(experiment_table(experiment["decision"], experiment.get("samples_per_arm")))
     return Group(*parts)
-
-
-def _step_text(step: Mapping[str, Any]) -> str:
-    kind, value = next(iter(step.items()))
-    if kind == "set_weight":
-        return f"set weight {value} %"
-    if kind == "mirror":
-        return f"mirror {value} %"
-    if kind == "pause":
-        return f"pause {value['duration_s']:g} s" if value else "pause until promoted"
-    if kind == "analyze":
-        return f"analyze {len(value['gates'])} gates"
-    if kind == "experiment":
-        return f"A/B test on {value['metric']} at {value['split']} %"
-    if kind == "switch":
-        return "switch all traffic"
-    return kind

@@ -264,3 +264,17 @@ def windows_by_version(
         else:
             merged[version, role] = part
     return merged
+
+
+def merge_by_version(
+    parts: Iterable[Mapping[tuple[str, Role], VersionWindow]],
+) -> dict[tuple[str, Role], VersionWindow]:
+    """Sum several such mappings key by key into new windows (the parts stay as they are)."""
+    merged: dict[tuple[str, Role], VersionWindow] = {}
+    for part in parts:
+        for key, window in part.items():
+            if key in merged:
+                merged[key].merge(window)
+            else:
+                merged[key] = window.copy()
+    return merged

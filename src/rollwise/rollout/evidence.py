@@ -23,9 +23,8 @@ from typing import Any
 from rollwise.analysis.experiment import decide_experiment
 from rollwise.analysis.gates import Gate, Metric
 from rollwise.analysis.judge import Judgement, judge_step
-from rollwise.analysis.summary import ArmSummary
+from rollwise.analysis.summary import ArmSummary, Outputs
 from rollwise.domain import Role
-from rollwise.metrics.histogram import LogHistogram
 from rollwise.metrics.recorder import VersionWindow
 from rollwise.rollout.machine import Evidence
 from rollwise.rollout.spec import RolloutSpec
@@ -39,9 +38,11 @@ def arm_summary(window: VersionWindow | None) -> ArmSummary:
     """The statistics' view of one version's measured window."""
     if window is None:
         return ArmSummary()
-    outputs: Mapping[str, int] | None = None
+    outputs: Outputs | None = None
     if window.outputs:
         outputs = dict(window.outputs)
+    elif window.output_values.count:
+        outputs = window.output_values
     return ArmSummary(
         requests=window.requests,
         errors=window.errors,
@@ -52,14 +53,10 @@ def arm_summary(window: VersionWindow | None) -> ArmSummary:
         abs_error_sum=window.abs_error_sum,
         sq_error_sum=window.sq_error_sum,
         quartic_error_sum=window.quartic_error_sum,
-        outputs=outputs if outputs is not None else _numeric_outputs(window),
+        outputs=outputs,
         shadow_compared=window.compared,
         shadow_agreed=window.agreed,
     )
-
-
-def _numeric_outputs(window: VersionWindow) -> LogHistogram | None:
-    return window.output_values if window.output_values.count else None
 
 
 def candidate_role(status: RolloutStatus) -> Role | None:

@@ -265,8 +265,7 @@ def _figures(evidence: Evidence, step: Step | None) -> dict[str, Any]:
         figures["background"] = evidence.background.to_dict()
     if evidence.step is not None and isinstance(step, Analyze):
         figures["step"] = evidence.step.to_dict()
-    if evidence.experiment is not None and isinstance(step, Experiment):
-        figures["experiment"] = evidence.experiment.to_dict()
+    # An A/B step's decision is kept in ``status.experiment``, beside its plan.
     return figures
 
 

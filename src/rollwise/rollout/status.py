@@ -58,7 +58,7 @@ class RolloutStatus:
     """After a promotion: the version ``rollback`` returns to."""
     keep_previous_until_s: float | None = None
     judgement: Mapping[str, Any] | None = None
-    """The figures of the last judgement (gates, SRM, experiment), for people."""
+    """The figures of the last judgement (background and step gates, SRM), for people."""
     experiment: Mapping[str, Any] | None = None
     """The A/B step's plan (``samples_per_arm``) and its last decision."""
     paused_elapsed_s: float | None = None

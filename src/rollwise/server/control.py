@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from pydantic import ValidationError as PydanticValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -22,13 +21,14 @@ from starlette.routing import Route
 
 import rollwise
 from rollwise.domain import VersionHealth
-from rollwise.errors import RollwiseError, ValidationError
+from rollwise.errors import RollwiseError
 from rollwise.metrics.prometheus import GatewayCollector, render
 from rollwise.routing import known_version
 from rollwise.server.auth import Authenticator, Principal
 from rollwise.server.errors import error_reply
 from rollwise.server.gateway import Gateway
 from rollwise.server.openapi import openapi_document
+from rollwise.server.params import query_flag, query_int, validated
 from rollwise.server.payloads import load_json
 from rollwise.server.rollout_routes import rollout_routes
 
@@ -165,13 +165,8 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         try:
             who = principal(request, "operator")
             data = load_json(await request.body())
-            try:
-                update = RoutingUpdate.model_validate(data)
-            except PydanticValidationError as error:
-                first = error.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ValidationError(f"{where}: {first['msg']}") from None
-            force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
+            update = validated(RoutingUpdate, data)
+            force = query_flag(request, "force")
             routing = await gateway.set_routing(
                 request.path_params["model"],
                 update.weights,
@@ -198,9 +193,9 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
             model = request.query_params.get("model")
             if model is not None:
                 gateway.model(model)
-            after_id = _int_param(request, "after_id", 0, 0, 2**62)
-            limit = _int_param(request, "limit", 100, 1, 1000)
-            latest = request.query_params.get("latest", "false").lower() in ("1", "true", "yes")
+            after_id = query_int(request, "after_id", 0, 0, 2**62)
+            limit = query_int(request, "limit", 100, 1, 1000)
+            latest = query_flag(request, "latest")
             found = await gateway.db(gateway.store.list_events, model, after_id, limit, latest)
             return JSONResponse({"events": [e.to_dict() for e in found]})
         except RollwiseError as error:
@@ -252,21 +247,8 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
     return Starlette(routes=routes, exception_handlers={404: no_route, 405: no_route})
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"query parameter {name}={raw!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise ValidationError(f"query parameter {name}={value} must be within {low}..{high}")
-    return value
-
-
 def _window(request: Request) -> float:
-    return float(_int_param(request, "window_s", 300, 1, 90 * 86400))
+    return float(query_int(request, "window_s", 300, 1, 90 * 86400))
 
 
 def _weights(gateway: Gateway) -> dict[tuple[str, str], tuple[int, int, bool]]:

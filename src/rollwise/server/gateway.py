@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
 from rollwise.config import GatewayConfig
-from rollwise.controller import Controller, Rollouts, describe, load
+from rollwise.controller import Controller, Rollouts, load
 from rollwise.domain import BUCKETS, Event, ModelSpec, Role, Routing, VersionHealth, VersionSpec
 from rollwise.errors import (
     BackendError,
@@ -36,7 +36,12 @@ from rollwise.errors import (
     RollwiseError,
     ValidationError,
 )
-from rollwise.metrics.recorder import MetricsRecorder, VersionWindow, merge_windows
+from rollwise.metrics.recorder import (
+    MetricsRecorder,
+    VersionWindow,
+    merge_by_version,
+    windows_by_version,
+)
 from rollwise.metrics.scoring import Score, compare_outputs, labels_for, score
 from rollwise.rollout import Command, CommandKind, Phase
 from rollwise.routing import ModelTable, build_table, check_routing, known_version
@@ -654,14 +659,8 @@ class Gateway:
         async with self._flush_lock:
             rows = await self.db(self.store.read_metric_buckets, model, since)
             pending = self.metrics.pending(model)
-        grouped: dict[tuple[str, Role], list[VersionWindow]] = {}
-        for row in rows:
-            grouped.setdefault((row.version, row.role), []).append(
-                VersionWindow.from_payload(row.payload)
-            )
-        for (version, role), window in pending:
-            grouped.setdefault((version, role), []).append(window)
-        return {key: merge_windows(parts) for key, parts in grouped.items()}
+        stored = windows_by_version((row.version, row.role, row.payload) for row in rows)
+        return merge_by_version([stored, *({key: window} for key, window in pending)])
 
     async def model_status(self, name: str, window_s: float) -> dict[str, Any]:
         model = self.model(name)
@@ -695,7 +694,7 @@ class Gateway:
             "serving": bool(table and table.serving),
             "window_s": window_s,
             "versions": versions,
-            "rollout": describe(load(latest)) if latest is not None else None,
+            "rollout": load(latest).summary() if latest is not None else None,
         }
 
 

@@ -12,16 +12,15 @@ from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
-from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rollwise.controller import describe
 from rollwise.errors import ValidationError
 from rollwise.rollout import Command, CommandKind
 from rollwise.server.auth import Principal
 from rollwise.server.gateway import Gateway
+from rollwise.server.params import query_flag, validated
 from rollwise.server.payloads import load_json
 
 ACTIONS = {
@@ -43,13 +42,6 @@ class CommandBody(BaseModel):
     )
 
 
-def _flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name, "false").lower()
-    if raw not in ("1", "true", "yes", "0", "false", "no"):
-        raise ValidationError(f"query parameter {name}={raw!r} must be true or false")
-    return raw in ("1", "true", "yes")
-
-
 def rollout_routes(
     gateway: Gateway,
     principal: Callable[[Request, str], Principal],
@@ -64,15 +56,15 @@ def rollout_routes(
         model = request.query_params.get("model")
         if model is not None:
             gateway.model(model)
-        active = _flag(request, "active")
+        active = query_flag(request, "active")
         found = await gateway.db(partial(gateway.rollouts.list, model, active_only=active))
-        return reply({"rollouts": [{**describe(r), **r.to_dict()} for r in found]})
+        return reply({"rollouts": [r.to_dict() for r in found]})
 
     @handle
     async def apply(request: Request) -> Response:
         who = principal(request, "operator")
         spec = load_json(await request.body())
-        if _flag(request, "dry_run"):
+        if query_flag(request, "dry_run"):
             checked = await gateway.db(gateway.rollouts.check, spec)
             return reply(
                 {
@@ -81,12 +73,12 @@ def rollout_routes(
                     "steps": [step.to_dict() for step in checked.steps],
                 }
             )
-        replace = _flag(request, "replace")
+        replace = query_flag(request, "replace")
         rollout = await gateway.db(
             partial(gateway.rollouts.apply, spec, actor=who.name, replace=replace)
         )
         await gateway.refresh_routing()
-        return reply({**describe(rollout), **rollout.to_dict()}, status_code=201)
+        return reply(rollout.to_dict(), status_code=201)
 
     @handle
     async def show(request: Request) -> Response:
@@ -94,7 +86,7 @@ def rollout_routes(
         model = request.path_params["model"]
         gateway.model(model)
         rollout = await gateway.db(gateway.rollouts.get, model)
-        return reply({**describe(rollout), **rollout.to_dict()})
+        return reply(rollout.to_dict())
 
     @handle
     async def act(request: Request) -> Response:
@@ -107,12 +99,7 @@ def rollout_routes(
                 f"unknown rollout action {action!r} (actions: {', '.join(ACTIONS)})"
             )
         raw = await request.body()
-        try:
-            body = CommandBody.model_validate(load_json(raw) if raw.strip() else {})
-        except PydanticValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValidationError(f"{where}: {first['msg']}") from None
+        body = validated(CommandBody, load_json(raw) if raw.strip() else {})
         if body.full and kind is not CommandKind.PROMOTE:
             raise ValidationError("'full' applies to promote only")
         if body.full:
@@ -120,7 +107,7 @@ def rollout_routes(
         command = Command(kind, who.name, body.reason)
         rollout = await gateway.db(gateway.rollouts.command, model, command)
         await gateway.refresh_routing()
-        return reply({**describe(rollout), **rollout.to_dict()})
+        return reply(rollout.to_dict())
 
     return [
         Route("/api/v1/rollouts", list_rollouts, methods=["GET"]),
