@@ -26,9 +26,22 @@ class Role(StrEnum):
 
 
 class VersionHealth(StrEnum):
+    """A version's load state in one replica."""
+
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
+    UNLOADED = "unloaded"
+    """Loaded once and let go (retired, or parked after a promotion); not serving."""
+
+
+class VersionSource(StrEnum):
+    """Who manages a version (or a model): the config file, which stays its source and
+    retires it when it is removed there, or the control API, whose versions persist in
+    the store, are immutable, and are retired only through the API."""
+
+    CONFIG = "config"
+    API = "api"
 
 
 class StickyKind(StrEnum):
@@ -55,6 +68,7 @@ class VersionSpec:
     name: str
     backend: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    source: VersionSource = VersionSource.CONFIG
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +82,72 @@ class ModelSpec:
     salt: str = ""
     task: str = "classification"
     agreement_tolerance: float = 1e-6
+    source: VersionSource = VersionSource.CONFIG
 
     @property
     def effective_salt(self) -> str:
         return self.salt or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredVersion:
+    """A version as the store holds it for the whole fleet.
+
+    ``spec.options`` are what every replica loads: an artifact reference that can move
+    (an MLflow alias) is pinned at registration to what it named then, so that every
+    replica loads the same artifact. ``requested`` keeps the options as they were
+    submitted, and ``spec_sha256`` fingerprints the backend with them: registering the
+    same spec again changes nothing, a different one under the same name is refused.
+    """
+
+    model: str
+    spec: VersionSpec
+    requested: Mapping[str, Any] = field(default_factory=dict)
+    spec_sha256: str = ""
+    artifact_sha256: str = ""
+    """The artifact's sha256 when known at registration (declared, or pinned)."""
+    resolved: Mapping[str, Any] = field(default_factory=dict)
+    """How a moving reference was pinned, e.g. ``{"alias": "challenger", "version": "3"}``."""
+    registered_at_s: float = 0.0
+    keep_loaded: bool = True
+    """Whether replicas keep it in memory; False once it is parked after a promotion
+    (``unload_previous``), True again when a rollback needs it back."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def source(self) -> VersionSource:
+        return self.spec.source
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One gateway process of the fleet, as its heartbeat last recorded it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at_s: float
+    last_seen_s: float
+    rollwise_version: str = ""
+    stopped: bool = False
+    """It said goodbye (a clean stop): gone at once, without waiting for its heartbeat
+    to age."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaVersion:
+    """The load state of one version in one replica."""
+
+    replica: str
+    model: str
+    version: str
+    health: VersionHealth
+    error: str = ""
+    artifact_sha256: str = ""
+    updated_at_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
