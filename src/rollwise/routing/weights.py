@@ -95,3 +95,24 @@ def known_version(model: ModelSpec, version: str) -> None:
     if version not in model.versions:
         known = ", ".join(model.versions)
         raise NotFound(f"model {model.name!r} has no version {version!r} (versions: {known})")
+
+
+def check_shares(routing: Routing) -> None:
+    """Raise ``ValidationError`` unless the weights sum to 100 and every weight and
+    mirror is a percent within 0..100.
+
+    The last line of defence before a routing is stored, whoever built it: unlike
+    ``check_routing`` it needs no ``ModelSpec``, only the routing itself.
+    """
+    total = sum(routing.weights.values())
+    if total != 100:
+        raise ValidationError(
+            f"routing of {routing.model!r}: weights {dict(routing.weights)} sum to {total}, not 100"
+        )
+    for kind, shares in (("weight", routing.weights), ("mirror", routing.mirrors)):
+        for version, percent in shares.items():
+            if not 0 <= percent <= 100:
+                raise ValidationError(
+                    f"routing of {routing.model!r}: {kind} of {version!r} is {percent}, "
+                    "outside 0..100"
+                )

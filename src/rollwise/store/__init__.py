@@ -1,5 +1,5 @@
-"""Persistence of rollwise: models, routing, rollouts, leases, events, metrics,
-predictions and feedback.
+"""Persistence of rollwise: the catalog of models and versions, routing, rollouts,
+leases, events, metrics, predictions, feedback and the fleet of replicas.
 
 ``open_store(url)`` gives a ``Store`` on SQLite (one machine) or PostgreSQL (replicas
 sharing one database). Call ``migrate()`` once at start-up before anything else.
@@ -9,13 +9,22 @@ from __future__ import annotations
 
 from rollwise.store.base import (
     ACTIVE_PHASES,
+    CatalogStore,
+    EventStore,
     FeedbackRecord,
+    FleetStore,
     Lease,
+    LeaseStore,
     MetricBucketRow,
+    MetricsStore,
     PredictionRecord,
+    PredictionStore,
+    RetireRefusal,
     RolloutRow,
+    RolloutStore,
+    RoutingStore,
+    StateStore,
     Store,
-    StoredVersion,
 )
 from rollwise.store.engine import create_store_engine, parse_store_url
 from rollwise.store.sql import EVENT_ROUTING_INITIALIZED, EVENT_ROUTING_RESET, SqlStore
@@ -24,14 +33,23 @@ __all__ = [
     "ACTIVE_PHASES",
     "EVENT_ROUTING_INITIALIZED",
     "EVENT_ROUTING_RESET",
+    "CatalogStore",
+    "EventStore",
     "FeedbackRecord",
+    "FleetStore",
     "Lease",
+    "LeaseStore",
     "MetricBucketRow",
+    "MetricsStore",
     "PredictionRecord",
+    "PredictionStore",
+    "RetireRefusal",
     "RolloutRow",
+    "RolloutStore",
+    "RoutingStore",
     "SqlStore",
+    "StateStore",
     "Store",
-    "StoredVersion",
     "open_store",
 ]
 

@@ -1,123 +1,134 @@
-"""The store contract: everything rollwise persists, behind one interface.
+"""The store contract: everything rollwise persists, behind narrow interfaces.
 
 SQLite (one machine) and PostgreSQL (many replicas) implement it alike. Methods are
 synchronous; async callers run them in a worker thread. A write of state and the event
 that explains it happens in one transaction, so a half-applied change never exists.
 
-Rollouts are kept as JSON blobs (spec and status) beside a phase and a revision: the
-store enforces only what needs the database to hold (one rollout in progress per model,
-optimistic concurrency, the controller's lease), and leaves the rollout logic to
-``rollwise.rollout``.
+Each aggregate has its own protocol (``CatalogStore``, ``RoutingStore``,
+``RolloutStore``, ``LeaseStore``, ``EventStore``, ``MetricsStore``,
+``PredictionStore``, ``FleetStore``), so that a component can say which part of the
+store it needs; ``Store`` is all of them together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
-from rollwise.domain import Event, ModelSpec, Role, Routing
+from rollwise.domain import (
+    Event,
+    ModelSpec,
+    RegisteredVersion,
+    Replica,
+    ReplicaVersion,
+    Role,
+    Routing,
+)
+from rollwise.store.records import (
+    ACTIVE_PHASES,
+    FeedbackRecord,
+    Lease,
+    MetricBucketRow,
+    PredictionRecord,
+    RetireRefusal,
+    RolloutRow,
+)
 
-ACTIVE_PHASES = ("pending", "progressing", "paused")
-"""Phases of a rollout in progress: a model has at most one rollout in one of them, and
-while it has one, its routing belongs to that rollout."""
+__all__ = [
+    "ACTIVE_PHASES",
+    "CatalogStore",
+    "EventStore",
+    "FeedbackRecord",
+    "FleetStore",
+    "Lease",
+    "LeaseStore",
+    "MetricBucketRow",
+    "MetricsStore",
+    "PredictionRecord",
+    "PredictionStore",
+    "RetireRefusal",
+    "RolloutRow",
+    "RolloutStore",
+    "RoutingStore",
+    "StateStore",
+    "Store",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class RolloutRow:
-    """One rollout as stored: its spec and status are JSON, owned by ``rollwise.rollout``.
+class StateStore(Protocol):
+    """The one counter that tells replicas their copy of the catalog or routing is old."""
 
-    ``revision`` counts the writes (1 after insert, +1 per save), so that two writers
-    that read the same revision cannot both save over it.
+    def state_version(self) -> int:
+        """A counter bumped by every write of routing or of the catalog, so that
+        replicas can poll one number cheaply to learn that they must re-read."""
+
+
+class CatalogStore(StateStore, Protocol):
+    """Models and their versions, as every replica of the fleet loads them.
+
+    A version is managed by the config (``sync_models``) or by the control API
+    (``register_version``, ``create_model``), never both; API versions are immutable
+    once registered. Every change bumps the state counter and, except the config sync,
+    writes its event in the same transaction.
     """
 
-    model: str
-    phase: str
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
-    created_at_s: float
-    updated_at_s: float
-    revision: int = 0
-    id: int | None = None
+    def list_models(self) -> list[ModelSpec]:
+        """Every stored model, by name, with all its versions (config and API)."""
 
+    def list_versions(self, model: str | None = None) -> list[RegisteredVersion]:
+        """Versions by model, then name."""
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Who may run a singleton loop (the rollout controller) until when.
+    def get_version(self, model: str, name: str) -> RegisteredVersion | None: ...
 
-    ``epoch`` grows by one every time the lease changes holder and never goes back, so
-    it is a fencing token: a write that names an older epoch comes from a holder that
-    lost the lease, and is refused.
-    """
+    def register_version(
+        self, version: RegisteredVersion, event: Event
+    ) -> tuple[RegisteredVersion, bool]:
+        """Record a new version of a stored model; ``(stored, True)`` when written.
 
-    name: str
-    holder: str
-    expires_at_s: float
-    epoch: int
+        Registering the same spec again (equal ``spec_sha256``) changes nothing and
+        returns ``(stored, False)``; a different spec under a registered name is a
+        ``Conflict``; an unknown model is ``NotFound``. An empty ``spec_sha256`` is
+        filled in with ``jsontext.spec_fingerprint`` of the backend and ``requested``
+        (or the options, when nothing was requested)."""
 
+    def retire_version(
+        self, model: str, name: str, event: Event, refusal: RetireRefusal
+    ) -> RegisteredVersion:
+        """Delete an API-managed version and its replicas' load states; returns it.
 
-@dataclass(frozen=True, slots=True)
-class MetricBucketRow:
-    """What one replica measured for one (model, version, role) during one time bucket.
+        ``NotFound`` when absent; ``Conflict`` for a config-managed version, or with
+        the reason ``refusal`` gives (asked with the routing and latest rollout as they
+        stand inside the transaction), and then nothing is written."""
 
-    ``payload`` is a mergeable summary (counters and histogram counts, see
-    ``rollwise.metrics``): rows of the same key are summed to merge replicas and time.
-    """
+    def set_keep_loaded(self, model: str, name: str, keep: bool, event: Event) -> bool:
+        """Set whether replicas keep the version in memory; False when it already was."""
 
-    model: str
-    version: str
-    role: Role
-    start_s: int
-    width_s: int
-    replica: str
-    payload: Mapping[str, Any]
+    def create_model(
+        self,
+        model: ModelSpec,
+        versions: Sequence[RegisteredVersion],
+        event: Event,
+        now_s: float,
+    ) -> bool:
+        """Create an API-managed model with ``versions`` (its stable among them) and
+        100 % of its traffic on the stable version; True when written.
 
+        False, with nothing written, when the model exists already as asked; a
+        ``Conflict`` saying what differs when it exists otherwise."""
 
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
-    """What one version answered to one request, kept so that feedback can be joined."""
-
-    request_id: str
-    model: str
-    version: str
-    role: Role
-    outputs: Sequence[Any]
-    at_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackRecord:
-    request_id: str
-    model: str
-    label: Any
-    at_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class StoredVersion:
-    model: str
-    name: str
-    backend: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-class Store(Protocol):
-    url: str
-
-    def migrate(self) -> None:
-        """Create or upgrade the schema to the newest revision (idempotent)."""
-
-    def close(self) -> None: ...
-
-    # models and versions -------------------------------------------------------------
     def sync_models(self, models: Sequence[ModelSpec], now_s: float) -> list[Event]:
-        """Record the configured models and versions; give each model without stored
-        routing (or whose stored routing names a version no longer configured) 100 % on
-        its stable version. Returns the events written."""
+        """Record the configured models and their config-managed versions, and give
+        each model without stored routing (or whose routing names a version that no
+        longer exists) routing on its stable version. Returns the events written.
 
-    def list_versions(self, model: str | None = None) -> list[StoredVersion]: ...
+        A config version removed from the config is deleted, unless it still serves
+        traffic: then ``ConfigError`` and nothing is written. API-managed versions are
+        never touched; a config version named like one is a ``ConfigError``."""
 
-    # routing ------------------------------------------------------------------------
+
+class RoutingStore(StateStore, Protocol):
+    """Each model's routing: the split of its traffic between its versions."""
+
     def get_routing(self, model: str) -> Routing | None: ...
 
     def list_routings(self) -> list[Routing]: ...
@@ -128,10 +139,10 @@ class Store(Protocol):
         Refused with ``Conflict`` while the model has a rollout in progress, whose
         controller owns the routing, unless ``force``."""
 
-    def state_version(self) -> int:
-        """A counter bumped by every routing write, so replicas can poll cheaply."""
 
-    # rollouts -----------------------------------------------------------------------
+class RolloutStore(Protocol):
+    """Rollouts, one in progress per model at a time, saved with optimistic concurrency."""
+
     def start_rollout(
         self,
         row: RolloutRow,
@@ -170,7 +181,10 @@ class Store(Protocol):
     ) -> list[RolloutRow]:
         """Rollouts newest first, at most ``limit`` (None: all)."""
 
-    # leases -------------------------------------------------------------------------
+
+class LeaseStore(Protocol):
+    """Leases with fencing epochs, so that one controller runs in the whole fleet."""
+
     def acquire_lease(self, name: str, holder: str, now_s: float, ttl_s: float) -> Lease | None:
         """Take the lease if it is free, expired or already ``holder``'s, until
         ``now_s + ttl_s``; None when someone else holds it. Atomic across processes."""
@@ -181,7 +195,10 @@ class Store(Protocol):
     def get_lease(self, name: str) -> Lease | None:
         """The lease as stored, possibly expired; None when nobody holds it."""
 
-    # events -------------------------------------------------------------------------
+
+class EventStore(Protocol):
+    """The append-only log of changes and their reasons, paged by id."""
+
     def add_event(self, event: Event) -> Event: ...
 
     def list_events(
@@ -190,7 +207,10 @@ class Store(Protocol):
         """Events with id > after_id, oldest first, at most ``limit`` (the newest
         ``limit`` of them with ``latest``)."""
 
-    # metrics ------------------------------------------------------------------------
+
+class MetricsStore(Protocol):
+    """Mergeable metric buckets, one row per replica, version, role and time bucket."""
+
     def write_metric_buckets(self, rows: Sequence[MetricBucketRow]) -> None: ...
 
     def read_metric_buckets(
@@ -205,7 +225,10 @@ class Store(Protocol):
 
     def prune_metric_buckets(self, older_than_s: float) -> int: ...
 
-    # predictions and feedback -------------------------------------------------------
+
+class PredictionStore(Protocol):
+    """Predictions and the feedback joined to them."""
+
     def log_predictions(self, records: Sequence[PredictionRecord]) -> None: ...
 
     def get_predictions(self, request_id: str) -> list[PredictionRecord]:
@@ -220,3 +243,54 @@ class Store(Protocol):
         """Store a label once; False when the request already has feedback."""
 
     def get_feedback(self, request_id: str) -> FeedbackRecord | None: ...
+
+
+class FleetStore(Protocol):
+    """The gateway replicas and the load state of each version in each of them.
+
+    None of these writes bumps the state counter: heartbeats come every second from
+    every replica, and readers of the fleet poll it on their own schedule.
+    """
+
+    def heartbeat(self, replica: Replica) -> None:
+        """Record that ``replica`` is alive (and no longer stopped)."""
+
+    def replica_stopped(self, replica_id: str, now_s: float) -> None:
+        """Mark the replica stopped at ``now_s`` and forget its load states; it stays
+        listed until pruned. Unknown replicas are ignored."""
+
+    def report_versions(self, replica_id: str, states: Sequence[ReplicaVersion]) -> None:
+        """Replace the replica's whole set of load states with ``states``.
+
+        ``NotFound`` for a replica that never sent a heartbeat (or was pruned)."""
+
+    def list_replicas(self) -> list[Replica]:
+        """Every recorded replica, oldest start first."""
+
+    def list_replica_versions(self, model: str | None = None) -> list[ReplicaVersion]:
+        """Load states by model, version, then replica."""
+
+    def prune_replicas(self, older_than_s: float) -> int:
+        """Forget replicas last seen before ``older_than_s`` with their load states;
+        returns how many replicas."""
+
+
+class Store(
+    CatalogStore,
+    RoutingStore,
+    RolloutStore,
+    LeaseStore,
+    EventStore,
+    MetricsStore,
+    PredictionStore,
+    FleetStore,
+    Protocol,
+):
+    """The whole store, as ``open_store`` returns it."""
+
+    url: str
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest revision (idempotent)."""
+
+    def close(self) -> None: ...

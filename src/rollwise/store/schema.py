@@ -60,6 +60,13 @@ models = sa.Table(
     sa.Column("task", sa.Text(), nullable=False),
     sa.Column("created_at_s", sa.Double(), nullable=False),
     sa.Column("updated_at_s", sa.Double(), nullable=False),
+    # Defaults in the database too: during a rolling upgrade, replicas still on the
+    # previous rollwise insert rows without these columns.
+    sa.Column("salt", sa.Text(), nullable=False, server_default=""),
+    sa.Column(
+        "agreement_tolerance", sa.Double(), nullable=False, server_default=sa.text("0.000001")
+    ),
+    sa.Column("source", sa.Text(), nullable=False, server_default="config"),
 )
 
 versions = sa.Table(
@@ -73,8 +80,16 @@ versions = sa.Table(
     ),
     sa.Column("name", sa.Text(), primary_key=True),
     sa.Column("backend", sa.Text(), nullable=False),
+    # What replicas load: ``requested`` with any moving reference pinned.
     sa.Column("options", Json, nullable=False),
     sa.Column("updated_at_s", sa.Double(), nullable=False),
+    sa.Column("source", sa.Text(), nullable=False, server_default="config"),
+    sa.Column("requested", Json, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("spec_sha256", sa.Text(), nullable=False, server_default=""),
+    sa.Column("artifact_sha256", sa.Text(), nullable=False, server_default=""),
+    sa.Column("resolved", Json, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("registered_at_s", sa.Double(), nullable=False, server_default=sa.text("0")),
+    sa.Column("keep_loaded", sa.Boolean(), nullable=False, server_default=sa.true()),
 )
 
 routing = sa.Table(
@@ -190,4 +205,37 @@ leases = sa.Table(
     sa.Column("holder", sa.Text(), nullable=False),
     sa.Column("epoch", sa.BigInteger(), nullable=False),
     sa.Column("expires_at_s", sa.Double(), nullable=False),
+)
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("host", sa.Text(), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("started_at_s", sa.Double(), nullable=False),
+    sa.Column("last_seen_s", sa.Double(), nullable=False),
+    sa.Column("rollwise_version", sa.Text(), nullable=False),
+    sa.Column("stopped", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # Pruning looks for replicas whose heartbeat stopped long ago.
+    sa.Index(None, "last_seen_s"),
+)
+
+replica_versions = sa.Table(
+    "replica_versions",
+    metadata,
+    sa.Column(
+        "replica",
+        sa.Text(),
+        sa.ForeignKey("replicas.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # No foreign key to versions: a replica reports what it holds in memory, which
+    # may still include a version retired a moment ago.
+    sa.Column("model", sa.Text(), primary_key=True),
+    sa.Column("version", sa.Text(), primary_key=True),
+    sa.Column("health", sa.Text(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=False),
+    sa.Column("artifact_sha256", sa.Text(), nullable=False),
+    sa.Column("updated_at_s", sa.Double(), nullable=False),
 )

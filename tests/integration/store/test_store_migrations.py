@@ -15,13 +15,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
+from rollwise.domain import ModelSpec, RegisteredVersion, Routing, VersionSource, VersionSpec
 from rollwise.errors import StoreError
 from rollwise.store import RolloutRow, open_store
 from rollwise.store.engine import create_store_engine, parse_store_url
+from rollwise.store.jsontext import spec_fingerprint
 from rollwise.store.schema import VERSION_TABLE, metadata
 
 MIGRATIONS_DIR = Path(__file__).parents[3] / "src" / "rollwise" / "store" / "migrations"
-HEAD = "0002"
+HEAD = "0003"
 
 # Each process imports everything first, then starts migrating at the same instant.
 MIGRATE_AT = """
@@ -118,6 +120,77 @@ def test_a_store_at_the_first_revision_upgrades_and_keeps_its_rows(store_url: st
             RolloutRow("iris", "pending", {"candidate": "v2"}, {}, 2.0, 2.0), events=[]
         )
         assert store.latest_rollout("iris") == started
+    finally:
+        store.close()
+
+
+def test_a_store_at_0002_upgrades_its_models_and_versions_with_defaults(store_url: str) -> None:
+    engine = create_store_engine(parse_store_url(store_url))
+    try:
+        with engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", "rollwise.store:migrations")
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0002")
+            for statement in (
+                "INSERT INTO models (name, stable, sticky_key, task, created_at_s, updated_at_s) "
+                "VALUES ('iris', 'v1', 'header:x-user-id', 'classification', 1.0, 2.0)",
+                "INSERT INTO versions (model, name, backend, options, updated_at_s) "
+                """VALUES ('iris', 'v1', 'sklearn', '{"path":"iris-v1.skops"}', 3.0)""",
+                "INSERT INTO versions (model, name, backend, options, updated_at_s) "
+                """VALUES ('iris', 'v2', 'onnx', '{"path":"iris-v2.onnx","threads":2}', 4.0)""",
+                "INSERT INTO routing (model, stable, weights, mirrors, salt, updated_at_s) "
+                """VALUES ('iris', 'v1', '{"v1":80,"v2":20}', '{}', 'iris', 2.0)""",
+            ):
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+    store = open_store(store_url)
+    try:
+        store.migrate()
+        assert revisions(store_url) == [HEAD]
+        (iris,) = store.list_models()
+        assert (iris.salt, iris.agreement_tolerance, iris.source) == (
+            "",
+            1e-6,
+            VersionSource.CONFIG,
+        )
+        assert str(iris.sticky_key) == "header:x-user-id"
+        v2_options = {"path": "iris-v2.onnx", "threads": 2}
+        assert store.list_versions() == [
+            RegisteredVersion(
+                model="iris",
+                spec=VersionSpec("v1", "sklearn", {"path": "iris-v1.skops"}),
+                # Every version so far came from a config: it asked for what it loads.
+                requested={"path": "iris-v1.skops"},
+                registered_at_s=3.0,
+            ),
+            RegisteredVersion(
+                model="iris",
+                spec=VersionSpec("v2", "onnx", v2_options),
+                requested=v2_options,
+                registered_at_s=4.0,
+            ),
+        ]
+        assert store.list_replicas() == [] and store.list_replica_versions() == []
+        assert store.get_routing("iris") == Routing("iris", "v1", {"v1": 80, "v2": 20}, {}, "iris")
+
+        # The first sync after the upgrade fingerprints the versions and keeps routing.
+        spec = ModelSpec(
+            name="iris",
+            stable="v1",
+            versions={
+                "v1": VersionSpec("v1", "sklearn", {"path": "iris-v1.skops"}),
+                "v2": VersionSpec("v2", "onnx", v2_options),
+            },
+        )
+        assert store.sync_models([spec], now_s=10.0) == []
+        assert [v.spec_sha256 for v in store.list_versions()] == [
+            spec_fingerprint("sklearn", {"path": "iris-v1.skops"}),
+            spec_fingerprint("onnx", v2_options),
+        ]
+        assert store.get_routing("iris") == Routing("iris", "v1", {"v1": 80, "v2": 20}, {}, "iris")
     finally:
         store.close()
 

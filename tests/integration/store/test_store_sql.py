@@ -12,7 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollwise.domain import Event, ModelSpec, Role, Routing, StickyKey, StickyKind, VersionSpec
+from rollwise.domain import (
+    Event,
+    ModelSpec,
+    RegisteredVersion,
+    Role,
+    Routing,
+    StickyKey,
+    StickyKind,
+    VersionSpec,
+)
 from rollwise.errors import ConfigError, NotFound, StoreError, ValidationError
 from rollwise.store import (
     EVENT_ROUTING_INITIALIZED,
@@ -21,9 +30,9 @@ from rollwise.store import (
     MetricBucketRow,
     PredictionRecord,
     Store,
-    StoredVersion,
     open_store,
 )
+from rollwise.store.jsontext import spec_fingerprint
 from rollwise.store.sql import PRUNE_CHUNK
 
 
@@ -109,9 +118,14 @@ def test_sync_gives_each_new_model_all_traffic_on_its_stable_version(store: Stor
 def test_sync_records_versions_with_backend_and_options(store: Store) -> None:
     store.sync_models([model_spec("iris"), model_spec("wine", versions=("v1",))], now_s=1.0)
 
+    options = {"path": "models/wine-v1.skops"}
     assert store.list_versions("wine") == [
-        StoredVersion(
-            model="wine", name="v1", backend="sklearn", options={"path": "models/wine-v1.skops"}
+        RegisteredVersion(
+            model="wine",
+            spec=VersionSpec(name="v1", backend="sklearn", options=options),
+            requested=options,
+            spec_sha256=spec_fingerprint("sklearn", options),
+            registered_at_s=1.0,
         )
     ]
     assert [(v.model, v.name) for v in store.list_versions()] == [
@@ -131,10 +145,11 @@ def test_sync_again_keeps_routing_that_names_configured_versions(store: Store) -
     assert store.state_version() == 2
 
 
-def test_sync_resets_routing_that_names_a_version_no_longer_configured(store: Store) -> None:
-    store.sync_models([model_spec(versions=("v1", "v2", "v3"))], now_s=1.0)
+def test_sync_resets_routing_that_gives_traffic_to_a_version_never_stored(store: Store) -> None:
+    store.sync_models([model_spec(versions=("v1", "v2"))], now_s=1.0)
+    # set_routing trusts its caller to name versions that exist; this one did not.
     store.set_routing(
-        Routing(model="iris", stable="v1", weights={"v1": 90, "v2": 10}, mirrors={"v3": 5}),
+        Routing(model="iris", stable="v1", weights={"v1": 90, "v9": 10}, mirrors={"v2": 5}),
         routing_event(),
     )
 
@@ -143,14 +158,32 @@ def test_sync_resets_routing_that_names_a_version_no_longer_configured(store: St
     assert len(events) == 1
     reset = events[0]
     assert (reset.kind, reset.model, reset.at_s) == (EVENT_ROUTING_RESET, "iris", 7.0)
-    assert "v3" in reset.message and "no longer configured" in reset.message
-    assert reset.data["missing_versions"] == ["v3"]
-    assert reset.data["previous"]["mirrors"] == {"v3": 5}
+    assert "v9" in reset.message and "no longer exists" in reset.message
+    assert reset.data["missing_versions"] == ["v9"]
+    assert reset.data["previous"]["weights"] == {"v1": 90, "v9": 10}
     assert store.get_routing("iris") == Routing(
         model="iris", stable="v1", weights={"v1": 100}, mirrors={}, salt="iris"
     )
     assert [v.name for v in store.list_versions("iris")] == ["v1", "v2"]
     assert store.state_version() == 3
+
+
+def test_sync_drops_a_removed_version_without_traffic_from_the_routing(store: Store) -> None:
+    store.sync_models([model_spec(versions=("v1", "v2", "v3"))], now_s=1.0)
+    store.set_routing(
+        Routing("iris", "v1", {"v1": 70, "v2": 30, "v3": 0}, mirrors={"v3": 0}, salt="iris"),
+        routing_event(),
+    )
+
+    events = store.sync_models([model_spec(versions=("v1", "v2"))], now_s=7.0)
+
+    assert [(e.kind, e.data["missing_versions"]) for e in events] == [(EVENT_ROUTING_RESET, ["v3"])]
+    assert "dropped" in events[0].message
+    # Every user keeps the version they had: only the idle name goes.
+    assert store.get_routing("iris") == Routing(
+        model="iris", stable="v1", weights={"v1": 70, "v2": 30}, mirrors={}, salt="iris"
+    )
+    assert [v.name for v in store.list_versions("iris")] == ["v1", "v2"]
 
 
 def test_sync_leaves_models_missing_from_the_config_alone(store: Store) -> None:

@@ -1,0 +1,278 @@
+"""Connection and transaction plumbing that every aggregate of the SQL store shares.
+
+``SqlBase`` owns the engine and hands the aggregates' mixins one short transaction at a
+time (``_tx``), turning database errors into ``StoreError``. It also holds what several
+aggregates write alike: the state lock and counter that writers of routing, rollouts
+and the catalog queue on, events, upserts, batch inserts and pruning in chunks.
+
+Writers of state queue on one lock (the state counter's row on PostgreSQL, the write
+lock on SQLite) before they look at anything, so a check ("does this model have a
+rollout in progress?") and the write that depends on it never interleave with another
+writer's; and they take their locks in one order (state counter, lease, rollout row,
+events), so they never deadlock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+
+from rollwise.domain import Event, Routing
+from rollwise.errors import NotFound, StoreError
+from rollwise.store import schema as t
+from rollwise.store.engine import BEGIN_MODE_OPTION, StoreURL
+from rollwise.store.jsontext import UnstorableValue, dumps_json
+from rollwise.store.rows import routing_values
+
+# PostgreSQL advisory lock keys; 0x726F6C6C77697365 is "rollwise" in ASCII.
+MIGRATE_LOCK_KEY = 0x726F6C6C77697365
+EVENTS_LOCK_KEY = MIGRATE_LOCK_KEY + 1
+
+PRUNE_CHUNK = 5_000
+"""Rows deleted per transaction when pruning, so that a large prune never holds the
+write lock long enough to stall the gateway's flushes."""
+
+# PostgreSQL's codes for a missing table and column: the schema is older than the code.
+_SCHEMA_BEHIND = ("42P01", "42703")
+
+
+class SqlBase:
+    """The engine, its transactions and the writes every aggregate shares.
+
+    ``url`` is the store URL with any password masked.
+    """
+
+    url: str
+
+    def __init__(self, url: StoreURL, engine: Engine) -> None:
+        self.url = url.display
+        self._target = url
+        self._engine = engine
+        self._postgres = url.dialect == "postgresql"
+        self._insert: Callable[[sa.Table], Any] = (
+            postgresql.insert if self._postgres else sqlite.insert
+        )
+        # An in-memory SQLite database is one connection shared by all threads, and
+        # SQLite connections interleave transactions of different threads.
+        self._serial: threading.RLock | None = threading.RLock() if url.in_memory else None
+        # SQLite admits one writer at a time. Queued on a lock, this process's writers
+        # take turns the moment the previous one commits; queued in SQLite's busy
+        # handler they would poll with sleeps of up to 100 ms. Writers in other
+        # processes still wait through the busy timeout.
+        self._writer: threading.Lock | None = (
+            threading.Lock() if url.dialect == "sqlite" and not url.in_memory else None
+        )
+
+    # transactions -------------------------------------------------------------------
+    def _guard(self, *, write: bool) -> AbstractContextManager[Any]:
+        if self._serial is not None:
+            return self._serial
+        if write and self._writer is not None:
+            return self._writer
+        return nullcontext()
+
+    @contextmanager
+    def _tx(self, action: str, *, write: bool) -> Iterator[Connection]:
+        """One transaction; a database error inside it becomes a ``StoreError``."""
+        try:
+            with self._guard(write=write), self._engine.connect() as conn:
+                if not write:
+                    conn.execution_options(**{BEGIN_MODE_OPTION: "DEFERRED"})
+                with conn.begin():
+                    yield conn
+        except UnstorableValue as exc:
+            # psycopg encodes JSON itself, so this arrives without SQLAlchemy's wrapper.
+            raise StoreError(f"{action} failed: a value cannot be stored as JSON ({exc})") from exc
+        except SQLAlchemyError as exc:
+            raise store_error(action, self.url, exc) from exc
+
+    # the state counter --------------------------------------------------------------
+    def _lock_state(self, conn: Connection) -> None:
+        """Queue behind every other writer of state until commit.
+
+        On PostgreSQL this locks the state counter's row; on SQLite the transaction
+        already holds the database's write lock (BEGIN IMMEDIATE) and this is a read.
+        """
+        conn.execute(
+            sa.select(t.state_counter.c.version)
+            .where(t.state_counter.c.id == t.STATE_ROW_ID)
+            .with_for_update()
+        )
+
+    def _bump_state(self, conn: Connection) -> None:
+        # Callers lock this row first (_lock_state), before their checks; this never waits.
+        conn.execute(
+            sa.update(t.state_counter)
+            .where(t.state_counter.c.id == t.STATE_ROW_ID)
+            .values(version=t.state_counter.c.version + 1)
+        )
+
+    def state_version(self) -> int:
+        """A counter bumped by every write of routing or of the catalog."""
+        with self._tx("reading the state version", write=False) as conn:
+            version = conn.execute(
+                sa.select(t.state_counter.c.version).where(t.state_counter.c.id == t.STATE_ROW_ID)
+            ).scalar_one_or_none()
+        if version is None:
+            raise StoreError(f"the store at {self.url} has no state counter; run migrate()")
+        return int(version)
+
+    # shared writes ------------------------------------------------------------------
+    def _insert_event(self, conn: Connection, event: Event) -> Event:
+        if self._postgres:
+            # Sequence values are handed out at insert but become visible at commit,
+            # so without this lock a reader paging by after_id could pass over an
+            # event that commits later with a smaller id. Events are rare; queueing
+            # their writers costs nothing.
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENTS_LOCK_KEY)))
+        result = conn.execute(
+            sa.insert(t.events).values(
+                model=event.model,
+                kind=event.kind,
+                message=event.message,
+                data=dict(event.data),
+                actor=event.actor,
+                at_s=event.at_s,
+            )
+        )
+        key = result.inserted_primary_key
+        if key is None:
+            raise StoreError(f"the store at {self.url} did not return the new event's id")
+        return dataclasses.replace(event, id=int(key[0]))
+
+    def _upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        values: Mapping[str, Any],
+        keys: Sequence[str],
+        *,
+        keep: Collection[str] = (),
+    ) -> None:
+        """Insert ``values``, or update the row with the same ``keys`` with every other
+        value except those named in ``keep``."""
+        stmt = self._insert(table).values(**values)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[table.c[key] for key in keys],
+                set_={k: stmt.excluded[k] for k in values if k not in keys and k not in keep},
+            )
+        )
+
+    def _write_routing(self, conn: Connection, routing: Routing, at_s: float) -> None:
+        """Store a model's routing and bump the counter that tells replicas to re-read."""
+        self._bump_state(conn)
+        self._upsert(conn, t.routing, routing_values(routing, at_s), keys=("model",))
+
+    def _check_model(self, conn: Connection, model: str) -> None:
+        known = conn.execute(sa.select(t.models.c.name).where(t.models.c.name == model)).first()
+        if known is None:
+            raise NotFound(f"model {model!r} is not in the store")
+
+    def _insert_many(self, action: str, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert a batch in one transaction: executemany on SQLite, COPY on PostgreSQL."""
+        with self._tx(action, write=True) as conn:
+            if self._postgres:
+                _copy_rows(conn, table, rows)
+            else:
+                _executemany_rows(conn, table, rows)
+
+    def _prune(
+        self,
+        table: sa.Table,
+        condition: sa.ColumnElement[bool],
+        what: str,
+        key: sa.Column[Any] | None = None,
+    ) -> int:
+        key = table.c.id if key is None else key
+        chunk = sa.select(key).where(condition).limit(PRUNE_CHUNK).scalar_subquery()
+        deleted = 0
+        while True:
+            with self._tx(f"pruning {what}", write=True) as conn:
+                count = conn.execute(sa.delete(table).where(key.in_(chunk))).rowcount
+            deleted += count
+            if count < PRUNE_CHUNK:
+                return deleted
+
+
+def _executemany_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    # The driver's own executemany with JSON encoded up front: these batches arrive every
+    # second from the request path, and SQLAlchemy's per-row bind processing costs the
+    # gateway's threads several times more than the insert itself.
+    columns = list(rows[0])
+    encode = [isinstance(table.c[name].type, sa.JSON) for name in columns]
+    statement = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)})"
+    )
+    values = [
+        tuple(
+            dumps_json(row[name]) if json else row[name]
+            for name, json in zip(columns, encode, strict=True)
+        )
+        for row in rows
+    ]
+    conn.exec_driver_sql(statement, values)
+
+
+def _copy_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    # COPY takes a batch several times faster than executemany (which sends one
+    # statement per row) and costs the shared database far less work per row.
+    columns = list(rows[0])
+    encode = [isinstance(table.c[name].type, sa.JSON) for name in columns]
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise StoreError("the database connection was closed in the middle of a write")
+    driver_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            for row in rows:
+                copy.write_row(
+                    [
+                        dumps_json(row[name]) if is_json else row[name]
+                        for name, is_json in zip(columns, encode, strict=True)
+                    ]
+                )
+    except driver_error as exc:
+        # Raised straight from the driver, so wrapped here as SQLAlchemy would.
+        raise DBAPIError.instance(statement, None, exc, driver_error) from exc
+
+
+def detail(exc: BaseException) -> str:
+    """The driver's own words, first line only: SQLAlchemy appends SQL and parameters."""
+    orig = getattr(exc, "orig", None)
+    source = orig if isinstance(orig, BaseException) else exc
+    lines = str(source).strip().splitlines()
+    return lines[0] if lines else type(source).__name__
+
+
+def store_error(action: str, url: str, exc: SQLAlchemyError) -> StoreError:
+    said = detail(exc)
+    if isinstance(exc, StatementError) and isinstance(exc.orig, UnstorableValue):
+        return StoreError(f"{action} failed: a value cannot be stored as JSON ({said})")
+    if isinstance(exc, DBAPIError) and _schema_behind(exc, said):
+        return StoreError(
+            f"{action} failed: the store at {url} has no rollwise schema or an old one "
+            f"({said}); run migrate() (rollwise migrate) first"
+        )
+    return StoreError(f"{action} failed on the store at {url}: {said}")
+
+
+def _schema_behind(exc: DBAPIError, said: str) -> bool:
+    return (
+        getattr(exc.orig, "sqlstate", None) in _SCHEMA_BEHIND
+        or "no such table" in said
+        or "no such column" in said
+    )
