@@ -1,8 +1,9 @@
 """The backend contract: how the gateway talks to one loaded model version.
 
 A backend is ``load``, ``ready``, ``predict``, ``close`` and ``metadata`` and nothing
-more. Requests and responses are Open Inference Protocol (V2) tensors; ``raw`` carries
-the request body as it arrived so that an HTTP backend can pass it through untouched.
+more, plus ``artifact_sha256``: what it loaded, for the fleet to record. Requests and
+responses are Open Inference Protocol (V2) tensors; ``raw`` carries the request body as
+it arrived so that an HTTP backend can pass it through untouched.
 """
 
 from __future__ import annotations
@@ -137,6 +138,13 @@ class Backend(Protocol):
     """One loaded model version. ``predict`` must never block the event loop."""
 
     kind: str
+
+    @property
+    def artifact_sha256(self) -> str:
+        """The sha256 of the artifact file loaded; "" when the backend loads no file.
+
+        Set once by ``load``; never computed per request.
+        """
 
     async def load(self) -> None:
         """Load the model; raise ``BackendLoadError`` with the reason when it cannot."""

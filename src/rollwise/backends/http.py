@@ -52,6 +52,8 @@ class HttpBackend:
     """One version whose model runs behind an OIP V2 REST endpoint."""
 
     kind: str = "http"
+    artifact_sha256: str = ""
+    """An upstream server has no artifact rollwise could hash."""
 
     def __init__(self, name: str, options: Mapping[str, Any], base_dir: Path) -> None:
         # base_dir is part of every backend's constructor; nothing here is a file.

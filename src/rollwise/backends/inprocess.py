@@ -5,6 +5,11 @@ answers in ``_infer``, which converts tensors on the event loop and hands model 
 the pool through ``_call``, so that neither file I/O nor model code runs on the loop.
 Exceptions from model code become ``BackendError`` naming the version;
 ``ValidationError`` (bad input) passes through for the gateway to answer 422.
+
+A model file comes from ``path`` (relative to the config folder) or from ``url``, which
+is downloaded once into the artifact cache (``rollwise.backends.fetch``) before the
+model is loaded. Either way its bytes are hashed as they are loaded: ``sha256``, when
+given, must match, and ``artifact_sha256`` records what was loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ from typing import Any, ParamSpec, TypeVar
 
 from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
 from rollwise.backends.executor import ModelExecutor, get_executor
+from rollwise.backends.fetch import (
+    DEFAULT_DOWNLOAD_TIMEOUT_S,
+    DEFAULT_MAX_BYTES,
+    artifact_cache_dir,
+    cached_path,
+    fetch_url,
+)
 from rollwise.backends.options import check_options, version_key
 from rollwise.backends.tensors import select_outputs
 from rollwise.errors import BackendError, BackendLoadError, BackendTimeout, RollwiseError
@@ -50,6 +62,8 @@ class InProcessBackend:
 
     kind: str = "inprocess"
     platform: str = ""
+    artifact_sha256: str = ""
+    """The sha256 of the model file loaded; "" before a load and for models without one."""
 
     def __init__(
         self,
@@ -67,6 +81,9 @@ class InProcessBackend:
         self._loaded = False
         self._timeout_s = float(self.options.get("timeout_s", DEFAULT_TIMEOUT_S))
         self._threads: asyncio.Semaphore | None = None
+        self.artifact_sha256 = ""
+        self._file_sha256 = ""
+        """The hash of the bytes read by the load in progress."""
 
     @property
     def executor(self) -> ModelExecutor:
@@ -81,6 +98,10 @@ class InProcessBackend:
         if self._loaded:
             return
         try:
+            if "url" in self.options:
+                # A download holds no model thread and does not wait for the load lock,
+                # so that it cannot hold up the loads and predictions of other versions.
+                await asyncio.to_thread(self._fetch_artifact)
             await self.executor.run(self._load_model_alone)
         except RollwiseError as error:
             if isinstance(error, BackendError) and error.version is None:
@@ -92,6 +113,7 @@ class InProcessBackend:
                 f"{type(error).__name__}: {error}",
                 version=self.name,
             ) from error
+        self.artifact_sha256 = self._file_sha256
         self._loaded = True
 
     async def predict(self, request: InferenceRequest) -> InferenceResponse:
@@ -120,6 +142,21 @@ class InProcessBackend:
     def _load_model(self) -> None:
         """Load the model; runs in the thread pool."""
         raise NotImplementedError
+
+    def _before_fetch(self) -> None:
+        """Refuse a ``url`` artifact before it is downloaded, when the options already tell."""
+
+    def _fetch_artifact(self) -> None:
+        """Download the ``url`` artifact into the cache unless it is there; runs in a thread."""
+        self._before_fetch()
+        fetch_url(
+            str(self.options["url"]),
+            str(self.options["sha256"]),
+            artifact_cache_dir(self.base_dir),
+            max_bytes=int(self.options.get("max_bytes", DEFAULT_MAX_BYTES)),
+            timeout_s=float(self.options.get("download_timeout_s", DEFAULT_DOWNLOAD_TIMEOUT_S)),
+            version=self.name,
+        )
 
     def _unload(self) -> None:
         """Drop the model so its memory can be reclaimed."""
@@ -188,6 +225,11 @@ class InProcessBackend:
             raise BackendError(f"version {self.name!r} is not loaded", version=self.name)
 
     def _model_path(self) -> Path:
+        """The model file: ``path`` resolved, or a ``url`` artifact's place in the cache."""
+        url = self.options.get("url")
+        if url is not None:
+            sha256 = str(self.options["sha256"])
+            return cached_path(artifact_cache_dir(self.base_dir), sha256, str(url))
         path = Path(str(self.options["path"])).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
@@ -201,9 +243,12 @@ class InProcessBackend:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
+            if "url" in self.options:
+                where = f"the download of {self.options['url']} is no longer in the cache"
+            else:
+                where = f"path {self.options['path']!r}, relative to {self.base_dir}"
             raise BackendLoadError(
-                f"version {self.name!r}: model file not found: {path} "
-                f"(path {self.options['path']!r}, relative to {self.base_dir})",
+                f"version {self.name!r}: model file not found: {path} ({where})",
                 version=self.name,
             ) from None
         except OSError as error:
@@ -211,16 +256,29 @@ class InProcessBackend:
                 f"version {self.name!r}: cannot read model file {path}: {error}",
                 version=self.name,
             ) from error
+        found = sha256_hex(data)
         expected = self.options.get("sha256")
         if expected is not None:
-            self._check_sha256(path, data, str(expected))
+            self._check_sha256(path, found, str(expected))
+        self._file_sha256 = found
         return path, data
 
-    def _check_sha256(self, path: Path, data: bytes, expected: str) -> None:
-        found = sha256_hex(data)
-        if found != expected.strip().lower():
+    def _check_sha256(self, path: Path, found: str, expected: str) -> None:
+        if found == expected.strip().lower():
+            return
+        url = self.options.get("url")
+        if url is not None:
+            # The cache holds only verified downloads, so this copy changed on disk:
+            # drop it, and the next load downloads it again.
+            path.unlink(missing_ok=True)
             raise BackendLoadError(
-                f"version {self.name!r}: sha256 of {path} is {found}, but the config "
-                f"expects {expected.strip().lower()}; refusing to load",
+                f"version {self.name!r}: the cached download of {url} ({path}) has sha256 "
+                f"{found}, but the config expects {expected.strip().lower()}; it was deleted "
+                "and the next load downloads it again",
                 version=self.name,
             )
+        raise BackendLoadError(
+            f"version {self.name!r}: sha256 of {path} is {found}, but the config "
+            f"expects {expected.strip().lower()}; refusing to load",
+            version=self.name,
+        )

@@ -6,7 +6,8 @@ becomes ``label`` and its probabilities (``output_probability``, either a tensor
 list of per-row dicts that skl2onnx's ZipMap produces) become ``probabilities``; a
 single numeric output becomes ``predictions``. Other outputs keep their names.
 
-Options: ``path`` (required), ``sha256``, ``intra_op_threads`` (default 1, as many
+Options: ``path`` (or ``url`` with ``sha256``, and ``max_bytes``, ``download_timeout_s``:
+see ``rollwise.backends.inprocess``), ``sha256``, ``intra_op_threads`` (default 1, as many
 requests already run in parallel on the shared pool), ``inter_op_threads``.
 """
 

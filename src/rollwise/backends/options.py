@@ -10,14 +10,50 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from rollwise.errors import ConfigError
 
-BACKEND_KINDS: tuple[str, ...] = ("sklearn", "onnx", "python", "http", "fake")
+BACKEND_KINDS: tuple[str, ...] = ("sklearn", "onnx", "python", "http", "fake", "mlflow")
+
+FILE_KINDS: tuple[str, ...] = ("sklearn", "onnx")
+"""The kinds whose artifact is one file, from ``path`` or ``url``."""
+
+ARTIFACT_URL_SCHEMES: tuple[str, ...] = ("https", "http", "file")
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+# MLflow's own rules: a version is a positive integer, an alias is word characters and
+# hyphens. A name may hold anything but the separators.
+_MODEL_VERSION = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>[1-9][0-9]*)")
+_MODEL_ALIAS = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)")
+_RUN = re.compile(r"runs:/(?P<run_id>[^/]+)/(?P<path>[^/].*)")
+MLFLOW_URI_FORMS = "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH"
+
+
+@dataclass(frozen=True, slots=True)
+class MlflowUri:
+    """An MLflow model URI taken apart: a registered version, an alias, or a run's path."""
+
+    uri: str
+    form: Literal["version", "alias", "run"]
+    name: str = ""
+    version: str = ""
+    alias: str = ""
+    run_id: str = ""
+    path: str = ""
+
+
+def parse_mlflow_uri(uri: str) -> MlflowUri | None:
+    """``uri`` taken apart, or None when it is none of the forms rollwise loads."""
+    if (found := _MODEL_VERSION.fullmatch(uri)) is not None:
+        return MlflowUri(uri, "version", name=found["name"], version=found["version"])
+    if (found := _MODEL_ALIAS.fullmatch(uri)) is not None:
+        return MlflowUri(uri, "alias", name=found["name"], alias=found["alias"])
+    if (found := _RUN.fullmatch(uri)) is not None:
+        return MlflowUri(uri, "run", run_id=found["run_id"], path=found["path"].rstrip("/"))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +62,10 @@ class Option:
 
     type: str
     """``str``, ``bool``, ``int``, ``number``, ``str_list``, ``paths``, ``mapping``, ``scalar``,
-    ``sha256``, ``target`` or ``any``."""
+    ``sha256``, ``target``, ``artifact_url``, ``mlflow_uri`` or ``any``."""
     required: bool = False
+    unless: tuple[str, ...] = ()
+    """A required option may be left out when one of these is given instead."""
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
@@ -45,7 +83,10 @@ SCHEMAS: Mapping[str, Schema] = {
         {
             "timeout_s": Option("number", minimum=0.001),
             "max_concurrency": Option("int", minimum=1),
-            "path": Option("str", required=True),
+            "path": Option("str", required=True, unless=("url",)),
+            "url": Option("artifact_url"),
+            "max_bytes": Option("int", minimum=1),
+            "download_timeout_s": Option("number", minimum=0.001),
             "format": Option("str", choices=("auto", "skops", "pickle")),
             "trusted_types": Option("str_list"),
             "trusted": Option("bool"),
@@ -57,7 +98,10 @@ SCHEMAS: Mapping[str, Schema] = {
         {
             "timeout_s": Option("number", minimum=0.001),
             "max_concurrency": Option("int", minimum=1),
-            "path": Option("str", required=True),
+            "path": Option("str", required=True, unless=("url",)),
+            "url": Option("artifact_url"),
+            "max_bytes": Option("int", minimum=1),
+            "download_timeout_s": Option("number", minimum=0.001),
             "sha256": Option("sha256"),
             "intra_op_threads": Option("int", minimum=1),
             "inter_op_threads": Option("int", minimum=1),
@@ -92,6 +136,24 @@ SCHEMAS: Mapping[str, Schema] = {
     ),
     # The HTTP backend checks its own options beyond the address.
     "http": Schema({"url": Option("str", required=True)}, open=True),
+    # A model from an MLflow registry, loaded by the sklearn or onnx backend: it takes
+    # their options too and passes on those the chosen one knows.
+    "mlflow": Schema(
+        {
+            "timeout_s": Option("number", minimum=0.001),
+            "max_concurrency": Option("int", minimum=1),
+            "uri": Option("mlflow_uri", required=True),
+            "tracking_uri": Option("str"),
+            "registry_uri": Option("str"),
+            "flavor": Option("str", choices=("onnx", "sklearn")),
+            "trusted_types": Option("str_list"),
+            "trusted": Option("bool"),
+            "sha256": Option("sha256"),
+            "probabilities": Option("bool"),
+            "intra_op_threads": Option("int", minimum=1),
+            "inter_op_threads": Option("int", minimum=1),
+        }
+    ),
 }
 
 
@@ -111,13 +173,22 @@ def _problem(option: Option, value: Any) -> str | None:
     kind = option.type
     if kind == "any":
         return None
-    if kind in ("str", "target", "sha256"):
+    if kind in ("str", "target", "sha256", "artifact_url", "mlflow_uri"):
         if not isinstance(value, str) or not value.strip():
             return "must be a non-empty string"
         if kind == "sha256" and not _SHA256.fullmatch(value.strip()):
             return "must be 64 hexadecimal digits (the file's SHA-256)"
         if kind == "target" and not _TARGET.fullmatch(value.strip()):
             return "must look like 'package.module:callable'"
+        if kind == "artifact_url":
+            return _url_problem(value)
+        if kind == "mlflow_uri" and parse_mlflow_uri(value) is None:
+            hint = ""
+            if value.startswith("models:/") and "@" not in value:
+                # models:/NAME/latest and stage names move; an alias moves too, but it is
+                # pinned to one version when the version is registered.
+                hint = "; to follow a version that moves, use an alias (models:/NAME@ALIAS)"
+            return f"must be {MLFLOW_URI_FORMS}{hint}"
         if option.choices and value not in option.choices:
             return f"must be one of {', '.join(option.choices)}"
         return None
@@ -153,6 +224,19 @@ def _problem(option: Option, value: Any) -> str | None:
     raise AssertionError(f"unknown option type {kind!r}")
 
 
+def _url_problem(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ARTIFACT_URL_SCHEMES:
+        return "must be an https://, http:// or file:// URL of the model file"
+    if parts.scheme != "file" and not parts.hostname:
+        return "must name a host"
+    if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+        return "must be a local file:// URL (file:///path/to/model)"
+    if not parts.path.rstrip("/"):
+        return "must name a file"
+    return None
+
+
 def check_options(kind: str, options: Mapping[str, Any], where: str) -> None:
     """Raise ``ConfigError`` for a missing, unknown or ill-typed option of ``kind``."""
     schema = SCHEMAS.get(kind)
@@ -161,7 +245,7 @@ def check_options(kind: str, options: Mapping[str, Any], where: str) -> None:
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}: options must be a mapping, got {type(options).__name__}")
     for key, option in schema.options.items():
-        if option.required and key not in options:
+        if option.required and key not in options and not any(k in options for k in option.unless):
             raise ConfigError(f"{where}.{key}: required for backend {kind!r}")
     for key, value in options.items():
         known = schema.options.get(key)
@@ -179,6 +263,8 @@ def check_options(kind: str, options: Mapping[str, Any], where: str) -> None:
 
 
 def _check_combinations(kind: str, options: Mapping[str, Any], where: str) -> None:
+    if kind in FILE_KINDS:
+        _check_artifact_source(options, where)
     if kind == "python" and "kwargs" in options and options.get("factory") is not True:
         raise ConfigError(
             f"{where}.kwargs: only used with factory: true (kwargs are passed to the "
@@ -188,3 +274,23 @@ def _check_combinations(kind: str, options: Mapping[str, Any], where: str) -> No
         for key in ("outputs", "label"):
             if key in options:
                 raise ConfigError(f"{where}.{key}: cannot be combined with echo: true")
+
+
+def _check_artifact_source(options: Mapping[str, Any], where: str) -> None:
+    """A file backend's artifact comes from ``path`` or from ``url`` with its sha256."""
+    url = options.get("url")
+    if url is None:
+        for key in ("max_bytes", "download_timeout_s"):
+            if key in options:
+                raise ConfigError(f"{where}.{key}: only used with url (a file to download)")
+        return
+    if "path" in options:
+        raise ConfigError(
+            f"{where}.url: cannot be combined with path; an artifact comes from one place"
+        )
+    if "sha256" not in options:
+        # A download is trusted only when its content is known in advance.
+        raise ConfigError(
+            f"{where}.url: url artifacts need sha256: add sha256 with the SHA-256 of the "
+            f"file at {url}, so that the download is checked before it is loaded"
+        )

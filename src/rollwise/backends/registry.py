@@ -60,6 +60,8 @@ def create_backend(
 ) -> Backend:
     """A backend for ``spec``, not yet loaded; relative paths resolve against ``base_dir``.
 
+    Downloaded artifacts (``url``, ``mlflow``) are cached in ``artifact_cache_dir(base_dir)``.
+
     ``executor`` is the thread pool for in-process models (the process-wide one when
     ``None``).
     """
@@ -81,6 +83,11 @@ def create_backend(
         from rollwise.backends.fake import FakeBackend
 
         return FakeBackend(name, options, base_dir, executor=executor)
+    if kind == "mlflow":
+        # MLflow itself is imported only when the version loads.
+        from rollwise.backends.mlflow import MlflowBackend
+
+        return MlflowBackend(name, options, base_dir, executor=executor)
     if kind == "http":
         # Looked up by name: the HTTP backend lives in its own module with its own
         # dependencies, and is not imported until a version uses it.

@@ -5,9 +5,10 @@ one skops trusts, or one the config lists under ``trusted_types``. Pickle and jo
 files can run arbitrary code when loaded, so they load only with ``trusted: true`` and
 a ``sha256`` that matches the file; the hash is checked before anything is unpickled.
 
-Options: ``path`` (required), ``format`` (``auto`` by suffix, ``skops`` or ``pickle``),
-``trusted_types``, ``trusted``, ``sha256``, ``probabilities`` (default true: also output
-class probabilities when the estimator has ``predict_proba``).
+Options: ``path`` (or ``url`` with ``sha256``, and ``max_bytes``, ``download_timeout_s``:
+see ``rollwise.backends.inprocess``), ``format`` (``auto`` by suffix, ``skops`` or
+``pickle``), ``trusted_types``, ``trusted``, ``sha256``, ``probabilities`` (default true:
+also output class probabilities when the estimator has ``predict_proba``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ class SklearnBackend(InProcessBackend):
             "or set format: skops | pickle",
             version=self.name,
         )
+
+    def _before_fetch(self) -> None:
+        # A pickle the config does not vouch for is not worth downloading.
+        path = self._model_path()
+        if self._format(path) == "pickle":
+            self._require_pickle_trust(path)
 
     def _load_model(self) -> None:
         path = self._model_path()
