@@ -22,10 +22,11 @@ import random
 import statistics
 import time
 
-from rollwise.controller import Controller, Rollouts, load
+from rollwise.controller import Controller
 from rollwise.domain import ModelSpec, Role, VersionSpec
 from rollwise.metrics.recorder import VersionWindow, windows_by_version
 from rollwise.rollout import Phase, gather
+from rollwise.rollouts import Rollouts, load
 from rollwise.store import Store
 from rollwise.store.base import MetricBucketRow
 from store_write import scratch_store

@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from rollwise.domain import ModelSpec, StickyKey, StickyKind, VersionSpec
 from rollwise.errors import ConfigError
+from rollwise.registration import RegistrationSection
 
 ROLES = ("viewer", "operator")
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -40,6 +41,11 @@ class ServerSection(_Strict):
     prediction_cache_size: int = Field(100_000, ge=0)
     metrics_retention_s: float = Field(30 * 86400.0, gt=0)
     predict_threads: int = Field(0, ge=0, le=256)
+    heartbeat_interval_s: float = Field(1.0, gt=0, le=60)
+    """How often this replica tells the fleet it lives and how its versions are."""
+    heartbeat_timeout_s: float = Field(10.0, gt=0, le=3600)
+    """A replica not heard from for this long counts as gone: rollouts stop waiting
+    for it."""
 
 
 class ControllerSection(_Strict):
@@ -51,6 +57,14 @@ class ControllerSection(_Strict):
     settle_s: float | None = Field(None, ge=0, le=300)
     """Metrics right after a weight change are not judged; default (and least):
     ``server.routing_poll_interval_s + server.flush_interval_s``."""
+    rollback_load_timeout_s: float = Field(300.0, gt=0, le=3600)
+    """How long a rollback waits for an unloaded previous stable to be ready on every
+    replica again before it gives up (and changes nothing)."""
+    unload_previous: bool = True
+    """Unload the previous stable from every replica once ``keep_previous_s`` after its
+    promotion has passed. On by default: otherwise each deploy leaves one more version
+    in every replica's memory for good. It stays registered, so a rollback after that
+    reloads it everywhere first and then switches."""
 
 
 class TokenEntry(_Strict):
@@ -94,7 +108,8 @@ class ConfigFile(_Strict):
     server: ServerSection = Field(default_factory=ServerSection)  # type: ignore[arg-type]
     auth: AuthSection = Field(default_factory=AuthSection)
     controller: ControllerSection = Field(default_factory=ControllerSection)  # type: ignore[arg-type]
-    models: dict[str, ModelSection] = Field(min_length=1)
+    registration: RegistrationSection = Field(default_factory=RegistrationSection)
+    models: dict[str, ModelSection] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +130,7 @@ class GatewayConfig:
     base_dir: Path
     source: str = "<config>"
     controller: ControllerSection = field(default_factory=lambda: ControllerSection())  # type: ignore[call-arg]
+    registration: RegistrationSection = field(default_factory=lambda: RegistrationSection())
 
     @property
     def settle_s(self) -> float:
@@ -206,7 +222,7 @@ def _model_spec(name: str, section: ModelSection, source: str) -> ModelSpec:
     )
 
 
-def _check_name(kind: str, name: str, source: str) -> None:
+def check_name(kind: str, name: str, source: str) -> None:
     # Names go into URL paths: only plain characters, and never a bare "." or "..".
     if not name or name.strip(".") == "" or not all(c.isalnum() or c in "-_." for c in name):
         raise ConfigError(
@@ -248,9 +264,9 @@ def parse_config(
 
     models: dict[str, ModelSpec] = {}
     for name, section in parsed.models.items():
-        _check_name("model", name, source)
+        check_name("model", name, source)
         for version_name in section.versions:
-            _check_name(f"models.{name}.versions: version", version_name, source)
+            check_name(f"models.{name}.versions: version", version_name, source)
         spec = _model_spec(name, section, source)
         for version in spec.versions.values():
             try:
@@ -266,6 +282,13 @@ def parse_config(
             f"server.routing_poll_interval_s + server.flush_interval_s = {settle_s:g}: until "
             "every replica has the new weights and has flushed, metrics still mix the old split"
         )
+    if parsed.server.heartbeat_timeout_s < 2 * parsed.server.heartbeat_interval_s:
+        raise ConfigError(
+            f"{source}: server.heartbeat_timeout_s = {parsed.server.heartbeat_timeout_s:g} must "
+            f"be at least twice server.heartbeat_interval_s = "
+            f"{parsed.server.heartbeat_interval_s:g}: one late heartbeat must not count a "
+            "replica as gone"
+        )
     return GatewayConfig(
         store_url=_resolve_store_url(parsed.store, base_dir),
         server=parsed.server,
@@ -274,6 +297,7 @@ def parse_config(
         base_dir=base_dir,
         source=source,
         controller=parsed.controller,
+        registration=parsed.registration,
     )
 
 

@@ -96,6 +96,12 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def replica_id(self) -> str:
+        """This process's id in the fleet, as its heartbeats record it."""
+        with self.client() as client:
+            replicas = client.get("/api/v1/replicas").json()["replicas"]
+        return str(next(r["id"] for r in replicas if r["this"]))
+
     def client(self, token: str | None = OPERATOR) -> httpx.Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)

@@ -21,9 +21,11 @@ class GatewayCollector(Collector):
         self,
         totals: Callable[[], Iterable[tuple[MetricKey, VersionWindow]]],
         weights: Callable[[], Mapping[tuple[str, str], tuple[int, int, bool]]],
+        fallbacks: Callable[[], Mapping[tuple[str, str], int]] = dict,
     ) -> None:
         self._totals = totals
         self._weights = weights
+        self._fallbacks = fallbacks
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         labels = ["model", "version", "role"]
@@ -104,7 +106,14 @@ class GatewayCollector(Collector):
             weight.add_metric([model, version], percent)
             mirror.add_metric([model, version], mirrored)
             ready.add_metric([model, version], 1.0 if is_ready else 0.0)
-        yield from (weight, mirror, ready)
+        fallback = CounterMetricFamily(
+            "rollwise_unready_fallback",
+            "Requests routed to a version not ready in this replica, answered by the anchor",
+            labels=["model", "version"],
+        )
+        for (model, version), count in sorted(self._fallbacks().items()):
+            fallback.add_metric([model, version], count)
+        yield from (weight, mirror, ready, fallback)
 
 
 def render(collector: Collector) -> bytes:

@@ -37,6 +37,9 @@ class ModelTable:
     routing: Routing
     unavailable: tuple[str, ...] = ()
     """Versions that have weight but are not ready; their share went to the anchor."""
+    fallbacks: tuple[tuple[int, int, str], ...] = ()
+    """(first bucket, end bucket, version) of each range whose version is not ready
+    here, so that a request the anchor answers in its place can be told apart."""
 
     @property
     def serving(self) -> bool:
@@ -51,6 +54,15 @@ class ModelTable:
             return self.versions[0]
         bucket = bucket_of(self.salt, key) if key is not None else random_bucket
         return self.versions[bisect_right(self.bounds, bucket)]
+
+    def fallback_for(self, key: str | None, random_bucket: int) -> str | None:
+        """The version routing meant for this request when it is not ready here (the
+        anchor answers instead); None when the request goes where routing meant."""
+        bucket = bucket_of(self.salt, key) if key is not None else random_bucket
+        for start, end, version in self.fallbacks:
+            if start <= bucket < end:
+                return version
+        return None
 
     def effective_weights(self) -> dict[str, int]:
         """The percent each ready version actually receives."""
@@ -84,16 +96,20 @@ def build_table(
         # its range), so the users of every other version stay where they are.
         segments: list[tuple[int, int, str]] = []
         low, high = 0, BUCKETS
+        fallbacks: list[tuple[int, int, str]] = []
         candidates = sorted(v for v, w in weights.items() if w > 0 and v != routing.stable)
         for index, version in enumerate(candidates):
             size = weights[version] * (BUCKETS // 100)
             owner = version if version in ready_weighted else anchor
             if index == 1:
-                segments.append((high - size, high, owner))
+                segment = (high - size, high, owner)
                 high -= size
             else:
-                segments.append((low, low + size, owner))
+                segment = (low, low + size, owner)
                 low += size
+            segments.append(segment)
+            if owner != version and segment[1] > segment[0]:
+                fallbacks.append((segment[0], segment[1], version))
         segments.append((low, high, anchor))
         for start, end, owner in sorted(segments):
             if end <= start:
@@ -117,4 +133,5 @@ def build_table(
         mirrors=mirrors,
         routing=routing,
         unavailable=unavailable,
+        fallbacks=tuple(sorted(fallbacks)) if anchor else (),
     )

@@ -9,10 +9,10 @@ from typing import Any
 
 from rollwise.config import GatewayConfig, is_loopback
 from rollwise.errors import ConfigError, RollwiseError
+from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Authenticator
 from rollwise.server.control import build_control_app
 from rollwise.server.dataplane import DataPlane, Receive, Scope, Send
-from rollwise.server.gateway import Gateway
 
 log = logging.getLogger("rollwise.server")
 

@@ -24,13 +24,15 @@ from rollwise.domain import VersionHealth
 from rollwise.errors import RollwiseError
 from rollwise.metrics.prometheus import GatewayCollector, render
 from rollwise.routing import known_version
+from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Authenticator, Principal
 from rollwise.server.errors import error_reply
-from rollwise.server.gateway import Gateway
 from rollwise.server.openapi import openapi_document
 from rollwise.server.params import query_flag, query_int, validated
 from rollwise.server.payloads import load_json
 from rollwise.server.rollout_routes import rollout_routes
+from rollwise.server.status_view import model_status
+from rollwise.server.version_routes import version_routes
 
 log = logging.getLogger("rollwise.server")
 
@@ -84,7 +86,11 @@ def _handled(handler: Handler) -> Handler:
 
 
 def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
-    collector = GatewayCollector(gateway.metrics.totals, lambda: _weights(gateway))
+    collector = GatewayCollector(
+        gateway.telemetry.metrics.totals,
+        lambda: _weights(gateway),
+        lambda: dict(gateway.telemetry.fallbacks),
+    )
 
     def principal(request: Request, role: str) -> Principal:
         return auth.require(request.headers.get("authorization"), role)
@@ -147,7 +153,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         try:
             principal(request, "viewer")
             window_s = _window(request)
-            models = [await gateway.model_status(name, window_s) for name in gateway.models]
+            models = [await model_status(gateway, name, window_s) for name in gateway.models]
             return JSONResponse({"models": models})
         except RollwiseError as error:
             return _error(error)
@@ -156,7 +162,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         try:
             principal(request, "viewer")
             return JSONResponse(
-                await gateway.model_status(request.path_params["model"], _window(request))
+                await model_status(gateway, request.path_params["model"], _window(request))
             )
         except RollwiseError as error:
             return _error(error)
@@ -186,6 +192,11 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
             return JSONResponse({"model": model, "version": version, "health": state.health.value})
         except RollwiseError as error:
             return _error(error)
+
+    async def reload_config(request: Request) -> Response:
+        who = principal(request, "operator")
+        changes = await gateway.reload_config(actor=who.name)
+        return JSONResponse({"reloaded": True, "changes": changes})
 
     async def events(request: Request) -> Response:
         try:
@@ -230,10 +241,12 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
             _handled(reload_version),
             methods=["POST"],
         ),
+        Route("/api/v1/config/reload", _handled(reload_config), methods=["POST"]),
         Route("/api/v1/events", _handled(events)),
         Route("/api/v1/whoami", _handled(whoami)),
         Route("/api/v1/openapi.json", _handled(openapi)),
         *rollout_routes(gateway, principal, _handled, JSONResponse),
+        *version_routes(gateway, principal, _handled, JSONResponse),
     ]
 
     async def no_route(request: Request, error: Exception) -> Response:

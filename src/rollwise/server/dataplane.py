@@ -24,9 +24,9 @@ from rollwise.errors import (
     RollwiseError,
     ValidationError,
 )
+from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Authenticator
 from rollwise.server.errors import error_reply
-from rollwise.server.gateway import Gateway
 from rollwise.server.payloads import (
     encode_oip_response,
     encode_plain_response,
@@ -100,6 +100,7 @@ class DataPlane:
 
     def __init__(self, gateway: Gateway, auth: Authenticator, fallback: ASGIApp) -> None:
         self.gateway = gateway
+        self.serving = gateway.serving
         self.auth = auth
         self.fallback = fallback
         self.max_body = gateway.config.server.max_body_bytes
@@ -149,7 +150,7 @@ class DataPlane:
         *,
         oip: bool,
     ) -> None:
-        gateway = self.gateway
+        serving = self.serving
         header_id = _header(scope, b"x-request-id")
         # Known before the body is read, so that even a refused request can be traced.
         request_id = self._request_id(header_id)
@@ -162,20 +163,20 @@ class DataPlane:
             forced = path_version or _header(scope, b"x-rollwise-version")
             if forced is not None:
                 self.auth.require(_header(scope, b"authorization"), "operator")
-            table, version = gateway.choose(model, self._sticky(scope, model, data), forced)
+            table, version = serving.choose(model, self._sticky(scope, model, data), forced)
             version_header = [(b"x-rollwise-version", version.encode())]
         except RollwiseError as error:
             await self._fail(send, error, request_id, version_header)
             return
         try:
             role = Role.SERVED if forced is None else Role.PREVIEW
-            outcome = await gateway.serve(table, version, request, request_id, role)
+            outcome = await serving.serve(table, version, request, request_id, role)
         except RollwiseError as error:
             await self._fail(send, error, request_id, version_header)
             # The shadows still see a request the served version failed: they are judged
             # on the same traffic, with nothing to compare their answer to.
             if table.mirrors and forced is None and isinstance(error, BackendError):
-                gateway.mirror(table, request, request_id, None)
+                serving.mirror(table, request, request_id, None)
             return
         encode = encode_oip_response if oip else encode_plain_response
         payload = encode(outcome.response, model, outcome.version, request_id)
@@ -186,7 +187,7 @@ class DataPlane:
             [*version_header, (b"x-request-id", request_id.encode())],
         )
         if table.mirrors and forced is None:
-            gateway.mirror(table, request, request_id, outcome)
+            serving.mirror(table, request, request_id, outcome)
 
     def _sticky(self, scope: Scope, model: str, data: dict[str, Any]) -> str | None:
         sticky = self.gateway.models[model].sticky_key if model in self.gateway.models else None
@@ -214,7 +215,7 @@ class DataPlane:
                 )
             if "label" not in data:
                 raise ValidationError("'label' is missing: send the true answer for that request")
-            result = await self.gateway.feedback(model, request_id, data["label"])
+            result = await self.gateway.telemetry.feedback(model, request_id, data["label"])
         except RollwiseError as error:
             await self._fail(send, error, "", [])
             return

@@ -18,8 +18,8 @@ from starlette.routing import Route
 
 from rollwise.errors import ValidationError
 from rollwise.rollout import Command, CommandKind
+from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Principal
-from rollwise.server.gateway import Gateway
 from rollwise.server.params import query_flag, validated
 from rollwise.server.payloads import load_json
 
@@ -105,6 +105,10 @@ def rollout_routes(
         if body.full:
             kind = CommandKind.PROMOTE_FULL
         command = Command(kind, who.name, body.reason)
+        if kind is CommandKind.ROLLBACK:
+            # After a promotion the previous stable may have been unloaded: it is
+            # loaded again on every replica first, and the switch waits for that.
+            await gateway.prepare_rollback(model, who.name)
         rollout = await gateway.db(gateway.rollouts.command, model, command)
         await gateway.refresh_routing()
         return reply(rollout.to_dict())

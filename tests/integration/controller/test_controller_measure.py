@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rollwise.controller import SETTLED_AFTER_S, Controller, Rollouts, load
+from rollwise.controller import SETTLED_AFTER_S, Controller
 from rollwise.domain import ModelSpec, Role, VersionSpec
 from rollwise.metrics.recorder import VersionWindow, windows_by_version
 from rollwise.rollout import Phase
+from rollwise.rollouts import Rollouts, load
 from rollwise.store import Store, open_store
 from rollwise.store.base import MetricBucketRow
 

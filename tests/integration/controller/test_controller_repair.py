@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rollwise.controller import Controller, Rollouts
+from rollwise.controller import Controller
 from rollwise.domain import Event, ModelSpec, Routing, VersionSpec
+from rollwise.rollouts import Rollouts
 from rollwise.store import Store, open_store
 
 

@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import make_url
 
-from rollwise.controller import LEASE_NAME, Controller, Rollouts
+from rollwise.controller import LEASE_NAME, Controller
 from rollwise.domain import Event, ModelSpec, Role, Routing, VersionSpec
 from rollwise.errors import ConfigError, Conflict, RollwiseError
 from rollwise.metrics.recorder import VersionWindow
@@ -37,6 +37,7 @@ from rollwise.rollout import (
     routing_for,
     start,
 )
+from rollwise.rollouts import Rollouts
 from rollwise.store import Store, open_store
 from rollwise.store.base import MetricBucketRow, RolloutRow
 

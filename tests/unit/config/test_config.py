@@ -81,7 +81,17 @@ def bad_model(**changes: Any) -> dict[str, Any]:
         pytest.param(bad_model(task="ranking"), "models.iris.task = 'ranking'", id="unknown task"),
         pytest.param(config(server={"port": 99999}), "server.port = 99999", id="port out of range"),
         pytest.param(config(servr={}), "servr: unknown key", id="misspelt section"),
-        pytest.param(config(models={}), "models", id="no models"),
+        pytest.param(config(models=[]), "models", id="models not a mapping"),
+        pytest.param(
+            config(server={"heartbeat_interval_s": 2, "heartbeat_timeout_s": 3}),
+            "server.heartbeat_timeout_s = 3 must be at least twice",
+            id="heartbeat timeout shorter than two heartbeats",
+        ),
+        pytest.param(
+            config(registration={"backends": ["skleran"]}),
+            "registration.backends",
+            id="unknown backend allowed for registration",
+        ),
         pytest.param(
             config(models={"ir is": config()["models"]["iris"]}),
             "model name 'ir is'",
@@ -212,3 +222,12 @@ def test_a_settle_shorter_than_a_poll_and_a_flush_is_refused() -> None:
     data = config(controller={"settle_s": 0.5})
     with pytest.raises(ConfigError, match=r"controller.settle_s = 0.5 must be at least .* = 2"):
         parse_config(data, base_dir=BASE, environ={})
+
+
+def test_a_config_without_models_serves_those_created_through_the_api() -> None:
+    data = config()
+    del data["models"]
+    parsed = parse_config(data, base_dir=BASE, environ={})
+    assert dict(parsed.models) == {}
+    assert parsed.controller.unload_previous is True
+    assert "python" not in parsed.registration.backends

@@ -228,3 +228,48 @@ def test_assignments_are_parsed_or_refused(items: list[str], message: str) -> No
 
 def test_assignments_parse() -> None:
     assert parse_assignments(["v1=90", "v2=10"], "weight") == {"v1": 90, "v2": 10}
+
+
+@pytest.mark.parametrize(
+    ("weights", "ready", "meant_share"),
+    [
+        pytest.param({"v1": 90, "v2": 10}, {"v1", "v2"}, {}, id="every version ready: no fallback"),
+        pytest.param({"v1": 90, "v2": 10}, {"v1"}, {"v2": 0.10}, id="an unready candidate's tenth"),
+        pytest.param(
+            {"v1": 50, "v2": 20, "v3": 30},
+            {"v1", "v2"},
+            {"v3": 0.30},
+            id="the second candidate's range from the top",
+        ),
+        pytest.param(
+            {"v1": 40, "v2": 30, "v3": 30},
+            {"v1"},
+            {"v2": 0.30, "v3": 0.30},
+            id="both candidates unready",
+        ),
+    ],
+)
+def test_requests_meant_for_an_unready_version_are_told_apart(
+    weights: dict[str, int], ready: set[str], meant_share: dict[str, float]
+) -> None:
+    table = build_table(routing(weights), ready, STICKY)
+    users = [f"user-{i}" for i in range(20_000)]
+    meant: dict[str, int] = {}
+    for user in users:
+        intended = table.fallback_for(user, 0)
+        if intended is not None:
+            # The anchor answers in its place, and the user's own bucket is kept.
+            assert table.choose(user, 0) == "v1"
+            meant[intended] = meant.get(intended, 0) + 1
+    assert set(meant) == set(meant_share)
+    for version, share in meant_share.items():
+        assert meant[version] / len(users) == pytest.approx(share, abs=0.015)
+
+
+@given(st.integers(0, BUCKETS - 1))
+def test_a_fallback_bucket_is_one_the_routing_gave_to_an_unready_version(bucket: int) -> None:
+    weights = {"v1": 60, "v2": 25, "v3": 15}
+    full = build_table(routing(weights), {"v1", "v2", "v3"}, None)
+    partial = build_table(routing(weights), {"v1", "v3"}, None)
+    intended = full.choose(None, bucket)
+    assert partial.fallback_for(None, bucket) == (intended if intended == "v2" else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from rollwise.domain import Role
-from rollwise.server.predictions import MAX_CACHED_ROWS, PredictionLog
+from rollwise.runtime.predictions import MAX_CACHED_ROWS, PredictionLog
 from rollwise.store.base import PredictionRecord
 
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from rollwise.config import parse_config
+from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Authenticator
 from rollwise.server.control import build_control_app
-from rollwise.server.gateway import Gateway
 
 CONFIG = {
     "store": "sqlite:///state.db",
@@ -51,10 +51,10 @@ def get(gateway: Gateway, path: str) -> httpx.Response:
 def test_a_control_route_that_fails_is_logged_and_answered_in_json(
     gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def model_status(name: str, window_s: float) -> dict[str, Any]:
+    async def version_metrics(name: str, window_s: float) -> dict[str, Any]:
         raise ZeroDivisionError("division by zero")
 
-    gateway.model_status = model_status  # type: ignore[method-assign]
+    gateway.telemetry.version_metrics = version_metrics  # type: ignore[method-assign,assignment]
     with caplog.at_level(logging.ERROR, logger="rollwise.server"):
         response = get(gateway, "/api/v1/models/echo")
     assert response.status_code == 500

@@ -1,0 +1,206 @@
+"""The request path of one replica: choose a version, ask it, record what it did, and
+copy the request to the shadows due for it.
+
+Nothing here reads the store or waits on anything but the chosen backend: the tables
+and models are immutable values read without locks, and recording adds to in-memory
+windows that telemetry flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from rollwise.backends.base import InferenceRequest, InferenceResponse
+from rollwise.domain import BUCKETS, Role, VersionHealth
+from rollwise.errors import BackendError, BackendTimeout, BackendUnavailable, ValidationError
+from rollwise.metrics.recorder import VersionWindow
+from rollwise.metrics.scoring import compare_outputs
+from rollwise.routing import ModelTable, known_version
+from rollwise.runtime.context import Context
+from rollwise.runtime.routing_state import USERS_TRACKED, RoutingState
+from rollwise.runtime.telemetry import Telemetry
+from rollwise.runtime.versions import Versions, describe
+from rollwise.store.base import PredictionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the served version answered, for the reply and for the mirrors."""
+
+    version: str
+    response: InferenceResponse
+
+
+class Serving:
+    """Answers predictions with the versions loaded here, by the current tables."""
+
+    def __init__(
+        self, ctx: Context, versions: Versions, routing: RoutingState, telemetry: Telemetry
+    ) -> None:
+        self.ctx = ctx
+        self.versions = versions
+        self.routing = routing
+        self.telemetry = telemetry
+        self._mirror_tasks: set[asyncio.Task[None]] = set()
+        self._mirrors_running: dict[tuple[str, str], int] = {}
+        self._mirror_limit = ctx.config.server.mirror_concurrency
+
+    def choose(self, model: str, key: str | None, forced: str | None) -> tuple[ModelTable, str]:
+        table = self.routing.tables.get(model)
+        if table is None:
+            self.ctx.model(model)
+            raise BackendUnavailable(f"model {model!r} is not loaded yet")
+        if forced is not None:
+            known_version(self.ctx.models[model], forced)
+            state = self.versions.state(model, forced)
+            if state.health is not VersionHealth.READY:
+                raise BackendUnavailable(
+                    f"version {forced!r} of model {model!r} is {describe(state)}",
+                    version=forced,
+                )
+            return table, forced
+        if not table.serving:
+            detail = "; ".join(
+                f"{v}: {self.versions.state(model, v).health.value}"
+                for v in self.ctx.models[model].versions
+            )
+            raise BackendUnavailable(f"model {model!r} has no ready version ({detail})")
+        random_bucket = self.ctx.rng.randrange(BUCKETS)
+        version = table.choose(key, random_bucket)
+        if table.fallbacks:
+            meant = table.fallback_for(key, random_bucket)
+            if meant is not None:
+                # Routing gave this request to a version not ready here: the anchor
+                # answers it, and it is counted apart, never as a user of the split.
+                fallbacks = self.telemetry.fallbacks
+                fallbacks[(model, meant)] = fallbacks.get((model, meant), 0) + 1
+                return table, version
+        if key is not None:
+            seen = self.routing.users_seen.get(model)
+            if seen is not None and key not in seen and len(seen) < USERS_TRACKED:
+                seen.add(key)
+                self.telemetry.metrics.window(model, version, Role.SERVED).users += 1
+        return table, version
+
+    async def serve(
+        self,
+        table: ModelTable,
+        version: str,
+        request: InferenceRequest,
+        request_id: str,
+        role: Role = Role.SERVED,
+    ) -> Outcome:
+        """Ask ``version`` for an answer, recording what happened under ``role``
+        (served traffic, or a preview that forced the version)."""
+        model = table.model
+        backend = self.versions.backends[(model, version)]
+        started = time.perf_counter()
+        try:
+            response = await backend.predict(request)
+        except ValidationError:
+            raise
+        except BackendTimeout as error:
+            self._record_call(model, version, role, started, error)
+            raise BackendTimeout(
+                f"version {version!r} of model {model!r} did not answer in time: {error}",
+                version=version,
+            ) from None
+        except Exception as error:
+            self._record_call(model, version, role, started, error)
+            raise BackendError(
+                f"version {version!r} of model {model!r} failed: {error}", version=version
+            ) from None
+        window = self._record_call(model, version, role, started, None)
+        self._record_answer(window, model, version, role, request_id, response)
+        return Outcome(version, response)
+
+    def _record_call(
+        self, model: str, version: str, role: Role, started: float, error: Exception | None
+    ) -> VersionWindow:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        # Looked up after the call: the window may have been swapped out meanwhile.
+        window = self.telemetry.metrics.window(model, version, role)
+        window.record_call(
+            latency_ms, failed=error is not None, timed_out=isinstance(error, BackendTimeout)
+        )
+        return window
+
+    def _record_answer(
+        self,
+        window: VersionWindow,
+        model: str,
+        version: str,
+        role: Role,
+        request_id: str,
+        response: InferenceResponse,
+    ) -> list[Any]:
+        outputs = list(response.primary())
+        window.record_outputs(outputs, self.ctx.models[model].task == "classification")
+        self.telemetry.predictions.remember(
+            PredictionRecord(request_id, model, version, role, outputs, self.ctx.clock())
+        )
+        return outputs
+
+    def mirror(
+        self, table: ModelTable, request: InferenceRequest, request_id: str, served: Outcome | None
+    ) -> None:
+        """Copy the request to the shadow versions due for it, without waiting for them."""
+        rng = self.ctx.rng
+        for version, percent in table.mirrors:
+            if percent < 100 and rng.random() * 100.0 >= percent:
+                continue
+            key = (table.model, version)
+            running = self._mirrors_running.get(key, 0)
+            if running >= self._mirror_limit:
+                # Bounded per shadow: a slow shadow sheds its own load here instead of
+                # delaying replies or crowding out the other shadows.
+                self.telemetry.metrics.window(table.model, version, Role.SHADOW).dropped += 1
+                continue
+            self._mirrors_running[key] = running + 1
+            task = asyncio.get_running_loop().create_task(
+                self._shadow(table.model, version, request, request_id, served)
+            )
+            self._mirror_tasks.add(task)
+            task.add_done_callback(partial(self._mirror_done, key))
+
+    def _mirror_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self._mirror_tasks.discard(task)
+        self._mirrors_running[key] -= 1
+
+    async def _shadow(
+        self,
+        model: str,
+        version: str,
+        request: InferenceRequest,
+        request_id: str,
+        served: Outcome | None,
+    ) -> None:
+        backend = self.versions.backends.get((model, version))
+        if backend is None:
+            # Unloaded between the mirror decision and this task's start.
+            self.telemetry.metrics.window(model, version, Role.SHADOW).dropped += 1
+            return
+        started = time.perf_counter()
+        try:
+            response = await backend.predict(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._record_call(model, version, Role.SHADOW, started, error)
+            return
+        window = self._record_call(model, version, Role.SHADOW, started, None)
+        outputs = self._record_answer(window, model, version, Role.SHADOW, request_id, response)
+        if served is not None:
+            compared, agreed = compare_outputs(
+                served.response.primary(), outputs, self.ctx.models[model].agreement_tolerance
+            )
+            window.compared += compared
+            window.agreed += agreed
+
+    async def drain_mirrors(self, timeout_s: float) -> None:
+        if self._mirror_tasks:
+            await asyncio.wait(list(self._mirror_tasks), timeout=timeout_s)

@@ -1,0 +1,249 @@
+"""The versions loaded in one replica: load, swap, unload, and their readiness here.
+
+Loading never happens on the request path: a version added while serving is loaded in
+the background and becomes routable only once ready; a version replaced by a new spec
+or reloaded keeps serving on its old backend until the new one is ready; a retired one
+stops getting requests at once and is closed after the requests already running on it
+could have finished (its own timeout, plus a margin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from rollwise.backends.base import Backend
+from rollwise.domain import VersionHealth, VersionSpec
+from rollwise.errors import BackendLoadError, Conflict
+from rollwise.fleet import plan_loads
+from rollwise.routing import known_version
+from rollwise.runtime.context import Context
+
+log = logging.getLogger("rollwise.gateway")
+
+RELOAD_GRACE_S = 30.0
+"""How long a replaced or retired backend stays open for the requests still running on
+it, beyond the version's own ``timeout_s``."""
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionState:
+    health: VersionHealth
+    reason: str = ""
+    artifact_sha256: str = ""
+
+
+class Versions:
+    """Backends of one replica by (model, version), and what state each is in."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        backend_factory: Callable[..., Backend] | None = None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.ctx = ctx
+        self.backends: dict[Key, Backend] = {}
+        self.states: dict[Key, VersionState] = {}
+        self.specs: dict[Key, VersionSpec] = {}
+        """The spec each loaded (or loading) version was built from."""
+        self._backend_factory = backend_factory
+        self._on_change = on_change
+        self._busy: set[Key] = set()
+        self._retired: list[Backend] = []
+
+    # what is loaded here ---------------------------------------------------------------
+    def readiness(self, model: str, version: str) -> tuple[bool, str]:
+        """Whether ``version`` of ``model`` is loaded here, and if not, why."""
+        state = self.states.get((model, version))
+        if state is None:
+            return False, "not loaded in this gateway"
+        if state.health is VersionHealth.READY:
+            return True, ""
+        return False, describe(state)
+
+    def state(self, model: str, version: str) -> VersionState:
+        return self.states.get((model, version), VersionState(VersionHealth.LOADING))
+
+    def ready_versions(self, model: str) -> set[str]:
+        return {
+            version
+            for (m, version), state in self.states.items()
+            if m == model and state.health is VersionHealth.READY
+        }
+
+    # loading ------------------------------------------------------------------------
+    async def build(self, spec: VersionSpec) -> Backend:
+        """A loaded backend for ``spec``; nothing is left open when loading fails."""
+        if self._backend_factory is None:
+            from rollwise.backends.registry import create_backend
+
+            self._backend_factory = create_backend
+        backend = self._backend_factory(spec, self.ctx.config.base_dir)
+        try:
+            await backend.load()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await backend.close()
+            raise
+        return backend
+
+    async def load_all(self, desired: Mapping[Key, VersionSpec]) -> None:
+        """Load every desired version at once (start-up: nothing serves yet)."""
+        for key, spec in desired.items():
+            self.states[key] = VersionState(VersionHealth.LOADING)
+            self.specs[key] = spec
+        await asyncio.gather(*(self._load(key, spec) for key, spec in desired.items()))
+
+    def sync(self, desired: Mapping[Key, VersionSpec]) -> None:
+        """Make the loaded set follow ``desired`` in the background: load what was
+        added, swap in what changed, unload what went away."""
+        plan = plan_loads(desired, self.specs)
+        for key in plan.unload:
+            if key not in self._busy:
+                self._unload(key)
+        for key in plan.load:
+            if key in self._busy:
+                continue
+            self.states[key] = VersionState(VersionHealth.LOADING)
+            self.specs[key] = desired[key]
+            self._busy.add(key)
+            self.ctx.later(self._load_added(key, desired[key]))
+        for key in plan.replace:
+            if key in self._busy:
+                continue
+            self._busy.add(key)
+            self.ctx.later(self._replace(key, desired[key]))
+        if plan.unload or plan.load:
+            self._on_change()
+
+    async def _load_added(self, key: Key, spec: VersionSpec) -> None:
+        try:
+            await self._load(key, spec)
+        finally:
+            self._busy.discard(key)
+        self._on_change()
+
+    async def _load(self, key: Key, spec: VersionSpec) -> None:
+        try:
+            backend = await self.build(spec)
+        except Exception as error:
+            reason = str(error) or type(error).__name__
+            if self.specs.get(key) is spec:
+                self.states[key] = VersionState(VersionHealth.FAILED, reason)
+            log.warning("model %s version %s failed to load: %s", key[0], key[1], reason)
+            return
+        if self.specs.get(key) is not spec:
+            # Retired or replaced while it loaded: this backend is not wanted any more.
+            with contextlib.suppress(Exception):
+                await backend.close()
+            return
+        self.backends[key] = backend
+        self.states[key] = VersionState(VersionHealth.READY, "", _sha(backend))
+        log.info("model %s version %s is ready (%s)", key[0], key[1], spec.backend)
+
+    async def _replace(self, key: Key, spec: VersionSpec) -> None:
+        """A version whose spec changed (a config reload): the old backend serves until
+        the new one is ready; when the new one fails, the old one keeps serving."""
+        try:
+            try:
+                backend = await self.build(spec)
+            except Exception as error:
+                reason = str(error) or type(error).__name__
+                log.warning("model %s version %s: new spec failed to load: %s", *key, reason)
+                if self.states.get(key, VersionState(VersionHealth.LOADING)).health is not (
+                    VersionHealth.READY
+                ):
+                    self.states[key] = VersionState(VersionHealth.FAILED, reason)
+                    self.specs[key] = spec
+                return
+            self.specs[key] = spec
+            self._swap(key, backend)
+        finally:
+            self._busy.discard(key)
+        self._on_change()
+
+    def _swap(self, key: Key, backend: Backend) -> None:
+        previous = self.backends.get(key)
+        self.backends[key] = backend
+        self.states[key] = VersionState(VersionHealth.READY, "", _sha(backend))
+        if previous is not None:
+            self._retire(previous, key)
+
+    def _unload(self, key: Key) -> None:
+        # Out of the tables first (on_change), so no new request is routed to it; the
+        # requests already running hold the backend and finish on it.
+        backend = self.backends.pop(key, None)
+        if backend is not None:
+            self._retire(backend, key)
+        self.states.pop(key, None)
+        self.specs.pop(key, None)
+        log.info("model %s version %s unloaded", *key)
+
+    def _retire(self, backend: Backend, key: Key) -> None:
+        spec = self.specs.get(key)
+        timeout = spec.options.get("timeout_s", 30.0) if spec is not None else 30.0
+        grace_s = (float(timeout) if isinstance(timeout, int | float) else 30.0) + RELOAD_GRACE_S
+        self._retired.append(backend)
+        self.ctx.later(self._close_after(backend, grace_s))
+
+    async def _close_after(self, backend: Backend, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if backend in self._retired:
+            self._retired.remove(backend)
+        with contextlib.suppress(Exception):
+            await backend.close()
+
+    async def reload(self, model: str, version: str, actor: str) -> VersionState:
+        """Load a version anew (after a failed load, or a new file) and swap it in.
+
+        The old backend keeps serving until the new one is ready and is closed only
+        after a grace period, so requests in flight finish on it. When loading fails,
+        a version that was serving keeps serving on its old backend.
+        """
+        spec_model = self.ctx.model(model)
+        known_version(spec_model, version)
+        spec = spec_model.versions[version]
+        key = (model, version)
+        if key in self._busy:
+            raise Conflict(f"version {version!r} of model {model!r} is already loading")
+        self._busy.add(key)
+        try:
+            backend = await self.build(spec)
+        except Exception as error:
+            reason = str(error) or type(error).__name__
+            if self.state(model, version).health is not VersionHealth.READY:
+                self.states[key] = VersionState(VersionHealth.FAILED, reason)
+            await self.ctx.event(model, "version.reload_failed", f"{version}: {reason}", actor)
+            raise BackendLoadError(
+                f"version {version!r} of model {model!r} failed to load: {reason}",
+                version=version,
+            ) from None
+        finally:
+            self._busy.discard(key)
+        self.specs[key] = spec
+        self._swap(key, backend)
+        self._on_change()
+        await self.ctx.event(model, "version.reloaded", f"{version} reloaded", actor)
+        return self.states[key]
+
+    async def close(self) -> None:
+        for backend in [*self._retired, *self.backends.values()]:
+            with contextlib.suppress(Exception):
+                await backend.close()
+        self._retired.clear()
+
+
+def describe(state: VersionState) -> str:
+    return state.health.value + (f": {state.reason}" if state.reason else "")
+
+
+def _sha(backend: Backend) -> str:
+    value = getattr(backend, "artifact_sha256", "")
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,70 @@
+"""What the control API shows of a model: versions with their health here and across
+the fleet, weights, mirrors, metrics of a window, and the rollout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollwise.domain import Role, VersionHealth
+from rollwise.fleet import FleetReadiness
+from rollwise.metrics.recorder import VersionWindow
+from rollwise.rollouts import load
+from rollwise.runtime.gateway import Gateway
+from rollwise.runtime.versions import VersionState
+
+
+async def model_status(gateway: Gateway, name: str, window_s: float) -> dict[str, Any]:
+    model = gateway.model(name)
+    table = gateway.tables.get(name)
+    routing = gateway.routings.get(name)
+    metrics = await gateway.telemetry.version_metrics(name, window_s)
+    latest = await gateway.db(gateway.store.latest_rollout, name)
+    fleet = await gateway.db(gateway.fleet.of_model, name)
+    effective = table.effective_weights() if table else {}
+    versions = []
+    for version in model.versions.values():
+        state = gateway.states.get((name, version.name), VersionState(VersionHealth.LOADING))
+        readiness = fleet.get(version.name)
+        versions.append(
+            {
+                "name": version.name,
+                "backend": version.backend,
+                "source": version.source.value,
+                "health": state.health.value,
+                "reason": state.reason,
+                "artifact_sha256": state.artifact_sha256,
+                "fleet": fleet_view(readiness) if readiness is not None else None,
+                "weight": routing.weight_of(version.name) if routing else 0,
+                "effective_weight": effective.get(version.name, 0),
+                "mirror": routing.mirrors.get(version.name, 0) if routing else 0,
+                "served": _summary(metrics.get((version.name, Role.SERVED))),
+                "shadow": _summary(metrics.get((version.name, Role.SHADOW))),
+                "preview": _summary(metrics.get((version.name, Role.PREVIEW))),
+            }
+        )
+    return {
+        "name": name,
+        "stable": routing.stable if routing else model.stable,
+        "task": model.task,
+        "source": model.source.value,
+        "sticky_key": str(model.sticky_key) if model.sticky_key else None,
+        "serving": bool(table and table.serving),
+        "window_s": window_s,
+        "versions": versions,
+        "rollout": load(latest).summary() if latest is not None else None,
+    }
+
+
+def fleet_view(readiness: FleetReadiness) -> dict[str, Any]:
+    return {
+        "live": len(readiness.live),
+        "ready": len(readiness.ready),
+        "everywhere": readiness.everywhere,
+        "failed": dict(readiness.failed),
+        "summary": readiness.summary(),
+        "why_not": "" if readiness.everywhere else readiness.why_not(),
+    }
+
+
+def _summary(window: VersionWindow | None) -> dict[str, Any] | None:
+    return window.summary() if window is not None and not window.empty else None
