@@ -1,8 +1,11 @@
-"""Terminal views of rollouts (rich renderables), shared by ``watch``, ``rollouts`` and
-``demo``. They read the control API's JSON, so they show what any client would see."""
+"""Terminal views (rich renderables) of rollouts, shared by ``watch``, ``rollouts`` and
+``demo``, and of versions, replicas and events for ``versions ls``, ``replicas`` and
+``deploy``. They read the control API's JSON, so they show what any client would see;
+times are passed in, so each view is a plain function of its input."""
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -153,3 +156,120 @@ def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
     if experiment.get("decision"):
         parts.append(experiment_table(experiment["decision"], experiment.get("samples_per_arm")))
     return Group(*parts)
+
+
+# -- versions, replicas and events -------------------------------------------------------
+
+HEALTH_STYLE = {"ready": "green", "loading": "yellow", "failed": "bold red", "unloaded": "dim"}
+HEALTH_ORDER = ("ready", "loading", "failed", "unloaded")
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration for people: ``42 s``, ``5 min``, ``3 h 20 min``, ``2 d 4 h``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = max(0, round(seconds))
+    if s < 120:
+        return f"{s} s"
+    minutes = s // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def fleet_text(fleet: Mapping[str, Any] | None) -> str:
+    """A version's readiness on the fleet, e.g. ``ready on 2/3 replicas``."""
+    if not fleet:
+        return "-"
+    summary = fleet.get("summary")
+    if summary:
+        return str(summary)
+    live = int(fleet.get("live") or 0)
+    if not live:
+        return "no live replica"
+    return f"ready on {fleet.get('ready', 0)}/{live} replica{'' if live == 1 else 's'}"
+
+
+def replica_states_text(replicas: Sequence[Mapping[str, Any]]) -> str:
+    """How many replicas hold a version in each state, e.g. ``2 ready, 1 loading``."""
+    counts: dict[str, int] = {}
+    for replica in replicas:
+        health = str(replica.get("health") or "unknown")
+        counts[health] = counts.get(health, 0) + 1
+    order = [h for h in HEALTH_ORDER if h in counts] + sorted(set(counts) - set(HEALTH_ORDER))
+    return ", ".join(f"{counts[h]} {h}" for h in order) or "-"
+
+
+def _short(digest: Any) -> str:
+    return str(digest)[:12] if digest else "-"
+
+
+def versions_table(versions: Sequence[Mapping[str, Any]]) -> Table:
+    """One line per version: model, name, source, backend, artifact digest, readiness on
+    the fleet and the replicas' load states."""
+    table = Table(title_justify="left")
+    for column in ("model", "version", "source", "backend", "sha256", "fleet"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("replicas", ratio=1)
+    for v in versions:
+        fleet = v.get("fleet") or {}
+        style = "green" if fleet.get("everywhere") else ("red" if fleet.get("failed") else "")
+        table.add_row(
+            str(v.get("model", "")),
+            str(v.get("name", "")),
+            str(v.get("source", "-")),
+            str(v.get("backend", "-")),
+            _short(v.get("artifact_sha256")),
+            Text(fleet_text(fleet), style=style),
+            replica_states_text(v.get("replicas") or []),
+        )
+    return table
+
+
+def version_problems(versions: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why versions are not ready everywhere: each failed replica with its error."""
+    lines = []
+    for v in versions:
+        failed = (v.get("fleet") or {}).get("failed") or {}
+        for replica, error in sorted(failed.items()):
+            lines.append(f"{v.get('model')} {v.get('name')} failed on {replica}: {error}")
+    return lines
+
+
+def replicas_table(replicas: Sequence[Mapping[str, Any]], now_s: float) -> Table:
+    """One line per replica: id, host, pid, up for, last seen, live, versions ready."""
+    table = Table(title_justify="left")
+    for column in ("id", "host", "pid", "up for", "last seen", "live", "versions ready"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "pid" else "left")
+    for r in replicas:
+        states = dict(r.get("versions") or {})
+        ready = sum(1 for state in states.values() if state == "ready")
+        if r.get("stopped"):
+            live = Text("stopped", style="dim")
+        elif r.get("live"):
+            live = Text("yes", style="green")
+        else:
+            live = Text("no", style="red")
+        started, seen = r.get("started_at_s"), r.get("last_seen_s")
+        # A stopped replica was up until it was last seen, not until now.
+        until = seen if r.get("stopped") and seen is not None else now_s
+        table.add_row(
+            str(r.get("id", "")),
+            str(r.get("host", "")),
+            str(r.get("pid", "")),
+            duration_text(until - started) if started is not None else "-",
+            f"{duration_text(now_s - seen)} ago" if seen is not None else "-",
+            live,
+            f"{ready}/{len(states)}",
+        )
+    return table
+
+
+def event_line(event: Mapping[str, Any]) -> str:
+    """An event as one line: UTC time, kind and message."""
+    at = datetime.datetime.fromtimestamp(float(event.get("at_s") or 0), tz=datetime.UTC)
+    return f"{at:%H:%M:%S} {event.get('kind', '')}: {event.get('message', '')}"

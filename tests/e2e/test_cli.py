@@ -87,11 +87,11 @@ def test_status_as_json(gateway: GatewayProcess) -> None:
         pytest.param(["route", "iris", "v9=100"], "no version 'v9'", id="unknown version"),
     ],
 )
-def test_refusals_are_one_clear_line_and_a_failing_exit_code(
+def test_refusals_are_one_clear_line_and_exit_2(
     gateway: GatewayProcess, args: list[str], message: str
 ) -> None:
     result = rollwise(*args, env=as_operator(gateway))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -100,7 +100,7 @@ def test_a_viewer_cannot_route(gateway: GatewayProcess) -> None:
     result = rollwise(
         "route", "iris", "v1=100", env={"ROLLWISE_URL": gateway.url, "ROLLWISE_TOKEN": VIEWER}
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "needs operator" in result.stderr
 
 
@@ -117,14 +117,14 @@ def test_serve_refuses_a_bad_config_naming_key_and_value(example: Path, tmp_path
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
     result = rollwise("serve", "--config", str(bad), "--port", str(free_port()))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "models.iris.stable = 'v7': not one of the versions" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_insecure_dev_is_refused_off_loopback(example: Path) -> None:
     result = rollwise("serve", "--config", str(example), "--host", "0.0.0.0", "--insecure-dev")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--insecure-dev only works on a loopback address" in result.stderr
 
 
@@ -133,7 +133,7 @@ def test_reload_puts_a_version_back_into_service(gateway: GatewayProcess) -> Non
     assert result.returncode == 0, result.stderr
     assert "iris v2: ready" in result.stdout
     missing = rollwise("reload", "iris", "v9", env=as_operator(gateway))
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert "no version 'v9'" in missing.stderr
 
 

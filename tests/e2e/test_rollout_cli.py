@@ -136,7 +136,7 @@ def test_apply_dry_run_rollouts_pause_resume_and_promote_full(
 
     # A command that does not fit the phase is refused with one line saying why.
     again = rollwise("pause", "cli", env=env)
-    assert again.returncode == 1
+    assert again.returncode == 2
     assert "has ended (promoted)" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1, again.stderr
 
@@ -201,12 +201,12 @@ def test_watch_exits_3_when_the_rollout_is_rolled_back(
         ),
     ],
 )
-def test_a_bad_spec_file_exits_1_with_one_line_naming_the_key(
+def test_a_bad_spec_file_exits_2_with_one_line_naming_the_key(
     tmp_path: Path, env: dict[str, str], change: dict[str, Any], message: str
 ) -> None:
     file = write_spec(tmp_path / "bad.yaml", {**CANARY, "model": "cli", **change})
     result = rollwise("apply", "-f", str(file), env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert str(file) in result.stderr
     assert message in result.stderr
