@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,20 +9,8 @@ import pytest
 import yaml
 
 from rollwise.example_models import write_example
+from support.cli import rollwise
 from support.gateway import OPERATOR, VIEWER, GatewayProcess, free_port
-
-
-def rollwise(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rollwise.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "160", **(env or {})},
-        cwd=cwd,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,8 @@ Each test deploys to its own model, so they never see each other's rollouts.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 import yaml
 
 from rollwise.client import Client
+from support.cli import rollwise
 from support.gateway import OPERATOR, GatewayProcess, eventually
 from support.rollouts import Traffic, all_ready, example_versions, kinds, rollout_config
 
@@ -32,18 +31,6 @@ CORRUPT = "corrupt.onnx"
 ERRORS = {"metric": "error_rate", "max_increase": 0.03, "min_samples": 50}
 ACCURACY = {"metric": "accuracy", "max_decrease": 0.05, "min_samples": 50}
 ROLLBACK = {"on_inconclusive_after_s": 45}
-
-
-def rollwise(
-    *args: str, env: dict[str, str] | None = None, timeout_s: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rollwise.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")

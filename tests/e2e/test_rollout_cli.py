@@ -4,9 +4,6 @@ promote --full, watch to the end, refusals of a bad spec file, and the demo."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import pytest
 import yaml
 
 from rollwise.client import Client
+from support.cli import rollwise
 from support.gateway import OPERATOR, GatewayProcess, eventually
 from support.rollouts import (
     all_ready,
@@ -26,18 +24,6 @@ from support.rollouts import (
 )
 
 MODELS = {name: ("v1", "v2") for name in ("cli", "watched", "undecided")}
-
-
-def rollwise(
-    *args: str, env: dict[str, str] | None = None, timeout_s: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rollwise.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,23 +19,12 @@ import pytest
 import yaml
 
 from rollwise.client import Client
+from support.cli import rollwise
 from support.gateway import OPERATOR, VIEWER, GatewayProcess, eventually
 from support.rollouts import all_ready, example_versions, rollout_config
 
 # The artifacts live in the config's folder: the default of registration.artifact_dirs.
 ARTIFACT = "iris-v4.onnx"
-
-
-def rollwise(
-    *args: str, env: dict[str, str] | None = None, timeout_s: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rollwise.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:

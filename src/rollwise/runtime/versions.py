@@ -57,6 +57,8 @@ class Versions:
         self._on_change = on_change
         self._busy: set[Key] = set()
         self._retired: list[Backend] = []
+        self._refused: dict[Key, VersionSpec] = {}
+        """A new spec that failed to load while the old one kept serving."""
 
     # what is loaded here ---------------------------------------------------------------
     def readiness(self, model: str, version: str) -> tuple[bool, str]:
@@ -106,8 +108,8 @@ class Versions:
         added, swap in what changed, unload what went away."""
         plan = plan_loads(desired, self.specs)
         for key in plan.unload:
-            if key not in self._busy:
-                self._unload(key)
+            # Also while it loads: the load, finding its spec gone, closes what it built.
+            self._unload(key)
         for key in plan.load:
             if key in self._busy:
                 continue
@@ -116,7 +118,9 @@ class Versions:
             self._busy.add(key)
             self.ctx.later(self._load_added(key, desired[key]))
         for key in plan.replace:
-            if key in self._busy:
+            if key in self._busy or self._refused.get(key) == desired[key]:
+                # Loading, or this very spec already failed while the old one serves:
+                # tried again by a reload, not at every change of the stored state.
                 continue
             self._busy.add(key)
             self.ctx.later(self._replace(key, desired[key]))
@@ -162,8 +166,16 @@ class Versions:
                 ):
                     self.states[key] = VersionState(VersionHealth.FAILED, reason)
                     self.specs[key] = spec
+                else:
+                    self._refused[key] = spec
+                return
+            if key not in self.specs:
+                # Retired while the new spec loaded.
+                with contextlib.suppress(Exception):
+                    await backend.close()
                 return
             self.specs[key] = spec
+            self._refused.pop(key, None)
             self._swap(key, backend)
         finally:
             self._busy.discard(key)
@@ -228,6 +240,7 @@ class Versions:
         finally:
             self._busy.discard(key)
         self.specs[key] = spec
+        self._refused.pop(key, None)
         self._swap(key, backend)
         self._on_change()
         await self.ctx.event(model, "version.reloaded", f"{version} reloaded", actor)

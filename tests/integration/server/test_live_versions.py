@@ -15,7 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from support.gateway import GatewayProcess, eventually
+from support.cli import rollwise
+from support.gateway import OPERATOR, GatewayProcess, eventually
 
 SERVER = {
     "flush_interval_s": 0.2,
@@ -29,7 +30,7 @@ CONTROLLER = {"interval_s": 0.2, "lease_ttl_s": 2.0}
 def config(store: str, **extra: Any) -> dict[str, Any]:
     return {
         "store": store,
-        "server": dict(SERVER),
+        "server": dict(SERVER, **extra.pop("server", {})),
         "controller": dict(CONTROLLER, **extra.pop("controller", {})),
         "models": {
             "m": {
@@ -192,6 +193,15 @@ def test_a_version_that_loads_on_one_replica_only_is_refused_naming_the_other(
         assert refused.status_code == 409, refused.text
         assert two.replica_id() in refused.json()["error"]
         assert "iris.skops" in refused.json()["error"]
+        # The CLI waits instead when asked to, and gives up with exit 4 naming it too.
+        spec_file = tmp_path / "rollout.yaml"
+        spec_file.write_text(yaml.safe_dump(steps_rollout("c")))
+        waited = rollwise(
+            "apply", "-f", str(spec_file), "--wait-ready", "--ready-timeout", "3",
+            env={"ROLLWISE_URL": one.url, "ROLLWISE_TOKEN": OPERATOR},
+        )  # fmt: skip
+        assert waited.returncode == 4, waited.stderr
+        assert two.replica_id() in waited.stderr
     finally:
         one.stop()
         two.stop()
@@ -202,30 +212,37 @@ def test_a_version_that_loads_on_one_replica_only_is_refused_naming_the_other(
 def test_a_killed_replica_stops_counting_once_its_heartbeat_expires(
     fresh_postgres_url: str, tmp_path: Path
 ) -> None:
-    one, two = fleet(tmp_path, fresh_postgres_url, 2)
+    one, two = fleet(tmp_path, fresh_postgres_url, 2, server={"heartbeat_timeout_s": 6.0})
     try:
         dead = two.replica_id()
         assert two.process is not None
         two.process.send_signal(signal.SIGKILL)
         two.process.wait(10)
+        killed_at_s = time.time()
         with one.client() as client:
-            assert (
-                client.put("/api/v1/models/m/versions/b", json={"backend": "fake"}).status_code
-                == 201
-            )
-            eventually(lambda: ready_here(one, "m", "b"), 10)
+            added = client.put("/api/v1/models/m/versions/b", json={"backend": "fake"})
+            assert added.status_code == 201, added.text
+            eventually(lambda: ready_here(one, "m", "b"), 5)
             # Still counted: its last heartbeat is recent, and it never loads b.
             refused = client.post("/api/v1/rollouts", json=steps_rollout("b"))
-            if refused.status_code == 409:
-                assert dead in refused.json()["error"]
-
-            def applied() -> bool:
-                return client.post("/api/v1/rollouts", json=steps_rollout("b")).status_code == 201
-
-            eventually(applied, timeout_s=15)
+            assert refused.status_code == 409, refused.text
+            assert dead in refused.json()["error"]
+        spec_file = tmp_path / "rollout.yaml"
+        spec_file.write_text(yaml.safe_dump(steps_rollout("b")))
+        waited = rollwise(
+            "apply", "-f", str(spec_file), "--wait-ready", "--ready-timeout", "30",
+            "--wait", "--timeout", "60",
+            env={"ROLLWISE_URL": one.url, "ROLLWISE_TOKEN": OPERATOR},
+        )  # fmt: skip
+        assert waited.returncode == 0, waited.stderr + waited.stdout
+        with one.client() as client:
             replicas = {r["id"]: r for r in client.get("/api/v1/replicas").json()["replicas"]}
         assert replicas[dead]["live"] is False
-        assert wait_ended(one)["status"]["phase"] == "promoted"
+        ended = wait_ended(one)
+        assert ended["status"]["phase"] == "promoted"
+        # It started only once the dead replica's last heartbeat (at most one interval
+        # before the kill) was older than the timeout.
+        assert ended["status"]["started_s"] - killed_at_s >= 6.0 - 0.2 - 0.05
     finally:
         one.stop()
         two.stop()
