@@ -20,8 +20,9 @@ from rollwise.runtime.context import Context
 from rollwise.runtime.versions import Versions, describe
 
 USERS_TRACKED = 1_000_000
-"""Distinct sticky users remembered per model under one routing (about 100 MB at most);
-beyond it new users go uncounted, alike for every version."""
+"""Distinct sticky users remembered per model under one routing, as 64-bit hashes (about
+60 MB at most, whatever the keys' length); beyond it new users go uncounted, alike for
+every version."""
 
 
 class RoutingState:
@@ -32,7 +33,7 @@ class RoutingState:
         self.versions = versions
         self.routings: dict[str, Routing] = {}
         self.tables: Mapping[str, ModelTable] = {}
-        self.users_seen: dict[str, set[str]] = {}
+        self.users_seen: dict[str, set[int]] = {}
         self.state_version = -1
         self._lock = asyncio.Lock()
         self.on_stored_change: Callable[[], object] | None = None

@@ -81,8 +81,12 @@ class Serving:
                 return table, version
         if key is not None:
             seen = self.routing.users_seen.get(model)
-            if seen is not None and key not in seen and len(seen) < USERS_TRACKED:
-                seen.add(key)
+            # A user is remembered by a fixed-size hash of the key, never the key itself,
+            # so long keys cost no memory; a collision (odds about 3 in 10^8 at a million
+            # users) would only leave one user uncounted.
+            user = hash(key)
+            if seen is not None and user not in seen and len(seen) < USERS_TRACKED:
+                seen.add(user)
                 self.telemetry.metrics.window(model, version, Role.SERVED).users += 1
         return table, version
 

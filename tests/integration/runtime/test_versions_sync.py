@@ -110,3 +110,40 @@ def test_a_version_that_fails_to_load_says_why(tmp_path: Path) -> None:
         await versions.close()
 
     asyncio.run(main())
+
+
+def test_sticky_users_are_counted_by_a_fixed_size_hash_not_their_keys(tmp_path: Path) -> None:
+    from rollwise.domain import Role
+    from rollwise.runtime.routing_state import RoutingState
+    from rollwise.runtime.serving import Serving
+    from rollwise.runtime.telemetry import Telemetry
+
+    data = {
+        "models": {
+            "m": {
+                "stable": "a",
+                "sticky_key": "header:X-User-Id",
+                "versions": {"a": {"backend": "fake"}},
+            }
+        }
+    }
+
+    async def main() -> None:
+        config = parse_config(data, base_dir=tmp_path, environ={})
+        ctx = Context(config, store=None, clock=lambda: 0.0, rng=random.Random(0), replica="r")
+        versions = Versions(ctx)
+        await versions.load_all({("m", "a"): config.models["m"].versions["a"]})
+        routing = RoutingState(ctx, versions)
+        routing.rebuild()
+        telemetry = Telemetry(ctx)
+        serving = Serving(ctx, versions, routing, telemetry)
+        long_keys = [f"{i:08d}" + "x" * 60_000 for i in range(50)]
+        for key in [*long_keys, *long_keys]:
+            serving.choose("m", key, None)
+        seen = routing.users_seen["m"]
+        assert len(seen) == 50
+        assert all(isinstance(user, int) for user in seen)
+        assert telemetry.metrics.window("m", "a", Role.SERVED).users == 50
+        await versions.close()
+
+    asyncio.run(main())
