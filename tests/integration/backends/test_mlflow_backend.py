@@ -336,3 +336,46 @@ def test_a_version_that_does_not_exist_fails_to_load_with_the_reason(
     assert "cannot fetch models:/iris/99 from MLflow" in str(error)
     assert error.version == "v2"
     assert not list((tmp_path / ".rollwise" / "artifacts" / "mlflow").glob("*"))
+
+
+def test_a_version_registered_through_the_api_is_pinned_once_and_records_its_artifact(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from support.gateway import GatewayProcess, eventually
+
+    config = {
+        "store": "sqlite:///state.db",
+        "server": {"flush_interval_s": 0.2, "routing_poll_interval_s": 0.2},
+        "models": {"m": {"stable": "a", "versions": {"a": {"backend": "fake"}}}},
+    }
+    gateway = GatewayProcess(tmp_path, config).start()
+    spec = {"backend": "mlflow", "uri": "models:/iris@challenger", **registry.options}
+    try:
+        with gateway.client() as client:
+            added = client.put("/api/v1/models/m/versions/ml", json=spec)
+            assert added.status_code == 201, added.text
+            version = added.json()["version"]
+            assert version["options"]["uri"] == "models:/iris/1"
+            assert version["requested"]["uri"] == "models:/iris@challenger"
+            assert version["resolved"]["alias"] == "challenger"
+            assert version["resolved"]["version"] == "1"
+
+            def loaded() -> bool:
+                shown = client.get("/api/v1/models/m/versions/ml").json()
+                return bool(shown["fleet"]["everywhere"])
+
+            eventually(loaded, timeout_s=60)
+            shown = client.get("/api/v1/models/m/versions/ml").json()
+            assert [r["artifact_sha256"] for r in shown["replicas"]] == [registry.sha256("iris/1")]
+            # The alias moves on; the same spec registered again changes nothing.
+            registry.set_alias("challenger", "2")
+            again = client.put("/api/v1/models/m/versions/ml", json=spec)
+            assert again.status_code == 200 and again.json()["created"] is False
+            assert again.json()["version"]["options"]["uri"] == "models:/iris/1"
+            events = client.get("/api/v1/events", params={"model": "m"}).json()["events"]
+        registered = [e for e in events if e["kind"] == "version.registered"]
+        assert len(registered) == 1
+        assert registered[0]["data"]["resolved"]["version"] == "1"
+    finally:
+        registry.set_alias("challenger", "1")
+        gateway.stop()
