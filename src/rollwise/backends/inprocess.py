@@ -18,11 +18,14 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
 
 from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
 from rollwise.backends.executor import ModelExecutor, get_executor
@@ -119,6 +122,14 @@ class InProcessBackend:
     async def predict(self, request: InferenceRequest) -> InferenceResponse:
         self._require_ready()
         outputs = await self._infer(request)
+        for tensor in outputs:
+            if tensor.datatype.startswith("FP") and not _finite(tensor.data):
+                # A model that overflows (inputs of 1e308, say) answers NaN or inf: that
+                # is no answer, and counts against the version like any other failure.
+                raise BackendError(
+                    f"version {self.name!r} answered non-finite numbers (NaN or infinity) "
+                    f"in output {tensor.name!r}"
+                )
         return InferenceResponse(
             outputs=select_outputs(outputs, request.outputs), model_version=self.name
         )
@@ -282,3 +293,9 @@ class InProcessBackend:
             f"expects {expected.strip().lower()}; refusing to load",
             version=self.name,
         )
+
+
+def _finite(data: Any) -> bool:
+    if isinstance(data, np.ndarray):
+        return bool(np.isfinite(data).all())
+    return all(map(math.isfinite, data))

@@ -989,3 +989,26 @@ def test_an_async_target_that_never_answers_times_out(tmp_path: Path) -> None:
 
     with pytest.raises(BackendTimeout, match=r"did not answer within 0\.2 s"):
         run(go())
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_an_overflowing_model_answer_is_the_version_s_failure_not_a_nan_reply(
+    tmp_path: Path, logistic: LogisticRegression
+) -> None:
+    sio.dump(logistic, tmp_path / "model.skops")
+    backend = SklearnBackend("v1", {"path": "model.skops"}, tmp_path)
+    with np.errstate(all="ignore"):
+        assert np.isnan(logistic.predict_proba(np.full((1, 4), 1e308))).any()
+    with pytest.raises(BackendError, match="non-finite numbers .* 'probabilities'"):
+        predict_once(backend, request_for(np.full((1, 4), 1e308)))
+    # Finite answers still pass.
+    assert len(predict_once(backend, request_for(np.ones((2, 4)))).outputs) == 2
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["NaN", "infinity"])
+def test_a_non_finite_output_of_any_in_process_model_is_refused(
+    tmp_path: Path, value: float
+) -> None:
+    backend = FakeBackend("v9", {"outputs": {"score": value}}, tmp_path)
+    with pytest.raises(BackendError, match="'v9' answered non-finite numbers"):
+        predict_once(backend, request_for(np.ones((1, 4))))
