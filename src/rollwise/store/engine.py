@@ -102,6 +102,13 @@ def create_store_engine(url: StoreURL) -> Engine:
     }
     if url.dialect == "sqlite":
         return _sqlite_engine(url, common)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"the store {url.display} is PostgreSQL, and its driver is not installed: "
+            "pip install 'rollwise[postgres]'"
+        ) from None
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.sa_url.query:
         connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
