@@ -12,18 +12,22 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from rollwise.domain import ModelSpec, StickyKey, StickyKind, VersionSpec
 from rollwise.errors import ConfigError
+from rollwise.metrics.scoring import MAX_LABEL_CHARS
 from rollwise.registration import RegistrationSection
 
-ROLES = ("viewer", "operator")
+ROLES = ("viewer", "operator", "feedback")
+"""Token roles: ``viewer`` reads the control API, ``operator`` also changes things,
+``feedback`` may only post ground truth (a labelling pipeline needs nothing more)."""
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_CONTROL_BODY_BYTES = 1024 * 1024
 
 
 class _Strict(BaseModel):
@@ -34,6 +38,8 @@ class ServerSection(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+    max_control_body_bytes: int = Field(DEFAULT_MAX_CONTROL_BODY_BYTES, ge=1024)
+    """Control API bodies (rollout specs, versions, routing) at most; larger get 413."""
     mirror_concurrency: int = Field(64, ge=1, le=100_000)
     flush_interval_s: float = Field(1.0, gt=0, le=60)
     routing_poll_interval_s: float = Field(1.0, gt=0, le=60)
@@ -46,6 +52,16 @@ class ServerSection(_Strict):
     heartbeat_timeout_s: float = Field(10.0, gt=0, le=3600)
     """A replica not heard from for this long counts as gone: rollouts stop waiting
     for it."""
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Built-in server: how long one request's headers and body may take to arrive;
+    a client slower than that gets 408 and its connection is closed."""
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+    """Built-in server: open client connections at most; one more gets 503 and is closed."""
+    drain_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Built-in server: how long a client may leave its answers unread (the connection's
+    write buffer over its high-water mark) before the connection is closed."""
+    max_pipelined: int = Field(64, ge=1, le=10_000)
+    """Built-in server: requests read ahead of the one being answered, per connection."""
 
 
 class ControllerSection(_Strict):
@@ -69,7 +85,7 @@ class ControllerSection(_Strict):
 
 class TokenEntry(_Strict):
     name: str
-    role: Literal["viewer", "operator"]
+    role: Literal["viewer", "operator", "feedback"]
     secret: str = Field(min_length=8)
 
 
@@ -79,6 +95,20 @@ class EnvRef(_Strict):
 
 class AuthSection(_Strict):
     tokens: str | EnvRef | list[TokenEntry] = Field(default_factory=list)
+
+
+class FeedbackSection(_Strict):
+    """Who may post ground truth to ``/models/{m}/feedback``, and how often.
+
+    Labels decide rollouts (accuracy gates, A/B tests), so by default posting one needs
+    a token with the ``feedback`` or ``operator`` role; ``auth: none`` is the explicit
+    switch for a trusted network where the labelling pipeline holds no token.
+    """
+
+    auth: Literal["token", "none"] = "token"
+    max_per_minute: int | None = Field(None, ge=1, le=10_000_000)
+    """At most this many labels per minute from one caller (token name, or client
+    address without a token); over it: 429. None: no cap."""
 
 
 class VersionSection(BaseModel):
@@ -94,6 +124,11 @@ class ModelSection(_Strict):
     salt: str = ""
     task: Literal["classification", "regression"] = "classification"
     agreement_tolerance: float = Field(1e-6, ge=0)
+    labels: list[StrictInt | Annotated[StrictStr, Field(max_length=MAX_LABEL_CHARS)]] | None = (
+        Field(None, min_length=1, max_length=100_000)
+    )
+    """The classes a label may be, for versions that cannot tell their own (the model's
+    own ``classes_`` win when a loaded version knows them)."""
 
     @field_validator("sticky_key")
     @classmethod
@@ -109,6 +144,7 @@ class ConfigFile(_Strict):
     auth: AuthSection = Field(default_factory=AuthSection)
     controller: ControllerSection = Field(default_factory=ControllerSection)  # type: ignore[arg-type]
     registration: RegistrationSection = Field(default_factory=RegistrationSection)
+    feedback: FeedbackSection = Field(default_factory=FeedbackSection)  # type: ignore[arg-type]
     models: dict[str, ModelSection] = Field(default_factory=dict)
 
 
@@ -131,6 +167,9 @@ class GatewayConfig:
     source: str = "<config>"
     controller: ControllerSection = field(default_factory=lambda: ControllerSection())  # type: ignore[call-arg]
     registration: RegistrationSection = field(default_factory=lambda: RegistrationSection())
+    feedback: FeedbackSection = field(default_factory=lambda: FeedbackSection())  # type: ignore[call-arg]
+    labels: Mapping[str, tuple[int | str, ...]] = field(default_factory=dict)
+    """Per model, the ``labels:`` list of its config section (models without one absent)."""
 
     @property
     def settle_s(self) -> float:
@@ -168,7 +207,7 @@ def parse_tokens(text: str, origin: str) -> tuple[Token, ...]:
         name, role, secret = parts
         if role not in ROLES:
             raise ConfigError(
-                f"{origin}: token {name!r} has role {role!r}; expected viewer or operator"
+                f"{origin}: token {name!r} has role {role!r}; expected viewer, operator or feedback"
             )
         if len(secret) < 8:
             raise ConfigError(f"{origin}: token {name!r} has a secret shorter than 8 characters")
@@ -298,6 +337,12 @@ def parse_config(
         source=source,
         controller=parsed.controller,
         registration=parsed.registration,
+        feedback=parsed.feedback,
+        labels={
+            name: tuple(section.labels)
+            for name, section in parsed.models.items()
+            if section.labels is not None
+        },
     )
 
 

@@ -126,8 +126,11 @@ def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
     current = ""
     if status["phase"] in ("progressing", "paused", "pending") and done < len(steps):
         current = f"step {done + 1}/{len(steps)}: {steps[done]}"
-    else:
+    elif status["phase"] in ("promoted", "validated") or done >= len(steps):
         current = f"{len(steps)}/{len(steps)} steps"
+    else:
+        # Ended early (rolled back, failed): the step it ended in, as `rollouts` shows.
+        current = f"ended at step {done + 1}/{len(steps)}"
     bar = Table.grid(padding=(0, 1))
     bar.add_column(width=32)
     bar.add_column()

@@ -75,11 +75,11 @@ def test_apply_dry_run_rollouts_pause_resume_and_promote_full(
     lines = dry.stdout.splitlines()
     assert lines[0] == "canary of cli to v2: valid, 5 steps"
     assert lines[1:] == [
-        "  1. {'set_weight': 10}",
-        "  2. {'pause': {'duration_s': 60.0}}",
-        "  3. {'set_weight': 50}",
-        "  4. {'pause': {'duration_s': 60.0}}",
-        "  5. {'set_weight': 100}",
+        "  1. set weight 10 %",
+        "  2. pause 60 s",
+        "  3. set weight 50 %",
+        "  4. pause 60 s",
+        "  5. set weight 100 %",
     ]
     # A dry run changes nothing.
     assert client.rollouts("cli") == []

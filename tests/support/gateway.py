@@ -18,7 +18,9 @@ import yaml
 
 OPERATOR = "operator-secret-1"
 VIEWER = "viewer-secret-1"
-TOKENS = f"ops:operator:{OPERATOR},watcher:viewer:{VIEWER}"
+FEEDBACK = "feedback-secret-1"
+"""A token with the ``feedback`` role: it may post labels and nothing else."""
+TOKENS = f"ops:operator:{OPERATOR},watcher:viewer:{VIEWER},labeller:feedback:{FEEDBACK}"
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:

@@ -25,7 +25,7 @@ import yaml
 from rollwise.client import Client
 from rollwise.demo.traffic import TrafficGenerator, TrafficStats
 from rollwise.example_models import CONFIG_NAME, write_example
-from support.gateway import OPERATOR
+from support.gateway import FEEDBACK, OPERATOR
 
 ACTIVE_PHASES = ("pending", "progressing", "paused")
 
@@ -103,6 +103,8 @@ class Traffic:
         **options: Any,
     ) -> None:
         options.setdefault("feedback_delay_s", FEEDBACK_DELAY_S)
+        # The gateways of the tests (support.gateway) take labels with a feedback token.
+        options.setdefault("feedback_token", FEEDBACK)
         options.setdefault("users", 500)
         self.generator = TrafficGenerator(
             url, model, rate_per_s=rate_per_s, rng=random.Random(seed), **options

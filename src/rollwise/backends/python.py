@@ -191,9 +191,8 @@ class PythonBackend(InProcessBackend):
             outputs = classifier_output_specs(
                 label_type, "FP64" if self._proba else None, len(self._classes)
             )
-        return ModelMetadata(
-            platform=self.platform,
-            inputs=inputs,
-            outputs=outputs,
-            extra={"target": str(self.options["target"]), "object": self._described},
-        )
+        extra: dict[str, Any] = {"target": str(self.options["target"]), "object": self._described}
+        if self._classes is not None:
+            # As the sklearn backend does: feedback labels are checked against them.
+            extra["classes"] = self._classes.tolist()
+        return ModelMetadata(platform=self.platform, inputs=inputs, outputs=outputs, extra=extra)

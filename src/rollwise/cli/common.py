@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-console = Console()
-err = Console(stderr=True)
+PIPED_WIDTH = 200
+"""Columns of output that goes to a file or another program: rich would cut tables at 80
+there, and a script reading them would get cut names and figures."""
+
+
+def _width(stream: Any) -> int | None:
+    if "COLUMNS" in os.environ or stream.isatty():
+        return None  # the terminal's own width (or the one asked for)
+    return PIPED_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 
 UrlOption = Annotated[
     str | None,

@@ -65,8 +65,8 @@ def apply(
             # A dry run changes nothing and so waits for nothing.
             result = client.apply(spec, dry_run=True)
             console.print(f"{result['summary']}: valid, {len(result['steps'])} steps")
-            for i, step in enumerate(result["steps"], 1):
-                console.print(f"  {i}. {step}", highlight=False)
+            for line in plan_lines(result):
+                console.print(line, highlight=False)
             return
         if wait_ready:
             wait_until_ready(
@@ -190,3 +190,30 @@ def rollback(
 ) -> None:
     """All traffic back to the previous stable version at once, also after a promotion."""
     _command("rollback", model, reason, url, token)
+
+
+def plan_lines(result: dict[str, Any]) -> list[str]:
+    """A dry run's steps in words; an A/B test's samples per arm and expected time."""
+    lines = []
+    for entry in result["plan"]:
+        line = f"  {entry['step']}. {entry['text']}"
+        if "samples_per_arm" in entry:
+            line += f" — plans {entry['samples_per_arm']:,} samples per arm"
+            expected = entry["expected_s"]
+            if expected is None:
+                line += "; no traffic seen lately, so no expected time"
+            else:
+                line += (
+                    f", about {_duration(expected)} at {entry['rate_per_s']:.1f}/s "
+                    f"(the last {result['rate_window_s']:g} s)"
+                )
+        lines.append(line)
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

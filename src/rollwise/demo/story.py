@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -90,6 +91,10 @@ ROLLOUTS: list[tuple[str, dict[str, Any]]] = [
 ACT_DEADLINE_S = 180.0
 """The longest one rollout of the story may take (they take well under a minute) before
 the demo aborts it and fails."""
+
+LABELLER = "demo-labeller"
+"""The name of the demo's ``feedback`` token: the synthetic labelling pipeline posts
+its labels with it, as a real one would (ground truth decides rollouts)."""
 
 DATABASE = "rollwise.db"
 """The demo gateway's SQLite database, in the demo's folder (see ``_config``)."""
@@ -164,13 +169,20 @@ def _dies_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def _start_gateway(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _start_gateway(config: Path, log_path: Path, feedback_token: str) -> subprocess.Popen[bytes]:
+    # The labeller's token goes through the environment, so its secret is never
+    # written to the demo folder; tokens already in ROLLWISE_TOKENS are kept.
+    tokens = ",".join(
+        t
+        for t in (os.environ.get("ROLLWISE_TOKENS", ""), f"{LABELLER}:feedback:{feedback_token}")
+        if t
+    )
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "rollwise.cli", "serve", "-c", str(config), "--insecure-dev"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "ROLLWISE_TOKENS": tokens},
             preexec_fn=_dies_with_parent(),
         )
 
@@ -381,7 +393,8 @@ async def _run_demo(
         _fresh_database(folder)
         log_path = folder / "gateway.log"
         # From this (the loop's) thread: see _dies_with_parent.
-        process = _start_gateway(config, log_path)
+        feedback_token = secrets.token_urlsafe(24)
+        process = _start_gateway(config, log_path, feedback_token)
         await _wait_ready(url, process, log_path)
         console.print(f"gateway on {url} (SQLite at {folder / DATABASE}, log {log_path})")
         async with TrafficGenerator(
@@ -390,6 +403,7 @@ async def _run_demo(
             rate_per_s=rate_per_s,
             users=1000,
             feedback_delay_s=(0.2, 1.0),
+            feedback_token=feedback_token,
             rng=random.Random(seed),
         ) as traffic:
             sending = asyncio.create_task(traffic.run())

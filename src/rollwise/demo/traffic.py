@@ -5,7 +5,8 @@ rate on an open-loop schedule: request *n* is due at ``start + n / rate`` whethe
 earlier ones have been answered, as with real users, so a slow version shows up as
 latency and errors, not as a quietly lower load. After a random delay it posts the true
 label of each answered request to the model's feedback endpoint, as a labelling
-pipeline would. What happened is counted in ``TrafficStats``.
+pipeline would, with its ``feedback`` token. What happened is counted in
+``TrafficStats``.
 
 ``rollwise demo``, the end-to-end tests and the soak test drive a gateway with it;
 ``run_traffic`` runs one in a fresh event loop, for callers without one (a test thread).
@@ -146,8 +147,10 @@ class TrafficGenerator:
     one row of ``rows`` (plus Gaussian noise of ``noise`` times each feature's standard
     deviation, if asked) and, when answered with a 2xx and drawn with probability
     ``feedback_share``, is followed after a delay drawn from ``feedback_delay_s`` by
-    the row's label posted to ``/models/{model}/feedback``. Rows and labels default to
-    the iris hold-out set of ``rollwise.example_models``.
+    the row's label posted to ``/models/{model}/feedback`` with ``feedback_token`` (a
+    token with the ``feedback`` role; None: no token, for a gateway whose config says
+    ``feedback: {auth: none}`` or that runs with ``--insecure-dev``). Rows and labels
+    default to the iris hold-out set of ``rollwise.example_models``.
 
     Users are drawn uniformly, not from a heavy-tailed (Zipf) law, on purpose: routing
     is sticky per user while the split checks (configured weights, the sample-ratio
@@ -173,6 +176,7 @@ class TrafficGenerator:
         feedback: bool = True,
         feedback_delay_s: tuple[float, float] = (0.5, 2.0),
         feedback_share: float = 1.0,
+        feedback_token: str | None = None,
         rows: Sequence[Sequence[float]] | None = None,
         labels: Sequence[Any] | None = None,
         noise: float = 0.0,
@@ -227,6 +231,11 @@ class TrafficGenerator:
         self.feedback = feedback
         self.feedback_delay_s = (float(low), float(high))
         self.feedback_share = feedback_share
+        # Sent with the labels only: predictions need no token, and a feedback token
+        # would let them do nothing more anyway.
+        self._feedback_headers = (
+            {"authorization": f"Bearer {feedback_token}"} if feedback_token else {}
+        )
         self.noise = noise
         self.rng = rng if rng is not None else random.Random()
         self.headers = dict(headers or {})
@@ -423,7 +432,9 @@ class TrafficGenerator:
             async with self._feedback_slots:
                 try:
                     response = await self._client().post(
-                        self._feedback_path, json={"request_id": request_id, "label": label}
+                        self._feedback_path,
+                        json={"request_id": request_id, "label": label},
+                        headers=self._feedback_headers,
                     )
                 except httpx.HTTPError as error:
                     stats.feedback_failed += 1

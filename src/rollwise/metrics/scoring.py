@@ -1,12 +1,14 @@
 """Scoring answers: shadow agreement with the served answer, and feedback against labels.
 
 Pure functions over plain values; the gateway adds what they return to its metrics.
+Labels are checked before they are scored or stored (``check_labels``): ground truth
+decides rollouts, so a label that cannot be a true answer of the model is refused.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,14 @@ from rollwise.errors import ValidationError
 
 MAX_ERROR = 1e75
 """Larger errors are refused: their fourth powers would overflow the sums they feed."""
+
+MAX_LABEL_CHARS = 256
+"""The longest class name a label may be: real class names are short, and every label
+is stored and compared."""
+
+ClassKey = tuple[str, Any]
+"""A class as compared with labels: numbers by value (1 and 1.0 are one class), strings
+by text, booleans apart from numbers (JSON ``true`` is not the class 1)."""
 
 
 def same_answer(a: Any, b: Any, tolerance: float) -> bool:
@@ -40,6 +50,94 @@ class Score:
     abs_error: float
     sq_error: float
     quartic_error: float
+
+
+def describe_label(label: Any) -> str:
+    """A short description of a label for an error message.
+
+    Never the repr of a container: a label nested 1,000 deep would hit the recursion
+    limit while its message is built, and a 100 KB one would flood the reply and logs.
+    """
+    if label is None:
+        return "null"
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    if isinstance(label, dict):
+        return "an object"
+    if isinstance(label, list):
+        return f"a list of {len(label)} values"
+    if isinstance(label, str) and len(label) > 40:
+        return f"a string of {len(label)} characters"
+    if isinstance(label, str | int | float):
+        return repr(label)
+    return f"a {type(label).__name__}"
+
+
+def class_key(value: Any) -> ClassKey | None:
+    """How ``value`` is compared with a model's classes; None if it cannot be a class."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("number", value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        # 2.0 is the class 2; 0.5 stays a float and matches no integer class.
+        return ("number", int(value) if value.is_integer() else value)
+    if isinstance(value, str):
+        return ("text", value)
+    return None
+
+
+def class_keys(classes: Iterable[Any]) -> frozenset[ClassKey]:
+    """The keys of a model's classes (as ``classes_.tolist()`` or a config list gives them)."""
+    return frozenset(key for key in map(class_key, classes) if key is not None)
+
+
+def _class_list(classes: Collection[ClassKey]) -> str:
+    shown = sorted((repr(value) for _, value in classes), key=lambda text: (len(text), text))
+    more = f", … ({len(shown)} in all)" if len(shown) > 10 else ""
+    return ", ".join(shown[:10]) + more
+
+
+def check_labels(labels: Sequence[Any], task: str, classes: Collection[ClassKey] | None) -> None:
+    """Refuse labels that cannot be a true answer of the model (``ValidationError``).
+
+    Classification: one of ``classes`` when they are known (from the model or the
+    config's ``labels:``); otherwise an integer or a string of at most
+    ``MAX_LABEL_CHARS`` characters. Regression: a finite number (not a boolean, not
+    text). Checked one label at a time without recursing, so any input is safe.
+    """
+    for index, label in enumerate(labels):
+        where = "'label'" if len(labels) == 1 else f"'label'[{index}]"
+        if task == "regression":
+            if isinstance(label, bool) or not isinstance(label, int | float):
+                raise ValidationError(
+                    f"{where} is {describe_label(label)}; this model does regression, so "
+                    "labels must be numbers"
+                )
+            if not math.isfinite(label):
+                raise ValidationError(
+                    f"{where} is {describe_label(label)}; labels must be finite numbers"
+                )
+            continue
+        if classes:
+            if class_key(label) not in classes:
+                raise ValidationError(
+                    f"{where} is {describe_label(label)}, which is not one of the model's "
+                    f"classes ({_class_list(classes)})"
+                )
+            continue
+        if isinstance(label, bool) or not isinstance(label, int | str):
+            raise ValidationError(
+                f"{where} is {describe_label(label)}; a class label must be an integer or "
+                "a string (list the model's classes under its 'labels:' key to check them)"
+            )
+        if isinstance(label, str) and len(label) > MAX_LABEL_CHARS:
+            raise ValidationError(
+                f"{where} is {describe_label(label)}; class labels are at most "
+                f"{MAX_LABEL_CHARS} characters"
+            )
 
 
 def labels_for(label: Any, rows: int) -> list[Any]:
@@ -70,12 +168,13 @@ def score(outputs: Sequence[Any], labels: Sequence[Any], task: str) -> Score:
             diff = float(output) - float(label)
         except (TypeError, ValueError, OverflowError):
             raise ValidationError(
-                f"label {label!r} is not a number; this model does regression"
+                f"label {describe_label(label)} is not a number; this model does regression"
             ) from None
         if not math.isfinite(diff) or abs(diff) > MAX_ERROR:
             raise ValidationError(
-                f"label {label!r} is {diff:g} away from the prediction {output!r}; "
-                "labels must be finite numbers on the scale of the predictions"
+                f"label {describe_label(label)} is {diff:g} away from the prediction "
+                f"{describe_label(output)}; labels must be finite numbers on the scale of "
+                "the predictions"
             )
         abs_error += abs(diff)
         sq_error += diff * diff

@@ -136,7 +136,8 @@ class _Tick:
 
     def note(self, kind: str, message: str, **data: Any) -> None:
         figures = {
-            "step": self.status.step_index,
+            # Counted from 1, as in the messages ("step 2/7") and the rollout summary.
+            "step": min(self.status.step_index + 1, len(self.spec.steps)),
             "steps": len(self.spec.steps),
             "weight": self.status.weight,
             "mirror": self.status.mirror,

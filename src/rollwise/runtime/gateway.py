@@ -323,7 +323,7 @@ class Gateway:
         written = await self.ctx.db(
             self.store.sync_models, list(fresh.models.values()), self.clock()
         )
-        self.config = dataclasses.replace(self.config, models=fresh.models)
+        self.config = dataclasses.replace(self.config, models=fresh.models, labels=fresh.labels)
         self.ctx.config = self.config
         changes = _model_changes(before, fresh.models)
         changes += [event.message for event in written]

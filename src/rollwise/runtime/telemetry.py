@@ -5,9 +5,13 @@ fleet."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import weakref
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from rollwise.backends.base import Backend
 from rollwise.domain import Role
 from rollwise.errors import Conflict, NotFound
 from rollwise.metrics.recorder import (
@@ -16,7 +20,7 @@ from rollwise.metrics.recorder import (
     merge_by_version,
     windows_by_version,
 )
-from rollwise.metrics.scoring import Score, labels_for, score
+from rollwise.metrics.scoring import ClassKey, Score, check_labels, class_keys, labels_for, score
 from rollwise.runtime.context import Context
 from rollwise.runtime.predictions import PredictionLog
 from rollwise.store.base import FeedbackRecord, MetricBucketRow
@@ -39,7 +43,19 @@ class Telemetry:
         self._window_start_s = self.ctx.clock()
 
     # feedback -------------------------------------------------------------------------
-    async def feedback(self, model_name: str, request_id: str, label: Any) -> dict[str, Any]:
+    async def feedback(
+        self,
+        model_name: str,
+        request_id: str,
+        label: Any,
+        classes: Collection[ClassKey] | None = None,
+    ) -> dict[str, Any]:
+        """Join a label to the answers given to ``request_id`` and score them.
+
+        ``classes`` (see ``ModelClasses``) are what a classification label may be; the
+        label is refused (``ValidationError``) before anything is stored or counted
+        when it cannot be a true answer of the model.
+        """
         ctx = self.ctx
         model = ctx.model(model_name)
         records = self.predictions.recent(request_id)
@@ -54,6 +70,7 @@ class Telemetry:
             )
         served = next((r for r in records if r.role is Role.SERVED), records[0])
         labels = labels_for(label, len(served.outputs))
+        check_labels(labels, model.task, classes)
         # Score first: a label that cannot be scored is refused before it is stored, so
         # the caller can correct it and send it again.
         scores: dict[tuple[str, Role], Score] = {}
@@ -138,3 +155,58 @@ class Telemetry:
             pending = self.metrics.pending(model)
         stored = windows_by_version((row.version, row.role, row.payload) for row in rows)
         return merge_by_version([stored, *({key: window} for key, window in pending)])
+
+
+class ModelClasses:
+    """The classes a model's labels are checked against, from the model where it can.
+
+    A loaded version that knows its classes (scikit-learn's ``classes_``, which the
+    backend's metadata reports as ``extra["classes"]``) decides; versions that know
+    them are joined, so a candidate that adds a class accepts its labels too. Else the
+    model's ``labels:`` list from the config; else None (any integer or short string).
+    Each version's classes are read once per loaded backend, not per label.
+    """
+
+    def __init__(
+        self,
+        backends: Callable[[], Mapping[tuple[str, str], Backend]],
+        configured: Callable[[], Mapping[str, Collection[Any]]],
+    ) -> None:
+        self._backends = backends
+        # Read through a callable, so that a config the gateway replaces is followed.
+        self._configured = configured
+        self._configured_keys: dict[str, tuple[Collection[Any], frozenset[ClassKey]]] = {}
+        # A weak reference, so that a retired backend is not kept alive by this cache.
+        self._seen: dict[tuple[str, str], tuple[weakref.ref[Backend], frozenset[ClassKey]]] = {}
+
+    def of(self, model: str) -> frozenset[ClassKey] | None:
+        known: set[ClassKey] = set()
+        for key, backend in list(self._backends().items()):
+            if key[0] == model:
+                known |= self._version_classes(key, backend)
+        if known:
+            return frozenset(known)
+        listed = self._configured().get(model)
+        if listed is None:
+            return None
+        cached = self._configured_keys.get(model)
+        if cached is None or cached[0] is not listed:
+            cached = (listed, class_keys(listed))
+            self._configured_keys[model] = cached
+        return cached[1]
+
+    def _version_classes(self, key: tuple[str, str], backend: Backend) -> frozenset[ClassKey]:
+        seen = self._seen.get(key)
+        if seen is not None and seen[0]() is backend:
+            return seen[1]
+        if not backend.ready():
+            return frozenset()  # asked again once it is loaded
+        try:
+            classes = backend.metadata().extra.get("classes")
+        except Exception:  # a backend that cannot describe itself knows no classes
+            classes = None
+        keys = class_keys(classes) if isinstance(classes, list | tuple) else frozenset()
+        # A backend type without weak references is simply not cached.
+        with contextlib.suppress(TypeError):
+            self._seen[key] = (weakref.ref(backend), keys)
+        return keys

@@ -20,9 +20,10 @@ log = logging.getLogger("rollwise.server")
 class RollwiseApp:
     """The ASGI app: runs the gateway's lifecycle and dispatches to the data plane."""
 
-    def __init__(self, gateway: Gateway, auth: Authenticator) -> None:
+    def __init__(self, gateway: Gateway, auth: Authenticator, host: str | None = None) -> None:
         self.gateway = gateway
-        self.dataplane = DataPlane(gateway, auth, build_control_app(gateway, auth))
+        # ``host``: where the server listens; the control API's guard answers to it.
+        self.dataplane = DataPlane(gateway, auth, build_control_app(gateway, auth, host))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -72,9 +73,10 @@ def create_app(
     host: str | None = None,
     **gateway_options: Any,
 ) -> RollwiseApp:
-    check_exposure(host or config.server.host, insecure_dev, bool(config.tokens))
+    host = host or config.server.host
+    check_exposure(host, insecure_dev, bool(config.tokens))
     auth = Authenticator(config.tokens, insecure_dev=insecure_dev)
-    return RollwiseApp(Gateway(config, **gateway_options), auth)
+    return RollwiseApp(Gateway(config, **gateway_options), auth, host)
 
 
 def run(
@@ -94,7 +96,7 @@ def run(
         from rollwise.server import http11
 
         try:
-            http11.run(app, host, port)
+            http11.run(app, host, port, **http11.limits_from(config.server))
         except http11.StartupFailed as error:
             raise RollwiseError(f"the gateway failed to start: {error}") from error
         return

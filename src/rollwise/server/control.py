@@ -1,8 +1,11 @@
 """The control API (JSON under /api/v1) and the OIP metadata and health routes.
 
 Reads need a viewer token, changes an operator token, unless the server runs with
-``--insecure-dev`` on loopback. Request bodies are checked with pydantic models whose
-JSON schemas also document the API in ``/api/v1/openapi.json``.
+``--insecure-dev`` on loopback. Every ``/api/v1`` request first passes the guard in
+:mod:`rollwise.server.guard` (Host, Origin, JSON bodies, the body limit), and every
+body is read through :func:`rollwise.server.params.read_body`. Request bodies are
+checked with pydantic models whose JSON schemas also document the API in
+``/api/v1/openapi.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,9 +31,9 @@ from rollwise.routing import known_version
 from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Authenticator, Principal
 from rollwise.server.errors import error_reply
+from rollwise.server.guard import ControlGuard, control_body_limit
 from rollwise.server.openapi import openapi_document
-from rollwise.server.params import query_flag, query_int, validated
-from rollwise.server.payloads import load_json
+from rollwise.server.params import query_flag, query_int, read_json, validated
 from rollwise.server.rollout_routes import rollout_routes
 from rollwise.server.status_view import model_status
 from rollwise.server.version_routes import version_routes
@@ -85,7 +89,12 @@ def _handled(handler: Handler) -> Handler:
     return route
 
 
-def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
+def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = None) -> Starlette:
+    """The control API app; ``host`` is the address the server listens on (default: the
+    config's), the one name besides loopback ones that ``--insecure-dev`` answers to."""
+    body_limit = control_body_limit(
+        gateway.config.server.max_control_body_bytes, gateway.config.server.max_body_bytes
+    )
     collector = GatewayCollector(
         gateway.telemetry.metrics.totals,
         lambda: _weights(gateway),
@@ -170,7 +179,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
     async def put_routing(request: Request) -> Response:
         try:
             who = principal(request, "operator")
-            data = load_json(await request.body())
+            data = await read_json(request, body_limit)
             update = validated(RoutingUpdate, data)
             force = query_flag(request, "force")
             routing = await gateway.set_routing(
@@ -245,8 +254,8 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
         Route("/api/v1/events", _handled(events)),
         Route("/api/v1/whoami", _handled(whoami)),
         Route("/api/v1/openapi.json", _handled(openapi)),
-        *rollout_routes(gateway, principal, _handled, JSONResponse),
-        *version_routes(gateway, principal, _handled, JSONResponse),
+        *rollout_routes(gateway, principal, _handled, JSONResponse, body_limit),
+        *version_routes(gateway, principal, _handled, JSONResponse, body_limit),
     ]
 
     async def no_route(request: Request, error: Exception) -> Response:
@@ -257,7 +266,17 @@ def build_control_app(gateway: Gateway, auth: Authenticator) -> Starlette:
             message = f"no such endpoint: {request.method} {request.url.path}"
         return JSONResponse({"error": message}, status_code=status)
 
-    return Starlette(routes=routes, exception_handlers={404: no_route, 405: no_route})
+    guard = Middleware(
+        ControlGuard,
+        insecure_dev=auth.insecure_dev,
+        host=host or gateway.config.server.host,
+        max_body_bytes=body_limit,
+    )
+    return Starlette(
+        routes=routes,
+        middleware=[guard],
+        exception_handlers={404: no_route, 405: no_route},
+    )
 
 
 def _window(request: Request) -> float:

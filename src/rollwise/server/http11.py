@@ -3,8 +3,21 @@
 ``rollwise serve`` runs the gateway on it. It keeps the per-request work small: one task
 per request, no per-request timers (a sweeper closes idle connections), the response
 head and a one-shot body leave in a single ``transport.write``, and reading is only
-paused when there is a reason to (pipelined requests queued, or a body the app is slow
-to take).
+paused when there is a reason to (pipelined requests queued, a body the app is slow to
+take, or a client that does not read its answers).
+
+One client can exhaust nothing (issue 10, items 2 and 6):
+
+- *backpressure*: while a connection's write buffer is over the transport's high-water
+  mark, the server stops reading from it and starts none of its queued requests; at most
+  ``max_pipelined`` requests wait behind the one being answered; a connection whose
+  buffer does not drain within ``drain_timeout_s`` is aborted, and its buffer with it;
+- *deadlines*: a request's headers and body must arrive within ``body_timeout_s``
+  (else 408 and close); idle keep-alive connections close after ``keep_alive_s``;
+- *a connection cap*: over ``max_connections`` a new connection gets 503 and is closed.
+
+All deadlines are kept by the one sweeper timer, never by a timer per request; what is
+refused or cut off is logged at most once per ``LOG_EVERY_S`` with a count.
 """
 
 from __future__ import annotations
@@ -21,6 +34,8 @@ from typing import Any, Final, cast
 from urllib.parse import unquote
 
 import httptools
+
+from rollwise.config import ServerSection
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,6 +55,22 @@ BODY_HIGH_WATER: Final = 64 * 1024
 # read and dropped, so that the client (still sending) gets the answer and keeps the
 # connection; beyond it the connection is closed instead.
 MAX_DRAIN_BYTES: Final = 64 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S: Final = 30.0
+DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
+DEFAULT_MAX_CONNECTIONS: Final = 1000
+DEFAULT_MAX_PIPELINED: Final = 64
+# No request that keeps its connection is shorter ("GET / HTTP/1.1\r\n\r\n" is 18
+# bytes): a slice of ``n * MIN_REQUEST_BYTES`` bytes cannot start more than n requests,
+# which is how the parser is kept from queueing more than ``max_pipelined``.
+MIN_REQUEST_BYTES: Final = 16
+# While a body is being read, slices are at least this long, so that a large body is not
+# fed in tiny pieces; the price is that the slice ending a body may queue up to
+# 4096 / 18 = 227 requests beyond ``max_pipelined``.
+BODY_SLICE: Final = 4096
+# Header bytes of queued requests per connection before reading pauses.
+MAX_QUEUED_HEADER_BYTES: Final = 256 * 1024
+# Refusals and cut-offs are logged at most this often (per kind), with a count.
+LOG_EVERY_S: Final = 10.0
 
 _STATUS_LINES: dict[int, bytes] = {
     status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode("latin-1"))
@@ -77,6 +108,32 @@ def _error_response(status: int, message: str) -> bytes:
 _BAD_REQUEST: Final = _error_response(400, "malformed HTTP request")
 _HEADERS_TOO_LARGE: Final = _error_response(431, "request headers too large")
 _SERVER_ERROR: Final = _error_response(500, "internal server error")
+_REQUEST_TIMEOUT: Final = _error_response(408, "request not received in time")
+_OVERLOADED: Final = _error_response(503, "too many connections").replace(
+    b"\r\n\r\n", b"\r\nretry-after: 1\r\n\r\n", 1
+)
+
+
+class _Notice:
+    """A warning logged at most once per ``every_s``, saying how often it happened since.
+
+    A flood of slow or surplus clients must not become a flood of log lines too.
+    """
+
+    __slots__ = ("count", "every_s", "last", "message")
+
+    def __init__(self, message: str, every_s: float = LOG_EVERY_S) -> None:
+        self.message = message
+        self.every_s = every_s
+        self.count = 0
+        self.last = float("-inf")
+
+    def __call__(self, now: float) -> None:
+        self.count += 1
+        if now - self.last >= self.every_s:
+            self.last = now
+            log.warning("%s (%d time(s) since the last such warning)", self.message, self.count)
+            self.count = 0
 
 
 class StartupFailed(RuntimeError):
@@ -106,6 +163,7 @@ class _Cycle:
         "no_body",
         "scope",
         "sent",
+        "size",
         "started",
         "task",
         "waiter",
@@ -132,6 +190,8 @@ class _Cycle:
         self.finished = False
         self.chunked = False
         self.head = b""
+        # Header bytes, counted against the connection's bound while the cycle is queued.
+        self.size = 0
         # Held here so that the running app is never left to the garbage collector.
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -304,6 +364,10 @@ class _Connection(asyncio.Protocol):
         self.app = server.app
         self.loop = server.loop
         self.max_header_bytes = server.max_header_bytes
+        self.max_pipelined = server.max_pipelined
+        # Chunks up to this long cannot hold more requests than an empty queue has room
+        # for: they go to the parser whole, as almost every chunk does.
+        self.fast_bytes = server.max_pipelined * MIN_REQUEST_BYTES
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -315,14 +379,26 @@ class _Connection(asyncio.Protocol):
         self.cycle: _Cycle | None = None
         self.parsing: _Cycle | None = None
         self.queue: deque[_Cycle] = deque()
+        self.queued_bytes = 0
+        # Bytes read but not parsed yet, while the queue is full or the client is not
+        # reading its answers; fed to the parser before anything more is read.
+        self.held = b""
+        self.feeding_held = False
         self.closing = False
         self.closed = False
         self.refusal = b""
         self.reading_paused = False
         self.body_paused = False
         self.write_paused = False
+        self.write_paused_since = 0.0
+        # Parsing stopped for good (an upgrade or a refusal waits for earlier answers).
+        self.halted = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
+        # What the sweeper saw being read (a request's header list) and since when.
+        self.watched: object = None
+        self.watched_since = 0.0
+        self.refused = False
 
     # -- transport events ---------------------------------------------------------------------
 
@@ -330,6 +406,9 @@ class _Connection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio's, though they behave as one.
         self.transport = cast(asyncio.Transport, transport)
         server = self.server
+        if len(server.connections) >= server.max_connections:
+            self._refuse_connection()
+            return
         server.connections.add(self)
         server.accepted += 1
         self.idle_since = self.loop.time()
@@ -346,8 +425,24 @@ class _Connection(asyncio.Protocol):
         if server.state:
             self.base_scope["state"] = server.state
 
+    def _refuse_connection(self) -> None:
+        """Over ``max_connections``: answer 503 at once and close, without reading."""
+        self.refused = True
+        self.closed = True
+        server = self.server
+        server.refused += 1
+        server.notice_refused(self.loop.time())
+        transport = self.transport
+        transport.pause_reading()
+        transport.write(_OVERLOADED)
+        transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.refused:
+            return
+        self.held = b""
+        self.queued_bytes = 0
         self.server.connections.discard(self)
         for cycle in (self.cycle, self.parsing, *self.queue):
             if cycle is not None:
@@ -366,10 +461,14 @@ class _Connection(asyncio.Protocol):
             return False
         # Keep writing the answers to what already arrived, then close.
         self.closing = True
-        return self.cycle is not None
+        return self.cycle is not None or bool(self.queue) or bool(self.held)
 
     def pause_writing(self) -> None:
+        # The client is not reading its answers as fast as they come: read nothing more
+        # and start no queued request until it does (or the drain deadline ends it).
         self.write_paused = True
+        self.write_paused_since = self.loop.time()
+        self.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -378,13 +477,67 @@ class _Connection(asyncio.Protocol):
             self.drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        if self.cycle is None and self.queue:
+            self._start_next()
+        self._update_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.held:
+            # Read before the pause took effect: keep the order, parse it later.
+            self.held += data
+            self.pause_reading()
+        elif len(data) <= self.fast_bytes and not self.queue:
+            self._feed(data)
+        else:
+            self._feed_bounded(data)
+
+    def _feed_bounded(self, data: bytes) -> None:
+        """Parse ``data`` in slices, holding back the rest once this connection has enough.
+
+        The parser cannot be stopped between two requests of one chunk, so the chunk is
+        cut into slices short enough that none can overflow the queue.
+        """
+        view = memoryview(data)
+        start = 0
+        end = len(data)
+        while start < end:
+            room = self.max_pipelined - len(self.queue)
+            if (
+                room <= 0
+                or self.queued_bytes > MAX_QUEUED_HEADER_BYTES
+                or self.write_paused
+                or self.body_paused
+                or self.halted
+                or self.closed
+            ):
+                if not self.closed:
+                    self.held = bytes(view[start:])
+                    self.pause_reading()
+                return
+            step = room * MIN_REQUEST_BYTES
+            if self.parsing is not None and step < BODY_SLICE:
+                step = BODY_SLICE
+            self._feed(view[start : start + step])
+            start += step
+
+    def _feed_held(self) -> None:
+        self.feeding_held = False
+        held, self.held = self.held, b""
+        if held and not self.closed:
+            self._feed_bounded(held)
+            if self.closing and self.cycle is None and not self.queue and not self.held:
+                # The client had ended its side: what it sent is answered.
+                self.close()
+                return
+            self._update_reading()
+
+    def _feed(self, data: bytes | memoryview) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # No protocol switch is offered: answer what was asked, then close.
             self.closing = True
+            self.halted = True
             self.pause_reading()
         except httptools.HttpParserCallbackError as error:
             # The parser keeps what a callback raised as the context of its own error.
@@ -413,12 +566,14 @@ class _Connection(asyncio.Protocol):
                 return
             with contextlib.suppress(ValueError):
                 self.queue.remove(broken)
-        if self.cycle is None:
+        if self.cycle is None and not self.queue:
             self.write(response)
             self.close()
         else:
             self.refusal = response
             self.closing = True
+            self.halted = True
+            self.held = b""
             self.pause_reading()
 
     # -- parser callbacks -------------------------------------------------------------------
@@ -466,10 +621,13 @@ class _Connection(asyncio.Protocol):
         cycle = _Cycle(self, scope, keep_alive, self.expect_continue)
         self.expect_continue = False
         self.parsing = cycle
-        if self.cycle is None:
+        if self.cycle is None and not self.write_paused:
             self.cycle = cycle
             cycle.task = self.loop.create_task(self._run(cycle))
         else:
+            # Only queued requests are measured: the hot path (nothing queued) pays nothing.
+            cycle.size = len(url) + sum(len(n) + len(v) + 4 for n, v in cycle.scope["headers"])
+            self.queued_bytes += cycle.size
             self.queue.append(cycle)
             self.pause_reading()
 
@@ -532,22 +690,29 @@ class _Connection(asyncio.Protocol):
     def _next(self, done: _Cycle) -> None:
         if self.closed or done is not self.cycle:
             return
+        self.cycle = None
+        if self.queue and self.write_paused:
+            # The client is not reading its answers: the next waits until it does.
+            return
+        self._start_next()
+
+    def _start_next(self) -> None:
         if self.queue:
             cycle = self.queue.popleft()
+            self.queued_bytes -= cycle.size
             self.cycle = cycle
             cycle.task = self.loop.create_task(self._run(cycle))
-            if not self.queue and not self.body_paused:
-                self.resume_reading()
+            if self.reading_paused:
+                self._update_reading()
             return
-        self.cycle = None
-        if self.closing:
+        if self.closing and not self.held:
             if self.refusal:
                 self.write(self.refusal)
             self.close()
             return
         self.idle_since = self.loop.time()
-        if self.reading_paused and not self.body_paused:
-            self.resume_reading()
+        if self.reading_paused:
+            self._update_reading()
 
     # -- flow control -----------------------------------------------------------------------
 
@@ -579,17 +744,105 @@ class _Connection(asyncio.Protocol):
     def resume_reading_for_body(self) -> None:
         if self.body_paused:
             self.body_paused = False
-            if not self.queue:
-                self.resume_reading()
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read on unless something still holds reading: first the bytes held back."""
+        if self.closed or self.halted or self.write_paused or self.body_paused:
+            return
+        if self.held:
+            if len(self.queue) < self.max_pipelined and not self.feeding_held:
+                # Soon, not now: the caller may be in the middle of a receive or a send.
+                self.feeding_held = True
+                self.loop.call_soon(self._feed_held)
+            return
+        if not self.queue:
+            self.resume_reading()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.transport.close()
 
-    def close_if_idle(self, now: float, keep_alive_s: float) -> None:
-        if self.cycle is None and self.parsing is None and now - self.idle_since > keep_alive_s:
+    def abort(self) -> None:
+        """Close at once, dropping whatever is still buffered for the client."""
+        self.closed = True
+        self.held = b""
+        self.transport.abort()
+
+    # -- deadlines, kept by the server's sweeper ---------------------------------------------
+
+    def sweep(self, now: float) -> None:
+        """Close this connection if a deadline has passed: drain, request, or idle."""
+        server = self.server
+        if self.write_paused:
+            if now - self.write_paused_since > server.drain_timeout_s:
+                server.drain_timeouts += 1
+                server.notice_drain_timeout(now)
+                self.abort()
+            return
+        reading = self._reading()
+        if reading is None:
+            self.watched = None
+            if (
+                self.cycle is None
+                and self.parsing is None
+                and not self.queue
+                and now - self.idle_since > server.keep_alive_s
+            ):
+                self.close()
+            return
+        watched = self.watched
+        if reading is not watched:
+            self.watched = reading
+            self.watched_since = now
+        elif now - self.watched_since > server.body_timeout_s:
+            self._read_timed_out(now)
+            return
+        if (
+            self.cycle is None
+            and self.parsing is None
+            and now - self.idle_since > server.keep_alive_s
+        ):
+            # Half a request on an idle connection: it had the keep-alive time to come.
+            self._read_timed_out(now)
+
+    def _reading(self) -> object:
+        """The request whose bytes the client owes (its header list), or None if none.
+
+        A request held up by the server (reading paused: queued requests, a body the app
+        has not taken, a 100 Continue not yet sent) is not the client's delay. The header
+        list stands for the request from its first header to its last body byte, so one
+        deadline covers both.
+        """
+        if self.reading_paused:
+            return None
+        parsing = self.parsing
+        if parsing is not None:
+            return None if parsing.continue_pending else parsing.scope["headers"]
+        return self.headers if self.header_bytes else None
+
+    def _read_timed_out(self, now: float) -> None:
+        """The client took too long to send its request: 408 when possible, then close."""
+        server = self.server
+        server.read_timeouts += 1
+        server.notice_read_timeout(now)
+        parsing = self.parsing
+        if parsing is not None:
+            # Its app, if running, hears that the client is gone and writes nothing more.
+            parsing.disconnected = True
+            parsing.wake()
+        cycle = self.cycle
+        if cycle is None or (cycle is parsing and not cycle.sent):
+            self.write(_REQUEST_TIMEOUT)
             self.close()
+        else:
+            # Another answer is in flight: finish it, then the 408 and the end.
+            self.refusal = _REQUEST_TIMEOUT
+            self.closing = True
+            self.halted = True
+            self.held = b""
+            self.pause_reading()
 
     def shutdown(self) -> None:
         """Stop taking requests: close now when idle, else after the answer in flight."""
@@ -617,11 +870,33 @@ class HTTPServer:
         grace_s: float = DEFAULT_GRACE_S,
         lifespan: bool = True,
         backlog: int = 2048,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_pipelined: int = DEFAULT_MAX_PIPELINED,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.keep_alive_s = keep_alive_s
+        self.body_timeout_s = body_timeout_s
+        self.drain_timeout_s = drain_timeout_s
+        self.max_connections = max_connections
+        self.max_pipelined = max_pipelined
+        # What the limits did, for tests and operators: connections refused over the cap,
+        # requests that did not arrive in time, clients that did not read their answers.
+        self.refused = 0
+        self.read_timeouts = 0
+        self.drain_timeouts = 0
+        self.notice_refused = _Notice(
+            f"refused a connection with 503: max_connections ({max_connections}) are open"
+        )
+        self.notice_read_timeout = _Notice(
+            f"closed a connection whose request did not arrive within {body_timeout_s} s (408)"
+        )
+        self.notice_drain_timeout = _Notice(
+            f"closed a connection that left its answers unread for more than {drain_timeout_s} s"
+        )
         self.max_header_bytes = max_header_bytes
         self.grace_s = grace_s
         self.backlog = backlog
@@ -685,13 +960,15 @@ class HTTPServer:
     def _sweep(self) -> None:
         now = self.loop.time()
         for conn in list(self.connections):
-            conn.close_if_idle(now, self.keep_alive_s)
+            conn.sweep(now)
         self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
 
     def _sweep_every(self) -> float:
         # One timer per server instead of one per request; idle connections live up to
-        # half a timeout (at most a second) longer than the timeout.
-        return min(1.0, self.keep_alive_s / 2)
+        # half a timeout (at most a second) longer than the timeout. A request deadline is
+        # only seen from the first sweep after the request began: it ends between
+        # body_timeout_s and body_timeout_s plus two sweeps (at most 1.5 × its length).
+        return min(1.0, self.keep_alive_s / 2, self.body_timeout_s / 4, self.drain_timeout_s / 4)
 
     def forget(self, conn: _Connection) -> None:
         closed = self._all_closed
@@ -831,8 +1108,21 @@ async def serve(
                 loop.remove_signal_handler(number)
 
 
+def limits_from(section: ServerSection) -> dict[str, Any]:
+    """The ``HTTPServer`` options that a config's ``server:`` section sets."""
+    return {
+        "body_timeout_s": section.body_timeout_s,
+        "drain_timeout_s": section.drain_timeout_s,
+        "max_connections": section.max_connections,
+        "max_pipelined": section.max_pipelined,
+    }
+
+
 def run(app: ASGIApp, host: str, port: int, **options: Any) -> None:
-    """Serve ``app`` on uvloop when it is installed, else on asyncio's own loop."""
+    """Serve ``app`` on uvloop when it is installed, else on asyncio's own loop.
+
+    ``options`` are ``HTTPServer``'s (``limits_from`` turns a config section into them).
+    """
     try:
         import uvloop
     except ImportError:
@@ -843,4 +1133,4 @@ def run(app: ASGIApp, host: str, port: int, **options: Any) -> None:
         runner.run(serve(app, host, port, **options))
 
 
-__all__ = ["HTTPServer", "StartupFailed", "run", "serve"]
+__all__ = ["HTTPServer", "StartupFailed", "limits_from", "run", "serve"]

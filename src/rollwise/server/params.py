@@ -1,5 +1,6 @@
-"""Reading the control API's inputs: query flags and numbers, and JSON bodies checked
-by pydantic models, each refused with a ``ValidationError`` that says what was wrong."""
+"""Reading the control API's inputs: query flags and numbers, and JSON bodies read
+within a size limit and checked by pydantic models, each refused with a
+``ValidationError`` (or ``PayloadTooLarge``) that says what was wrong."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 
-from rollwise.errors import ValidationError
+from rollwise.errors import PayloadTooLarge, ValidationError
+from rollwise.server.payloads import load_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,3 +49,36 @@ def validated(model: type[M], data: Any) -> M:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ValidationError(f"{where}: {first['msg']}") from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with ``PayloadTooLarge`` (413) past ``limit`` bytes.
+
+    The body is read chunk by chunk and counted as it arrives, so at most ``limit``
+    bytes (plus one chunk) are ever held, whatever ``Content-Length`` claims or when
+    there is none. Every control route reads its body through here.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"the request body has {int(declared)} bytes; the control API's limit is {limit} bytes"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the request body exceeds the control API's limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int, *, optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object, read by :func:`read_body`; ``optional`` makes an empty
+    (or blank) body ``{}`` instead of a refusal."""
+    raw = await read_body(request, limit)
+    if optional and not raw.strip():
+        return {}
+    return load_json(raw)

@@ -16,12 +16,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from rollwise.domain import Role
 from rollwise.errors import ValidationError
 from rollwise.rollout import Command, CommandKind
+from rollwise.rollout.preview import preview_steps, traffic_rates
 from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Principal
-from rollwise.server.params import query_flag, validated
-from rollwise.server.payloads import load_json
+from rollwise.server.params import query_flag, read_json, validated
+
+RATE_WINDOW_S = 300.0
+"""A dry run estimates an A/B test's duration from the traffic of this many seconds."""
 
 ACTIONS = {
     "pause": CommandKind.PAUSE,
@@ -47,8 +51,10 @@ def rollout_routes(
     principal: Callable[[Request, str], Principal],
     handle: Callable[[Callable[[Request], Any]], Callable[[Request], Any]],
     reply: Callable[..., Response],
+    body_limit: int,
 ) -> list[Route]:
-    """The routes; ``handle`` turns rollwise errors into replies, ``reply`` makes JSON."""
+    """The routes; ``handle`` turns rollwise errors into replies, ``reply`` makes JSON,
+    and no body over ``body_limit`` bytes is read."""
 
     @handle
     async def list_rollouts(request: Request) -> Response:
@@ -63,14 +69,24 @@ def rollout_routes(
     @handle
     async def apply(request: Request) -> Response:
         who = principal(request, "operator")
-        spec = load_json(await request.body())
+        spec = await read_json(request, body_limit)
         if query_flag(request, "dry_run"):
             checked = await gateway.db(gateway.rollouts.check, spec)
+            windows = await gateway.telemetry.version_metrics(checked.model, RATE_WINDOW_S)
+            totals: dict[str, tuple[int, int]] = {}
+            for (version, role), window in windows.items():
+                if role is Role.SERVED:
+                    totals[version] = (window.requests, window.feedback)
+            requests_per_s, labels_per_s = traffic_rates(totals, RATE_WINDOW_S)
             return reply(
                 {
                     "dry_run": True,
                     "summary": checked.summary(),
                     "steps": [step.to_dict() for step in checked.steps],
+                    "plan": preview_steps(checked, requests_per_s, labels_per_s),
+                    "requests_per_s": requests_per_s,
+                    "labels_per_s": labels_per_s,
+                    "rate_window_s": RATE_WINDOW_S,
                 }
             )
         replace = query_flag(request, "replace")
@@ -98,8 +114,8 @@ def rollout_routes(
             raise ValidationError(
                 f"unknown rollout action {action!r} (actions: {', '.join(ACTIONS)})"
             )
-        raw = await request.body()
-        body = validated(CommandBody, load_json(raw) if raw.strip() else {})
+        # The body is optional: a bare POST is the command with no reason.
+        body = validated(CommandBody, await read_json(request, body_limit, optional=True))
         if body.full and kind is not CommandKind.PROMOTE:
             raise ValidationError("'full' applies to promote only")
         if body.full:

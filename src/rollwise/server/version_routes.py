@@ -20,7 +20,7 @@ from rollwise.errors import NotFound, ValidationError
 from rollwise.fleet import fleet_readiness, replica_live
 from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Principal
-from rollwise.server.payloads import load_json
+from rollwise.server.params import read_json
 from rollwise.server.status_view import fleet_view
 
 
@@ -29,8 +29,10 @@ def version_routes(
     principal: Callable[[Request, str], Principal],
     handle: Callable[[Callable[[Request], Any]], Callable[[Request], Any]],
     reply: Callable[..., Response],
+    body_limit: int,
 ) -> list[Route]:
-    """The routes; ``handle`` turns rollwise errors into replies, ``reply`` makes JSON."""
+    """The routes; ``handle`` turns rollwise errors into replies, ``reply`` makes JSON,
+    and no body over ``body_limit`` bytes is read."""
 
     async def fleet_state() -> tuple[list[Replica], list[ReplicaVersion]]:
         replicas = await gateway.db(gateway.store.list_replicas)
@@ -64,7 +66,7 @@ def version_routes(
     async def put_version(request: Request) -> Response:
         who = principal(request, "operator")
         model, name = request.path_params["model"], request.path_params["version"]
-        body = load_json(await request.body())
+        body = await read_json(request, body_limit)
         if not isinstance(body, dict):
             raise ValidationError("the body must be a JSON object: the version's spec")
         registered = await gateway.register_version(model, name, body, actor=who.name)
@@ -85,7 +87,7 @@ def version_routes(
     async def put_model(request: Request) -> Response:
         who = principal(request, "operator")
         name = request.path_params["model"]
-        body = load_json(await request.body())
+        body = await read_json(request, body_limit)
         if not isinstance(body, dict):
             raise ValidationError("the body must be a JSON object: the model's spec")
         created = await gateway.create_model(name, body, actor=who.name)

@@ -999,7 +999,7 @@ def test_an_overflowing_model_answer_is_the_version_s_failure_not_a_nan_reply(
     backend = SklearnBackend("v1", {"path": "model.skops"}, tmp_path)
     with np.errstate(all="ignore"):
         assert np.isnan(logistic.predict_proba(np.full((1, 4), 1e308))).any()
-    with pytest.raises(BackendError, match="non-finite numbers .* 'probabilities'"):
+    with pytest.raises(BackendError, match=r"non-finite numbers .* 'probabilities'"):
         predict_once(backend, request_for(np.full((1, 4), 1e308)))
     # Finite answers still pass.
     assert len(predict_once(backend, request_for(np.ones((2, 4)))).outputs) == 2

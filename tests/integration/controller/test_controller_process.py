@@ -40,7 +40,7 @@ from rollwise.domain import Event, Routing
 from rollwise.example_models import write_example
 from rollwise.rollout import Phase
 from rollwise.store import Lease, Store, open_store
-from support.gateway import GatewayProcess, eventually
+from support.gateway import FEEDBACK, GatewayProcess, eventually
 
 MODEL = "iris"
 STEP = "rollout.step"
@@ -257,7 +257,7 @@ def assert_every_step_once_in_order(
     weights = list(spec["canary"]["weights"])
     steps = 2 * len(weights) + 1  # (set_weight, pause) per weight, then set_weight 100
     events = rollout_events(store, rollout_id)
-    indices = [int(e.data["step"]) for e in events if e.kind == STEP]
+    indices = [int(e.data["step"]) - 1 for e in events if e.kind == STEP]
     assert indices == list(range(steps)), [(e.kind, e.data.get("step"), e.actor) for e in events]
     entered = [int(e.data["weight"]) for e in events if e.kind == STEP]
     assert sorted(set(entered)) == [*weights, 100]
@@ -284,6 +284,7 @@ class BackgroundTraffic:
     """~100 requests/s of the iris users, in a thread with its own event loop."""
 
     def __init__(self, url: str, rate_per_s: float = 100.0, **options: Any) -> None:
+        options.setdefault("feedback_token", FEEDBACK)
         self.generator = TrafficGenerator(
             url, MODEL, rate_per_s=rate_per_s, rng=random.Random(11), **options
         )
@@ -364,7 +365,7 @@ def test_a_rollout_survives_kill_9_of_its_gateway_and_goes_on_from_the_same_step
                     old_lease.epoch + 1,
                 )
                 after_kill = [
-                    int(e.data["step"])
+                    int(e.data["step"]) - 1
                     for e in rollout_events(store, rollout_id)
                     if e.kind == STEP and e.at_s > old_lease.expires_at_s
                 ]

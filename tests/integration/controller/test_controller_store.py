@@ -234,7 +234,8 @@ def rollout_events(store: Store, after_id: int = 0) -> list[Event]:
 
 
 def step_indices(events: Sequence[Event]) -> list[int]:
-    return [int(e.data["step"]) for e in events if e.kind == STEP]
+    """The (0-based) index of each step entered; events count steps from 1."""
+    return [int(e.data["step"]) - 1 for e in events if e.kind == STEP]
 
 
 # -- a canary, tick by tick --------------------------------------------------------------
@@ -567,7 +568,8 @@ def test_a_pause_that_loses_the_race_to_a_tick_retries_and_both_writes_stay(
     assert status.phase is Phase.PAUSED  # the pause is kept...
     assert status.weight == 20 and status.step_index == 3  # ...and so is the tick's step
     kinds = [(e.kind, e.data.get("step")) for e in rollout_events(store)]
-    assert kinds[-3:] == [(STEP, 2), (STEP, 3), ("rollout.paused", 3)]
+    # Events count steps from 1: the tick entered steps 3 and 4, the pause holds step 4.
+    assert kinds[-3:] == [(STEP, 3), (STEP, 4), ("rollout.paused", 4)]
 
     # Paused, it goes no further however long it waits.
     for _ in range(3):

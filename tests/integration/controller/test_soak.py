@@ -28,7 +28,7 @@ import yaml
 from rollwise.demo.traffic import TrafficGenerator, TrafficStats
 from rollwise.domain import Event
 from rollwise.example_models import write_example
-from support.gateway import GatewayProcess, eventually
+from support.gateway import FEEDBACK, GatewayProcess, eventually
 
 MODEL = "iris"
 PHASE_TIMEOUT_S = 40.0
@@ -45,6 +45,7 @@ class BackgroundTraffic:
             users=500,
             feedback=True,
             feedback_delay_s=(0.2, 1.0),
+            feedback_token=FEEDBACK,
             rng=random.Random(2024),
         )
         self.stats: TrafficStats | None = None

@@ -12,7 +12,14 @@ import aiohttp
 import httpx
 import pytest
 
-from support.gateway import OPERATOR, VIEWER, GatewayProcess, eventually, gateway_config
+from support.gateway import (
+    FEEDBACK,
+    OPERATOR,
+    VIEWER,
+    GatewayProcess,
+    eventually,
+    gateway_config,
+)
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
@@ -364,7 +371,7 @@ def test_bad_routing_is_refused_and_leaves_the_routing_whole(
 
 def test_feedback_is_joined_to_the_prediction(gateway: GatewayProcess, ops: httpx.Client) -> None:
     route(ops, "iris", {"v1": 100})
-    with httpx.Client(base_url=gateway.url) as client:
+    with gateway.client(FEEDBACK) as client:
         ids = [
             client.post("/models/iris/predict", json={"inputs": [row]}).headers["x-request-id"]
             for row in [SETOSA, VIRGINICA]
@@ -403,7 +410,11 @@ def test_feedback_is_found_after_the_prediction_was_flushed_to_the_store(
 
         def joined() -> bool:
             # 404 until the prediction is flushed to the store (nothing is kept in memory).
-            response = httpx.post(f"{process.url}/models/iris/feedback", json=body)
+            response = httpx.post(
+                f"{process.url}/models/iris/feedback",
+                json=body,
+                headers={"authorization": f"Bearer {FEEDBACK}"},
+            )
             assert response.status_code in (200, 404), response.text
             return response.status_code == 200
 
@@ -472,7 +483,7 @@ def test_a_reused_request_id_joins_feedback_to_its_latest_request(
     gateway: GatewayProcess, ops: httpx.Client
 ) -> None:
     route(ops, "iris", {"v1": 100})
-    with httpx.Client(base_url=gateway.url) as client:
+    with gateway.client(FEEDBACK) as client:
         for row in [SETOSA, SETOSA, VIRGINICA]:
             answer = client.post(
                 "/models/iris/predict", json={"inputs": [row]}, headers={"x-request-id": "reused-1"}

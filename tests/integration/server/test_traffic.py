@@ -20,7 +20,7 @@ import yaml
 from rollwise.client import Client
 from rollwise.demo.traffic import TRANSPORT_ERROR, TrafficGenerator, TrafficStats, run_traffic
 from rollwise.example_models import CONFIG_NAME
-from support.gateway import OPERATOR, GatewayProcess, eventually, running
+from support.gateway import FEEDBACK, OPERATOR, GatewayProcess, eventually, running
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,7 @@ def test_a_50_50_split_reaches_both_versions_and_their_feedback_is_scored(
         2.0,
         rate_per_s=100,
         feedback_delay_s=(0.05, 0.3),
+        feedback_token=FEEDBACK,
         rng=random.Random(2),
     )
     assert_books_balance(stats)
@@ -160,6 +161,7 @@ def test_failures_of_the_faulty_version_are_counted_with_their_status(
         2.0,
         rate_per_s=100,
         feedback_delay_s=(0.05, 0.2),
+        feedback_token=FEEDBACK,
         rng=random.Random(3),
     )
     assert_books_balance(stats)
@@ -179,7 +181,12 @@ def test_stop_from_another_thread_ends_an_open_ended_run(
 ) -> None:
     ops.set_routing("iris", {"v1": 100})
     generator = TrafficGenerator(
-        gateway.url, "iris", rate_per_s=50, feedback_delay_s=(0.0, 0.1), rng=random.Random(5)
+        gateway.url,
+        "iris",
+        rate_per_s=50,
+        feedback_delay_s=(0.0, 0.1),
+        feedback_token=FEEDBACK,
+        rng=random.Random(5),
     )
     result: list[TrafficStats] = []
     thread = threading.Thread(target=lambda: result.append(asyncio.run(generator.run())))

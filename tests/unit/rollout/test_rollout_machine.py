@@ -348,6 +348,12 @@ def test_start_notes_say_who_started_what_and_each_step_entered() -> None:
         describe_step(CANARY.steps[0]),
         describe_step(CANARY.steps[1]),
     ]
+    # Step numbers count from 1 in the data as in the messages ("step 1/7").
+    assert [n.data["step"] for n in entered] == [1, 2]
+    assert [n.message.split(":")[0] for n in entered] == [
+        f"step 1/{len(CANARY.steps)}",
+        f"step 2/{len(CANARY.steps)}",
+    ]
     assert decision.status.actor == "carol"
 
 

@@ -42,7 +42,7 @@ def get(gateway: Gateway, path: str) -> httpx.Response:
 
     async def main() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             return await client.get(path)
 
     return asyncio.run(main())
