@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, StrictStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from rollwise.domain import ModelSpec, StickyKey, StickyKind, VersionSpec
@@ -86,7 +86,8 @@ class ControllerSection(_Strict):
 class TokenEntry(_Strict):
     name: str
     role: Literal["viewer", "operator", "feedback"]
-    secret: str = Field(min_length=8)
+    # Never shown: not in reprs, logs or validation errors.
+    secret: SecretStr = Field(min_length=8)
 
 
 class EnvRef(_Strict):
@@ -152,7 +153,8 @@ class ConfigFile(_Strict):
 class Token:
     name: str
     role: str
-    secret: str
+    secret: str = field(repr=False)
+    """Kept out of the repr, so that a logged config or token never shows it."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def parse_config(
     elif isinstance(auth, str):
         tokens = parse_tokens(auth, f"{source}: auth.tokens")
     else:
-        tokens = tuple(Token(t.name, t.role, t.secret) for t in auth)
+        tokens = tuple(Token(t.name, t.role, t.secret.get_secret_value()) for t in auth)
     # Tokens from the environment add to the file's, so secrets need not live in it.
     if "ROLLWISE_TOKENS" in env and not (
         isinstance(auth, EnvRef) and auth.env == "ROLLWISE_TOKENS"

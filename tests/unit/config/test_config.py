@@ -231,3 +231,14 @@ def test_a_config_without_models_serves_those_created_through_the_api() -> None:
     assert dict(parsed.models) == {}
     assert parsed.controller.unload_previous is True
     assert "python" not in parsed.registration.backends
+
+
+def test_a_token_s_secret_never_shows_in_its_repr_or_a_refusal() -> None:
+    data = config(auth={"tokens": [{"name": "ops", "role": "operator", "secret": "s3cret-value"}]})
+    parsed = parse_config(data, base_dir=BASE, environ={})
+    assert parsed.tokens[0].secret == "s3cret-value"
+    assert "s3cret-value" not in repr(parsed.tokens) and "s3cret-value" not in repr(parsed)
+    bad = config(auth={"tokens": [{"name": "ops", "role": "admin", "secret": "s3cret-value"}]})
+    with pytest.raises(ConfigError) as refused:
+        parse_config(bad, base_dir=BASE, environ={})
+    assert "s3cret-value" not in str(refused.value)
