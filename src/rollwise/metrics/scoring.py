@@ -116,7 +116,7 @@ def check_labels(labels: Sequence[Any], task: str, classes: Collection[ClassKey]
                     f"{where} is {describe_label(label)}; this model does regression, so "
                     "labels must be numbers"
                 )
-            if not math.isfinite(label):
+            if not _finite_number(label):
                 raise ValidationError(
                     f"{where} is {describe_label(label)}; labels must be finite numbers"
                 )
@@ -137,6 +137,11 @@ def check_labels(labels: Sequence[Any], task: str, classes: Collection[ClassKey]
             raise ValidationError(
                 f"{where} is {describe_label(label)}; class labels are at most "
                 f"{MAX_LABEL_CHARS} characters"
+            )
+        if isinstance(label, int) and not -(2**63) <= label < 2**63:
+            raise ValidationError(
+                f"{where} is an integer of {len(str(abs(label)))} digits; class labels are "
+                "64-bit integers"
             )
 
 
@@ -180,3 +185,12 @@ def score(outputs: Sequence[Any], labels: Sequence[Any], task: str) -> Score:
         sq_error += diff * diff
         quartic_error += diff**4
     return Score(min(len(outputs), len(labels)), correct, abs_error, sq_error, quartic_error)
+
+
+def _finite_number(value: int | float) -> bool:
+    # An integer too large for a float (JSON allows any number of digits) is not a
+    # finite label either: math.isfinite would raise on it.
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

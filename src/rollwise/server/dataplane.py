@@ -369,7 +369,9 @@ def _load_feedback(body: bytes) -> dict[str, Any]:
         return load_json(body)
     except BadRequest as refusal:
         try:
-            data = json.loads(body)
+            # Strict UTF-8 first: json.loads would let lone surrogates through, which
+            # no store can hold.
+            data = json.loads(body.decode("utf-8"))
         except (ValueError, RecursionError):
             raise refusal from None
         if not isinstance(data, dict):

@@ -20,8 +20,29 @@ from rollwise.backends.base import (
     flatten,
 )
 from rollwise.errors import ValidationError
+from rollwise.metrics.scoring import describe_label
 
 _NUMBER = (int, float)
+
+_MAX_NAME_SHOWN = 64
+"""Tensor names longer than this are cut short in messages: a name is the caller's
+text, and a 100 KB one would flood the reply and the logs."""
+
+
+def _shown(value: Any) -> str:
+    """A caller's value as a refusal shows it: short, and never the repr of a container.
+
+    A value nested 1,000 deep would exhaust the stack while its repr is built (issue
+    10: a 500 instead of a 422), so containers are only named, as labels are.
+    """
+    return describe_label(value)
+
+
+def _name(name: str) -> str:
+    """A tensor name for a message, quoted, cut at ``_MAX_NAME_SHOWN`` characters."""
+    if len(name) <= _MAX_NAME_SHOWN:
+        return repr(name)
+    return f"{name[:_MAX_NAME_SHOWN]!r}… ({len(name)} characters)"
 
 
 class BadRequest(ValidationError):
@@ -54,15 +75,14 @@ def parse_oip_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
     for tensor in tensors[1:]:
         if tensor.shape[0] != rows:
             raise ValidationError(
-                f"input {tensor.name!r} has {tensor.shape[0]} rows "
-                f"but input {tensors[0].name!r} has {rows}"
+                f"input {_name(tensor.name)} has {tensor.shape[0]} rows "
+                f"but input {_name(tensors[0].name)} has {rows}"
             )
     request_id = data.get("id")
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ValidationError("'parameters' must be an object")
-    outputs = data.get("outputs")
-    names = tuple(str(o.get("name")) for o in outputs if isinstance(o, dict)) if outputs else ()
+    names = _output_names(data.get("outputs"))
     return (
         InferenceRequest(
             inputs=tuple(tensors),
@@ -75,6 +95,31 @@ def parse_oip_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
     )
 
 
+def _output_names(outputs: Any) -> tuple[str, ...]:
+    """The names of the requested outputs: ``[{"name": ...}, ...]``, or none at all.
+
+    Anything else is refused: a number here was a TypeError (500), and silently
+    skipping items that are not objects would answer outputs the caller did not ask
+    for.
+    """
+    if outputs is None:
+        return ()
+    if not isinstance(outputs, list):
+        raise ValidationError(
+            f'\'outputs\' must be a list of objects like {{"name": "label"}}, got {_shown(outputs)}'
+        )
+    names: list[str] = []
+    for index, item in enumerate(outputs):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ValidationError(
+                f"outputs[{index}] must be an object with a non-empty string 'name', "
+                f"got {_shown(item)}"
+            )
+        names.append(name)
+    return tuple(names)
+
+
 def _parse_tensor(item: Any, index: int) -> Tensor:
     if not isinstance(item, dict):
         raise ValidationError(f"inputs[{index}] must be an object with name, shape, datatype, data")
@@ -85,39 +130,40 @@ def _parse_tensor(item: Any, index: int) -> Tensor:
     shape = item.get("shape")
     if not _is_shape(shape):
         raise ValidationError(
-            f"input {name!r}: 'shape' must be a non-empty list of non-negative integers"
+            f"input {_name(name)}: 'shape' must be a non-empty list of non-negative integers"
         )
     datatype = item.get("datatype")
     if not isinstance(datatype, str) or datatype not in OIP_DATATYPES:
         raise ValidationError(
-            f"input {name!r}: 'datatype' {datatype!r} is not one of {', '.join(OIP_DATATYPES)}"
+            f"input {_name(name)}: 'datatype' {_shown(datatype)} is not one of "
+            f"{', '.join(OIP_DATATYPES)}"
         )
     data = item.get("data")
     if not isinstance(data, list):
-        raise ValidationError(f"input {name!r}: 'data' must be a list")
+        raise ValidationError(f"input {_name(name)}: 'data' must be a list")
     flat = flatten(data)
     expected = prod(shape)
     if len(flat) != expected:
         raise ValidationError(
-            f"input {name!r}: shape {shape} needs {expected} values, got {len(flat)}"
+            f"input {_name(name)}: shape {shape} needs {expected} values, got {len(flat)}"
         )
     if datatype == "BOOL":
         for value in flat:
             if not isinstance(value, bool):
                 raise ValidationError(
-                    f"input {name!r}: datatype BOOL needs true or false, got {value!r}"
+                    f"input {_name(name)}: datatype BOOL needs true or false, got {_shown(value)}"
                 )
     elif datatype == "BYTES":
         for value in flat:
             if not isinstance(value, str):
                 raise ValidationError(
-                    f"input {name!r}: datatype BYTES needs strings, got {value!r}"
+                    f"input {_name(name)}: datatype BYTES needs strings, got {_shown(value)}"
                 )
     else:
         for value in flat:
             if not isinstance(value, _NUMBER) or isinstance(value, bool):
                 raise ValidationError(
-                    f"input {name!r}: datatype {datatype} needs numbers, got {value!r}"
+                    f"input {_name(name)}: datatype {datatype} needs numbers, got {_shown(value)}"
                 )
     return Tensor(name=name, shape=tuple(shape), datatype=str(datatype), data=flat)
 
@@ -156,7 +202,9 @@ def parse_plain_request(body: bytes) -> tuple[InferenceRequest, dict[str, Any]]:
             )
         for value in row:
             if not isinstance(value, _NUMBER) or isinstance(value, bool):
-                raise ValidationError(f"inputs[{index}] holds {value!r}; features must be numbers")
+                raise ValidationError(
+                    f"inputs[{index}] holds {_shown(value)}; features must be numbers"
+                )
         flat.extend(row)
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict):
