@@ -22,10 +22,12 @@ class GatewayCollector(Collector):
         totals: Callable[[], Iterable[tuple[MetricKey, VersionWindow]]],
         weights: Callable[[], Mapping[tuple[str, str], tuple[int, int, bool]]],
         fallbacks: Callable[[], Mapping[tuple[str, str], int]] = dict,
+        dropped_predictions: Callable[[], int] = int,
     ) -> None:
         self._totals = totals
         self._weights = weights
         self._fallbacks = fallbacks
+        self._dropped_predictions = dropped_predictions
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         labels = ["model", "version", "role"]
@@ -114,6 +116,13 @@ class GatewayCollector(Collector):
         for (model, version), count in sorted(self._fallbacks().items()):
             fallback.add_metric([model, version], count)
         yield from (weight, mirror, ready, fallback)
+        # The name gets its "_total" suffix from the exposition format.
+        yield CounterMetricFamily(
+            "rollwise_predictions_dropped",
+            "Logged predictions dropped unwritten because the store did not take them "
+            "in time (their feedback answers 404)",
+            value=self._dropped_predictions(),
+        )
 
 
 def render(collector: Collector) -> bytes:

@@ -257,13 +257,49 @@ class Gateway:
         self.ctx.close()
         self.started = False
 
-    async def _every(self, interval_s: float, job: Callable[[], Any]) -> None:
+    async def _every(
+        self, interval_s: float, job: Callable[[], Any], remind_s: float = 60.0
+    ) -> None:
+        """Run ``job`` every ``interval_s`` until cancelled.
+
+        A failing job is logged once with its traceback, then reminded of in one line
+        at most every ``remind_s``, and its recovery is logged: a store that is down
+        must not fill the log with a traceback per job and interval.
+        """
+        name = getattr(job, "__qualname__", repr(job))
+        failing_since: float | None = None
+        failures = 0
+        reminded_at = 0.0
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await job()
-            except Exception:
-                log.exception("background job %s failed; retrying next interval", job)
+            except Exception as error:
+                # Monotonic, not self.clock: this paces log lines in real time.
+                now = time.monotonic()
+                failures += 1
+                if failing_since is None:
+                    failing_since = reminded_at = now
+                    log.exception("background job %s failed; retrying every %g s", name, interval_s)
+                elif now - reminded_at >= remind_s:
+                    reminded_at = now
+                    log.error(
+                        "background job %s still failing (%d times in %.0f s): %s: %s",
+                        name,
+                        failures,
+                        now - failing_since,
+                        type(error).__name__,
+                        error,
+                    )
+            else:
+                if failing_since is not None:
+                    log.warning(
+                        "background job %s recovered after %d failures in %.0f s",
+                        name,
+                        failures,
+                        time.monotonic() - failing_since,
+                    )
+                    failing_since, failures = None, 0
 
     async def prune(self) -> None:
         await self.telemetry.prune()

@@ -13,7 +13,7 @@ from typing import Any
 
 from rollwise.backends.base import Backend
 from rollwise.domain import Role
-from rollwise.errors import Conflict, NotFound
+from rollwise.errors import Conflict, NotFound, ValidationError
 from rollwise.metrics.recorder import (
     MetricsRecorder,
     VersionWindow,
@@ -23,7 +23,11 @@ from rollwise.metrics.recorder import (
 from rollwise.metrics.scoring import ClassKey, Score, check_labels, class_keys, labels_for, score
 from rollwise.runtime.context import Context
 from rollwise.runtime.predictions import PredictionLog
-from rollwise.store.base import FeedbackRecord, MetricBucketRow
+from rollwise.store.base import FeedbackRecord, MetricBucketRow, Store
+
+MAX_METRICS_WINDOW_S = 7 * 86400
+"""The longest window metrics are read over: the reading costs time and memory in
+proportion to the buckets in it (one per second, version, role and replica)."""
 
 
 class Telemetry:
@@ -124,8 +128,10 @@ class Telemetry:
             try:
                 await ctx.db(ctx.store.write_metric_buckets, rows)
             except Exception:
-                # Kept for the next flush, so a store outage delays figures, not loses them.
+                # Both kept for the next flush, so a store outage delays figures and
+                # logged predictions, not loses them (predictions up to their bound).
                 self.metrics.unwritten(windows)
+                self.predictions.give_back(predictions)
                 raise
         if predictions:
             try:
@@ -133,6 +139,7 @@ class Telemetry:
             except Exception:
                 self.predictions.give_back(predictions)
                 raise
+            self.predictions.written()
 
     async def prune(self) -> None:
         ctx = self.ctx
@@ -147,14 +154,36 @@ class Telemetry:
         self, model: str, window_s: float
     ) -> dict[tuple[str, Role], VersionWindow]:
         """Merged metrics of every version of ``model`` over the last ``window_s``,
-        across all replicas (from the store) plus this replica's unflushed window."""
+        across all replicas (from the store) plus this replica's unflushed window.
+
+        ``window_s`` is at most ``MAX_METRICS_WINDOW_S`` (``ValidationError`` beyond).
+        """
+        if not 0 < window_s <= MAX_METRICS_WINDOW_S:
+            raise ValidationError(
+                f"a metrics window of {window_s:g} s is not within 1..{MAX_METRICS_WINDOW_S} s "
+                f"({MAX_METRICS_WINDOW_S // 86400:g} days at most)"
+            )
         ctx = self.ctx
         since = ctx.clock() - window_s
         async with self._flush_lock:
-            rows = await ctx.db(ctx.store.read_metric_buckets, model, since)
+            # Read and merged in the store's thread: a long window is hundreds of
+            # thousands of buckets, and merging them on the event loop stalled every
+            # request for seconds.
+            stored = await ctx.db(read_merged_buckets, ctx.store, model, since)
             pending = self.metrics.pending(model)
-        stored = windows_by_version((row.version, row.role, row.payload) for row in rows)
         return merge_by_version([stored, *({key: window} for key, window in pending)])
+
+
+def read_merged_buckets(
+    store: Store, model: str, since_s: float
+) -> dict[tuple[str, Role], VersionWindow]:
+    """The stored buckets of ``model`` since ``since_s``, merged by (version, role).
+
+    Runs in a worker thread (``Context.db``), reading and merging there, so that only
+    the few merged windows come back to the event loop.
+    """
+    rows = store.read_metric_buckets(model, since_s)
+    return windows_by_version((row.version, row.role, row.payload) for row in rows)
 
 
 class ModelClasses:

@@ -25,10 +25,11 @@ from starlette.routing import Route
 
 import rollwise
 from rollwise.domain import VersionHealth
-from rollwise.errors import RollwiseError
+from rollwise.errors import RollwiseError, ValidationError
 from rollwise.metrics.prometheus import GatewayCollector, render
 from rollwise.routing import known_version
 from rollwise.runtime.gateway import Gateway
+from rollwise.runtime.telemetry import MAX_METRICS_WINDOW_S
 from rollwise.server.auth import Authenticator, Principal
 from rollwise.server.errors import error_reply
 from rollwise.server.guard import ControlGuard, control_body_limit
@@ -99,6 +100,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         gateway.telemetry.metrics.totals,
         lambda: _weights(gateway),
         lambda: dict(gateway.telemetry.fallbacks),
+        lambda: gateway.telemetry.predictions.dropped_total,
     )
 
     def principal(request: Request, role: str) -> Principal:
@@ -280,7 +282,15 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
 
 
 def _window(request: Request) -> float:
-    return float(query_int(request, "window_s", 300, 1, 90 * 86400))
+    """The metrics window of a status read, at most ``MAX_METRICS_WINDOW_S`` (422
+    beyond, naming the limit): its cost grows with the buckets it covers."""
+    window_s = query_int(request, "window_s", 300, 1, 2**62)
+    if window_s > MAX_METRICS_WINDOW_S:
+        raise ValidationError(
+            f"query parameter window_s={window_s} is over the limit of "
+            f"{MAX_METRICS_WINDOW_S} s ({MAX_METRICS_WINDOW_S // 86400} days)"
+        )
+    return float(window_s)
 
 
 def _weights(gateway: Gateway) -> dict[tuple[str, str], tuple[int, int, bool]]:
