@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from rollwise.domain import (
-    RegisteredVersion,
     Replica,
     ReplicaVersion,
     Routing,
@@ -27,10 +26,8 @@ __all__ = [
     "CandidateVerdict",
     "FleetReadiness",
     "LoadPlan",
-    "Verdict",
     "VersionKey",
     "candidate_verdict",
-    "desired_versions",
     "due_for_unload",
     "fleet_readiness",
     "plan_loads",
@@ -162,7 +159,7 @@ def fleet_readiness(
     )
 
 
-class Verdict(StrEnum):
+class CandidateVerdict(StrEnum):
     """What the fleet's readiness means for a rollout's candidate."""
 
     READY = "ready"
@@ -173,12 +170,7 @@ class Verdict(StrEnum):
     """A live replica could not load it: the rollout ends as failed."""
 
 
-CandidateVerdict = Verdict
-"""The same enum under a name that does not read like a gate's verdict
-(:class:`rollwise.analysis.verdict.Verdict`)."""
-
-
-def candidate_verdict(readiness: FleetReadiness) -> tuple[Verdict, str]:
+def candidate_verdict(readiness: FleetReadiness) -> tuple[CandidateVerdict, str]:
     """The verdict on a rollout's candidate, with the reason in one sentence."""
     name = f"version {readiness.version!r} of model {readiness.model!r}"
     if readiness.failed:
@@ -186,19 +178,19 @@ def candidate_verdict(readiness: FleetReadiness) -> tuple[Verdict, str]:
             f"on replica {replica}: {_one_line(error) or 'no error given'}"
             for replica, error in sorted(readiness.failed.items())
         )
-        return Verdict.FAILED, f"{name} failed to load {where}"
+        return CandidateVerdict.FAILED, f"{name} failed to load {where}"
     if not readiness.live:
         return (
-            Verdict.WAIT,
+            CandidateVerdict.WAIT,
             f"waiting for {name} to load: no live replica (no recent heartbeat)",
         )
     if not readiness.everywhere:
         return (
-            Verdict.WAIT,
+            CandidateVerdict.WAIT,
             f"waiting for {name} to load on every replica: {readiness.summary()}; "
             f"{readiness.why_not()}",
         )
-    return Verdict.READY, f"{name} is {readiness.summary()}"
+    return CandidateVerdict.READY, f"{name} is {readiness.summary()}"
 
 
 # -- retiring and unloading ----------------------------------------------------------------
@@ -298,20 +290,6 @@ def due_for_unload(
 
 
 # -- what a replica should load ------------------------------------------------------------
-
-
-def desired_versions(registered: Sequence[RegisteredVersion]) -> dict[VersionKey, VersionSpec]:
-    """The versions every replica should hold in memory: each registered one that is to
-    be kept loaded, by ``(model, version)`` in sorted order. When a key is given twice the
-    last one counts."""
-    chosen: dict[VersionKey, VersionSpec] = {}
-    for version in registered:
-        key = (version.model, version.name)
-        if version.keep_loaded:
-            chosen[key] = version.spec
-        else:
-            chosen.pop(key, None)
-    return {key: chosen[key] for key in sorted(chosen)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,17 +51,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         process.stop()
 
 
-@pytest.fixture
-def env(gateway: GatewayProcess) -> dict[str, str]:
-    return {"ROLLWISE_URL": gateway.url, "ROLLWISE_TOKEN": OPERATOR}
-
-
-@pytest.fixture
-def client(gateway: GatewayProcess) -> Iterator[Client]:
-    with Client(gateway.url, OPERATOR) as ops:
-        yield ops
-
-
 def write(path: Path, document: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path

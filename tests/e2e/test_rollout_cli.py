@@ -39,17 +39,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         process.stop()
 
 
-@pytest.fixture
-def env(gateway: GatewayProcess) -> dict[str, str]:
-    return {"ROLLWISE_URL": gateway.url, "ROLLWISE_TOKEN": OPERATOR}
-
-
-@pytest.fixture
-def client(gateway: GatewayProcess) -> Iterator[Client]:
-    with Client(gateway.url, OPERATOR) as ops:
-        yield ops
-
-
 def write_spec(path: Path, spec: dict[str, Any], comment: str = "") -> Path:
     text = (f"# {comment}\n" if comment else "") + yaml.safe_dump(spec, sort_keys=False)
     path.write_text(text, encoding="utf-8")

@@ -74,12 +74,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         process.stop()
 
 
-@pytest.fixture
-def client(gateway: GatewayProcess) -> Iterator[Client]:
-    with Client(gateway.url, OPERATOR) as ops:
-        yield ops
-
-
 def spec(model: str, candidate: str, strategy: str, **sections: Any) -> dict[str, Any]:
     return {"model": model, "candidate": candidate, "strategy": strategy, **sections}
 

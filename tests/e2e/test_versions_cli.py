@@ -53,17 +53,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         process.stop()
 
 
-@pytest.fixture
-def env(gateway: GatewayProcess) -> dict[str, str]:
-    return {"ROLLWISE_URL": gateway.url, "ROLLWISE_TOKEN": OPERATOR}
-
-
-@pytest.fixture
-def client(gateway: GatewayProcess) -> Iterator[Client]:
-    with Client(gateway.url, OPERATOR) as ops:
-        yield ops
-
-
 def by_name(versions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in versions}
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rollwise.domain import RegisteredVersion, VersionSource, VersionSpec
-from rollwise.fleet import LoadPlan, VersionKey, desired_versions, plan_loads
+from rollwise.fleet import LoadPlan, VersionKey, plan_loads
 
 
 def spec(
@@ -22,35 +22,6 @@ def registered(
     model: str, name: str, *, keep: bool = True, path: str = "m.skops"
 ) -> RegisteredVersion:
     return RegisteredVersion(model=model, spec=spec(name, path), keep_loaded=keep)
-
-
-@pytest.mark.parametrize(
-    ("versions", "expected"),
-    [
-        pytest.param([], {}, id="nothing registered"),
-        pytest.param(
-            [registered("wine", "v1"), registered("iris", "v2"), registered("iris", "v1")],
-            {("iris", "v1"): spec("v1"), ("iris", "v2"): spec("v2"), ("wine", "v1"): spec("v1")},
-            id="every kept version, sorted by model then version",
-        ),
-        pytest.param(
-            [registered("iris", "v1", keep=False), registered("iris", "v2")],
-            {("iris", "v2"): spec("v2")},
-            id="a parked version is left out",
-        ),
-        pytest.param(
-            [registered("iris", "v1", path="a.skops"), registered("iris", "v1", path="b.skops")],
-            {("iris", "v1"): spec("v1", "b.skops")},
-            id="a key given twice: the last counts",
-        ),
-    ],
-)
-def test_desired_versions(
-    versions: list[RegisteredVersion], expected: dict[VersionKey, VersionSpec]
-) -> None:
-    got = desired_versions(versions)
-    assert got == expected
-    assert list(got) == sorted(got)
 
 
 A1, A2, B1 = ("iris", "v1"), ("iris", "v2"), ("wine", "v1")

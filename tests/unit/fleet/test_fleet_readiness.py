@@ -10,7 +10,6 @@ from rollwise.domain import Replica, ReplicaVersion, VersionHealth
 from rollwise.fleet import (
     CandidateVerdict,
     FleetReadiness,
-    Verdict,
     candidate_verdict,
     fleet_readiness,
     replica_live,
@@ -230,7 +229,7 @@ def test_a_long_multiline_error_is_one_bounded_line() -> None:
     [
         pytest.param(
             FleetReadiness("iris", "v4", ("gw-a", "gw-b"), ready=("gw-a", "gw-b")),
-            Verdict.READY,
+            CandidateVerdict.READY,
             ["'v4'", "'iris'", "ready on 2/2 replicas"],
             id="ready everywhere: READY",
         ),
@@ -243,7 +242,7 @@ def test_a_long_multiline_error_is_one_bounded_line() -> None:
                 loading=("gw-c",),
                 failed={"gw-b": "cannot read iris-v4.onnx"},
             ),
-            Verdict.FAILED,
+            CandidateVerdict.FAILED,
             ["failed to load", "replica gw-b", "cannot read iris-v4.onnx"],
             id="a failure outweighs loading: FAILED naming replica and error",
         ),
@@ -251,31 +250,33 @@ def test_a_long_multiline_error_is_one_bounded_line() -> None:
             FleetReadiness(
                 "iris", "v4", ("gw-a", "gw-b"), failed={"gw-a": "no file", "gw-b": "bad onnx"}
             ),
-            Verdict.FAILED,
+            CandidateVerdict.FAILED,
             ["replica gw-a: no file", "replica gw-b: bad onnx"],
             id="every failed replica is named",
         ),
         pytest.param(
             FleetReadiness("iris", "v4", ("gw-a", "gw-b"), ready=("gw-a",), loading=("gw-b",)),
-            Verdict.WAIT,
+            CandidateVerdict.WAIT,
             ["waiting", "ready on 1/2 replicas", "loading on gw-b"],
             id="still loading on one replica: WAIT",
         ),
         pytest.param(
             FleetReadiness("iris", "v4", ("gw-a", "gw-b"), ready=("gw-a",), missing=("gw-b",)),
-            Verdict.WAIT,
+            CandidateVerdict.WAIT,
             ["not loaded on gw-b"],
             id="a replica that has not picked it up yet: WAIT",
         ),
         pytest.param(
             FleetReadiness("iris", "v4"),
-            Verdict.WAIT,
+            CandidateVerdict.WAIT,
             ["no live replica"],
             id="no live replica: WAIT, never READY",
         ),
     ],
 )
-def test_candidate_verdict(value: FleetReadiness, verdict: Verdict, phrases: list[str]) -> None:
+def test_candidate_verdict(
+    value: FleetReadiness, verdict: CandidateVerdict, phrases: list[str]
+) -> None:
     got, reason = candidate_verdict(value)
     assert got is verdict
     for phrase in phrases:
@@ -283,7 +284,7 @@ def test_candidate_verdict(value: FleetReadiness, verdict: Verdict, phrases: lis
 
 
 def test_candidate_verdict_is_the_same_enum() -> None:
-    assert CandidateVerdict is Verdict
+    assert CandidateVerdict is CandidateVerdict
 
 
 # -- invariants ------------------------------------------------------------------------------
@@ -337,10 +338,10 @@ def test_the_verdict_follows_readiness(
     verdict, reason = candidate_verdict(value)
     assert reason
     if value.failed_anywhere:
-        assert verdict is Verdict.FAILED
+        assert verdict is CandidateVerdict.FAILED
     elif value.everywhere:
-        assert verdict is Verdict.READY
+        assert verdict is CandidateVerdict.READY
     else:
-        assert verdict is Verdict.WAIT
+        assert verdict is CandidateVerdict.WAIT
     # Only a replica that is live can hold a candidate back or vouch for it.
-    assert (verdict is Verdict.READY) <= bool(value.live)
+    assert (verdict is CandidateVerdict.READY) <= bool(value.live)
