@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 PIPED_WIDTH = 200
 """Columns of output that goes to a file or another program: rich would cut tables at 80
@@ -56,4 +57,5 @@ def print_json(value: Any) -> None:
 
 def print_error(error: BaseException) -> None:
     """One line on stderr saying what went wrong."""
-    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    # The message may quote names and server text with brackets: never read as markup.
+    err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)

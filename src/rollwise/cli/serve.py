@@ -9,14 +9,7 @@ from typing import Annotated
 import typer
 
 from rollwise.cli.common import console, err
-
-
-def _setup_logging(log_level: str) -> None:
-    import logging
-
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    # Migration chatter is noise at start-up; its warnings still show.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+from rollwise.logtext import setup_logging
 
 
 def serve(
@@ -43,7 +36,7 @@ def serve(
     from rollwise.config import load_config
     from rollwise.server.app import run
 
-    _setup_logging(log_level)
+    setup_logging(log_level)
     loaded = load_config(config)
     run(
         loaded,
@@ -95,7 +88,7 @@ def controller(
     from rollwise.readiness import StoreReadiness
     from rollwise.store import open_store
 
-    _setup_logging(log_level)
+    setup_logging(log_level)
     loaded = load_config(config)
     store = open_store(loaded.store_url)
     try:
