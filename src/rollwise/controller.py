@@ -265,14 +265,20 @@ class Controller:
         and only the recent ones are read again each tick, so a tick costs the same
         an hour into a step as a few minutes into it. A gateway stamps a bucket with
         the start of the window it flushes (a retried write carries the new window's
-        start), so no bucket arrives that far behind.
+        start), so no bucket arrives that far behind, late labels included: their
+        buckets start when they arrived. Late labels of predictions made before the
+        step do not count: they grade answers given under the previous weights.
         """
         since = math.ceil(status.measure_since_s + self.settle_s)
         cached = self._sums.get(rollout_id)
         if cached is None or cached.since != since:
             cached = _Sums(since, since, {})
             self._sums[rollout_id] = cached
-        buckets = self.store.read_metric_buckets(status.model, cached.settled_until)
+        buckets = [
+            b
+            for b in self.store.read_metric_buckets(status.model, cached.settled_until)
+            if b.measured_s >= since
+        ]
         cut = math.floor(now - SETTLED_AFTER_S)
         old = [b for b in buckets if b.start_s < cut]
         if old:

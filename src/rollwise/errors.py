@@ -19,6 +19,27 @@ class PayloadTooLarge(ValidationError):
     """A request body exceeds the configured limit."""
 
 
+class RequestRejected(ValidationError):
+    """A model version refused the request as bad input (text for a numeric model, an
+    upstream's own "bad request"): the caller's mistake, never the version's failure.
+
+    The gateway counts it per version as a client error, apart from the version's
+    errors. ``upstream_status`` is the status code the version's own server answered
+    with (``http`` backend), None otherwise. The message quotes what the version said,
+    which may echo the caller's input, so it is cut to ``MAX_MESSAGE_CHARS``.
+    """
+
+    MAX_MESSAGE_CHARS = 500
+
+    def __init__(self, message: str, *, version: str, upstream_status: int | None = None) -> None:
+        limit = self.MAX_MESSAGE_CHARS
+        if len(message) > limit:
+            message = message[: limit - 1] + "…"
+        super().__init__(message)
+        self.version = version
+        self.upstream_status = upstream_status
+
+
 class NotFound(RollwiseError):
     """A model, version, request id or rollout does not exist."""
 

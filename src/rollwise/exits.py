@@ -11,8 +11,10 @@ code    situation (``Result``)
 1       ``error``: anything else (the gateway unreachable, a server error)
 2       ``refused``: bad input, before or by the server (a bad spec or version file, an
         unknown model or version, a conflict, a missing role: HTTP 4xx)
-3       ``rolled_back``: by a gate, a person, an abort, or an A/B test that the stable
-        version won or that found no difference
+3       the stable version serves everyone: ``rolled_back`` (by a gate, a person, an
+        abort, or an A/B test that the stable version won), ``no_difference`` (an A/B
+        test found the versions equivalent within its mde) or ``inconclusive`` (an A/B
+        test ended undecided at its planned size or maximum duration)
 4       ``failed`` (the candidate could not serve), ``not_ready`` (it failed to load on a
         replica, or was not ready on every live replica in time), ``timeout`` (the
         rollout was still running when the wait ended)
@@ -39,6 +41,8 @@ class Result(StrEnum):
     PROMOTED = "promoted"
     VALIDATED = "validated"
     ROLLED_BACK = "rolled_back"
+    NO_DIFFERENCE = "no_difference"
+    INCONCLUSIVE = "inconclusive"
     FAILED = "failed"
     NOT_READY = "not_ready"
     TIMEOUT = "timeout"
@@ -59,6 +63,9 @@ EXIT_CODES: Mapping[Result, int] = MappingProxyType(
         Result.ERROR: ERROR,
         Result.REFUSED: REFUSED,
         Result.ROLLED_BACK: ROLLED_BACK,
+        # A CI job cares that the candidate is not stable; the result says why.
+        Result.NO_DIFFERENCE: ROLLED_BACK,
+        Result.INCONCLUSIVE: ROLLED_BACK,
         Result.FAILED: FAILED,
         Result.NOT_READY: FAILED,
         Result.TIMEOUT: FAILED,
@@ -68,15 +75,17 @@ EXIT_CODES: Mapping[Result, int] = MappingProxyType(
 ACTIVE_PHASES = frozenset({"pending", "progressing", "paused"})
 
 # The outcomes the state machine writes (rollout/machine.py, rollout/status.py). The
-# outcome says more than the phase (a rollback, an abort and an A/B test without a
-# difference all end in the phase rolled_back), so it is read first.
+# outcome may say more than the phase (a rollback and an abort both end in the phase
+# rolled_back, and older rollwise also ended an A/B test without a difference there),
+# so it is read first.
 OUTCOME_RESULTS: Mapping[str, Result] = MappingProxyType(
     {
         "promoted": Result.PROMOTED,
         "validated": Result.VALIDATED,
         "rolled_back": Result.ROLLED_BACK,
         "aborted": Result.ROLLED_BACK,
-        "no_difference": Result.ROLLED_BACK,
+        "no_difference": Result.NO_DIFFERENCE,
+        "inconclusive": Result.INCONCLUSIVE,
         "failed": Result.FAILED,
     }
 )
@@ -85,6 +94,8 @@ PHASE_RESULTS: Mapping[str, Result] = MappingProxyType(
         "promoted": Result.PROMOTED,
         "validated": Result.VALIDATED,
         "rolled_back": Result.ROLLED_BACK,
+        "no_difference": Result.NO_DIFFERENCE,
+        "inconclusive": Result.INCONCLUSIVE,
         "failed": Result.FAILED,
     }
 )

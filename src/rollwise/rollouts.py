@@ -4,6 +4,11 @@ a person's commands (pause, resume, promote, abort, rollback).
 Every command goes through the same state machine as the controller's ticks
 (:func:`rollwise.rollout.decide`) and is saved against the rollout's stored revision,
 so it never overwrites a tick it did not see.
+
+A rollout whose candidate would break callers of the stable version (an output gone, an
+input added, a datatype or shape changed: :mod:`rollwise.interface`) is refused unless
+its spec says ``allow_interface_change: true``; the two are compared as loaded in this
+replica, and a version not loaded here is not compared.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from rollwise.domain import Event, Routing
 from rollwise.errors import ConfigError, Conflict, NotFound
+from rollwise.interface import InterfaceDiff
 from rollwise.rollout import (
     Command,
     CommandKind,
@@ -37,6 +43,10 @@ revision instead of failing the person who asked."""
 
 Readiness = Callable[[str, str], tuple[bool, str]]
 """(model, version) -> (ready, why not); a gateway answers from its loaded versions."""
+
+
+Interfaces = Callable[[str, str, str], InterfaceDiff]
+"""(model, stable, candidate) -> how the candidate's interface differs from the stable's."""
 
 
 def always_ready(_model: str, _version: str) -> tuple[bool, str]:
@@ -148,12 +158,14 @@ class Rollouts:
         readiness: Readiness = always_ready,
         versions: Callable[[str], Sequence[str]] | None = None,
         split_by_user: Callable[[str], bool] | None = None,
+        interfaces: Interfaces | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.readiness = readiness
         self._versions = versions
         self._split_by_user = split_by_user or (lambda _model: False)
+        self._interfaces = interfaces
 
     def _salt(self, model: str) -> str:
         routing = self.store.get_routing(model)
@@ -162,6 +174,17 @@ class Rollouts:
     def check(self, data: Any) -> RolloutSpec:
         """Parse a spec and check it against the model, changing nothing."""
         return self._checked(data)[0]
+
+    def interface(self, spec: RolloutSpec) -> InterfaceDiff | None:
+        """How the candidate's interface differs from the stable version's (for a dry
+        run to show); None when this process cannot compare versions."""
+        routing = self.store.get_routing(spec.model)
+        return self._diff(spec, routing.stable) if routing is not None else None
+
+    def _diff(self, spec: RolloutSpec, stable: str) -> InterfaceDiff | None:
+        if self._interfaces is None:
+            return None
+        return self._interfaces(spec.model, stable, spec.candidate)
 
     def _checked(self, data: Any) -> tuple[RolloutSpec, Routing]:
         spec = parse_rollout_spec(data)
@@ -183,6 +206,15 @@ class Rollouts:
         if not ready:
             raise Conflict(
                 f"model {spec.model!r}: candidate {spec.candidate!r} is not ready ({why})"
+            )
+        diff = self._diff(spec, routing.stable)
+        if diff is not None and diff.breaking and not spec.allow_interface_change:
+            shown = "\n".join(f"  {line}" for line in diff.lines())
+            raise Conflict(
+                f"model {spec.model!r}: candidate {spec.candidate!r} would break callers of "
+                f"stable {routing.stable!r}, its interface differs:\n{shown}\n"
+                "set allow_interface_change: true in the rollout spec to accept this "
+                "(each caller then gets the metadata of the version it is routed to)"
             )
         return spec, routing
 
@@ -226,11 +258,32 @@ class Rollouts:
         )
         stored = self.store.start_rollout(
             row,
-            events + decision_events(decision, spec.model, None, now),
+            events
+            + decision_events(decision, spec.model, None, now)
+            + self._allowed_change(spec, stable, actor, now),
             plan_routing(decision.routing, spec.model, routing.salt),
             replacing=replacing,
         )
         return load(stored)
+
+    def _allowed_change(
+        self, spec: RolloutSpec, stable: str, actor: str, now: float
+    ) -> list[Event]:
+        """The interface change a spec allowed, recorded with the rollout's start."""
+        diff = self._diff(spec, stable) if spec.allow_interface_change else None
+        if diff is None or not diff.breaking:
+            return []
+        return [
+            Event(
+                model=spec.model,
+                kind="rollout.interface_change_allowed",
+                message=f"{spec.candidate} changes the interface of {stable}, as the spec "
+                f"allows: {'; '.join(d.text() for d in diff.breaking)}",
+                data={**diff.to_dict(), "rollout": None},
+                at_s=now,
+                actor=actor,
+            )
+        ]
 
     def get(self, model: str) -> Rollout:
         row = self.store.latest_rollout(model)

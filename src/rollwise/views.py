@@ -22,8 +22,11 @@ PHASE_STYLE = {
     "promoted": "bold green",
     "validated": "bold green",
     "rolled_back": "bold red",
+    "no_difference": "bold yellow",
+    "inconclusive": "bold yellow",
     "failed": "bold red",
 }
+ACTIVE = ("pending", "progressing", "paused")
 
 
 def phase_text(phase: str) -> Text:
@@ -103,7 +106,7 @@ def experiment_table(decision: Mapping[str, Any], plan_n: int | None) -> Table:
         table.add_column(column, no_wrap=True)
     interval = decision.get("interval") or {}
     table.add_row(
-        decision.get("outcome", ""),
+        str(decision.get("outcome", "")).replace("_", " "),
         _num(decision.get("estimate")),
         f"[{_num(interval.get('low'))}, {_num(interval.get('high'))}]" if interval else "-",
         str(decision.get("n_stable", 0)) + (f"/{plan_n}" if plan_n else ""),
@@ -111,6 +114,30 @@ def experiment_table(decision: Mapping[str, Any], plan_n: int | None) -> Table:
         _num(decision.get("prob_candidate_better"), 3),
     )
     return table
+
+
+def horizon_text(horizon: Mapping[str, Any]) -> str:
+    """How much longer a gate needs, in words (see ``rollwise.analysis.horizon``)."""
+    more = horizon.get("more")
+    if more is None:
+        why = horizon.get("why")
+        return "cannot tell how many more samples it needs" + (f" ({why})" if why else "")
+    amount = f"at least {more:,}" if horizon.get("at_least") else f"~{more:,}"
+    expected = horizon.get("expected_s")
+    when = (
+        f"~{duration_text(expected)} at the current rate"
+        if expected is not None
+        else "none arrived yet, so no expected time"
+    )
+    return f"needs {amount} more samples ({when})"
+
+
+def waiting_lines(waiting: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per undecided gate: what it is and how much longer it needs."""
+    return [
+        f"{w['gate']}: {horizon_text(w['horizon']) if w.get('horizon') else 'undecided'}"
+        for w in waiting
+    ]
 
 
 def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
@@ -124,12 +151,13 @@ def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
         phase_text(status["phase"]),
     )
     current = ""
-    if status["phase"] in ("progressing", "paused", "pending") and done < len(steps):
+    if status["phase"] in ACTIVE and done < len(steps):
         current = f"step {done + 1}/{len(steps)}: {steps[done]}"
     elif status["phase"] in ("promoted", "validated") or done >= len(steps):
         current = f"{len(steps)}/{len(steps)} steps"
     else:
-        # Ended early (rolled back, failed): the step it ended in, as `rollouts` shows.
+        # Ended early (rolled back, failed, an A/B test without a winner): the step it
+        # ended in, as `rollouts` shows.
         current = f"ended at step {done + 1}/{len(steps)}"
     bar = Table.grid(padding=(0, 1))
     bar.add_column(width=32)
@@ -138,7 +166,7 @@ def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
     weight, mirror = status["weight"], status["mirror"]
     if status["phase"] == "promoted":
         weights = f"{status['candidate']} 100 %"
-    elif status["phase"] in ("rolled_back", "failed", "validated"):
+    elif status["phase"] not in ACTIVE:
         weights = f"{status['stable']} 100 %"
     else:
         weights = f"{status['stable']} {100 - weight} % · {status['candidate']} {weight} %"
@@ -155,9 +183,21 @@ def rollout_view(rollout: Mapping[str, Any]) -> RenderableType:
         parts.append(gates_table(judgement["step"], "analysis"))
     elif judgement.get("background"):
         parts.append(gates_table(judgement["background"], "gates"))
+    shown = judgement.get("step") or judgement.get("background") or {}
+    if status["phase"] in ACTIVE:
+        # Under the table: how much longer each undecided gate needs.
+        waiting = [
+            {"gate": g.get("description") or g.get("gate", ""), "horizon": g.get("horizon")}
+            for g in shown.get("gates", [])
+            if g.get("verdict") == "inconclusive"
+        ]
+        parts.extend(Text(line, style="yellow") for line in waiting_lines(waiting))
     experiment = status.get("experiment") or {}
     if experiment.get("decision"):
         parts.append(experiment_table(experiment["decision"], experiment.get("samples_per_arm")))
+    if status["phase"] in ACTIVE and experiment.get("horizon"):
+        line = f"A/B test: {horizon_text(experiment['horizon'])} to its planned size, at most"
+        parts.append(Text(line, style="yellow"))
     return Group(*parts)
 
 

@@ -121,7 +121,14 @@ def test_a_faulty_candidate_is_rolled_back_exit_3(
     # Every answer of this version fails: the error gate rolls it back.
     version = write(
         tmp_path / "version.yaml",
-        {"model": "faulty", "version": "bad", "backend": "fake", "label": 1, "error_rate": 1.0},
+        {
+            "model": "faulty",
+            "version": "bad",
+            "backend": "fake",
+            # The stable's outputs, so only its errors tell it apart.
+            "outputs": {"label": 1, "probabilities": [0.0, 1.0, 0.0]},
+            "error_rate": 1.0,
+        },
     )
     rollout = write(tmp_path / "rollout.yaml", canary("faulty", "bad"))
 

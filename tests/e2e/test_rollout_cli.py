@@ -23,7 +23,7 @@ from support.rollouts import (
     wait_for_step,
 )
 
-MODELS = {name: ("v1", "v2") for name in ("cli", "watched", "undecided")}
+MODELS = {name: ("v1", "v2") for name in ("cli", "watched", "undecided", "abtested")}
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,17 @@ def test_apply_dry_run_rollouts_pause_resume_and_promote_full(
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
     assert lines[0] == "canary of cli to v2: valid, 5 steps"
-    assert lines[1:] == [
+    assert lines[1:6] == [
         "  1. set weight 10 %",
         "  2. pause 60 s",
         "  3. set weight 50 %",
         "  4. pause 60 s",
         "  5. set weight 100 %",
     ]
+    # The example's v1 (scikit-learn) and v2 (ONNX) differ in ways callers do not see:
+    # shown, not refused.
+    assert lines[6] == "interface of v2 against v1:"
+    assert all(line.startswith("  ") for line in lines[7:]) and len(lines) > 7
     # A dry run changes nothing.
     assert client.rollouts("cli") == []
 
@@ -154,6 +158,31 @@ def test_watch_exits_3_when_the_rollout_is_rolled_back(
     assert status["phase"] == "rolled_back"
     assert "analysis undecided after 1 s" in status["message"]
     wait_for_routing(client, "undecided", "v1", {"v1": 100})
+
+
+def test_watch_names_an_ab_test_without_a_winner_and_exits_3(
+    tmp_path: Path, env: dict[str, str], client: Client
+) -> None:
+    # Without traffic the A/B test cannot decide; at its maximum duration it ends
+    # inconclusive: the stable version stays, and nothing calls that a rollback.
+    spec = {
+        "model": "abtested",
+        "candidate": "v2",
+        "strategy": "abtest",
+        "abtest": {"metric": "error_rate", "mde": 0.05, "max_duration_s": 1},
+    }
+    file = write_spec(tmp_path / "abtest.yaml", spec)
+    assert rollwise("apply", "-f", str(file), env=env).returncode == 0
+    watched = rollwise("watch", "abtested", "--interval", "0.2", env=env, timeout_s=60)
+    assert watched.returncode == 3, (watched.stdout, watched.stderr)
+    assert "abtest v1 → v2  inconclusive" in watched.stdout
+    assert "rolled back" not in watched.stdout
+    status = client.rollout("abtested")["status"]
+    assert (status["phase"], status["outcome"]) == ("inconclusive", "inconclusive")
+    assert status["message"].endswith("v1 stays stable and v2 gets no traffic")
+    wait_for_routing(client, "abtested", "v1", {"v1": 100})
+    listed = rollwise("rollouts", "abtested", env=env)
+    assert "inconclusive" in listed.stdout and "rolled back" not in listed.stdout
 
 
 @pytest.mark.parametrize(

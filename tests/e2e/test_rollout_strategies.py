@@ -482,7 +482,7 @@ def test_abtest_on_accuracy_promotes_the_better_version(
     assert events[2]["message"].startswith("A/B test: v2 is better on accuracy")
 
 
-def test_abtest_of_identical_versions_keeps_stable_with_no_difference(
+def test_abtest_of_identical_versions_undecided_at_its_limit_keeps_stable_as_inconclusive(
     gateway: GatewayProcess, client: Client
 ) -> None:
     # v1b is v1 loaded from the same file: the true effect is exactly zero, and with an
@@ -509,14 +509,17 @@ def test_abtest_of_identical_versions_keeps_stable_with_no_difference(
     assert set(traffic.stats.by_version) == {"v1", "v1b"}
 
     status = ended["status"]
-    assert (status["phase"], status["outcome"]) == ("rolled_back", "no_difference")
-    assert "no difference in accuracy detected within the maximum duration" in status["message"]
-    assert status["message"].endswith("v1 stays stable")
+    assert (status["phase"], status["outcome"]) == ("inconclusive", "inconclusive")
+    assert (
+        "the A/B test on accuracy was undecided when its maximum duration of 4 s passed"
+        in (status["message"])
+    )
+    assert status["message"].endswith("v1 stays stable and v1b gets no traffic")
     wait_for_routing(client, "abtest_same", "v1", {"v1": 100})
 
     events = rollout_events(client, "abtest_same")
-    assert kinds(events) == ["rollout.started", "rollout.step", "rollout.rolled_back"]
-    assert events[-1]["data"]["outcome"] == "no_difference"
+    assert kinds(events) == ["rollout.started", "rollout.step", "rollout.inconclusive"]
+    assert events[-1]["data"]["outcome"] == "inconclusive"
     assert events[-1]["message"] == status["message"]
 
 

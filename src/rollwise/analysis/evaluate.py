@@ -67,7 +67,7 @@ class ArmFigure:
 
 
 def _sample_size(metric: Metric, arm: ArmSummary) -> int:
-    if metric is Metric.ERROR_RATE:
+    if metric in (Metric.ERROR_RATE, Metric.CLIENT_ERROR_RATE):
         return arm.requests
     if metric.is_latency:
         return arm.latency.count
@@ -85,6 +85,9 @@ def arm_estimate(metric: Metric, arm: ArmSummary) -> ArmFigure:
         value = arm.error_rate
         est = proportion_estimate(arm.errors, n) if n else None
         return ArmFigure(value, n, est, None if n else "no requests")
+    if metric is Metric.CLIENT_ERROR_RATE:
+        est = proportion_estimate(arm.client_errors, n) if n else None
+        return ArmFigure(arm.client_error_rate, n, est, None if n else "no requests")
     if metric is Metric.ACCURACY:
         est = proportion_estimate(arm.correct, n) if n else None
         return ArmFigure(arm.accuracy, n, est, None if n else "no feedback")

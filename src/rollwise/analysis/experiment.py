@@ -4,8 +4,9 @@ Planning (:func:`plan_experiment`): from the stable version's baseline (a rate, 
 standard deviation for means), the minimum detectable effect, ``alpha`` and power, the
 samples per arm for the sequential test (:mod:`rollwise.stats.power`) and, given the
 traffic, how long that takes. That sample size is the experiment's horizon: the
-confidence sequence is tuned to it, and reaching it without a decision stops the test
-with "no difference".
+confidence sequence is tuned to it. A rate stays within (0, 1), so from a baseline near
+one end an effect of ``mde`` is possible in one direction only; the plan is then made
+for that direction and its ``note`` says so.
 
 Deciding (:func:`decide_experiment`), at every controller tick, with a two-sided
 confidence sequence for the effect (candidate minus stable) at level ``1 - alpha``:
@@ -15,8 +16,9 @@ confidence sequence for the effect (candidate minus stable) at level ``1 - alpha
   worse side → ``stable_better``;
 * interval wholly inside ``(-mde, +mde)`` → ``no_difference`` (any effect is smaller than
   the one the test was planned to find: an equivalence conclusion);
-* every arm has reached the planned sample size → ``no_difference`` (an effect of at
-  least ``mde`` would have been detected with the planned power by now);
+* every arm has reached the planned sample size and the interval is still wider than
+  ``±mde`` → ``inconclusive`` (the data neither show an effect nor rule out one of
+  ``mde``: calling that "no difference" would claim more than the evidence says);
 * otherwise ``continue``.
 
 The Bayesian chance that the candidate is better is reported alongside for people; it
@@ -57,6 +59,9 @@ class Outcome(StrEnum):
     CANDIDATE_BETTER = "candidate_better"
     STABLE_BETTER = "stable_better"
     NO_DIFFERENCE = "no_difference"
+    """Equivalent within ``mde``: the interval lies inside ``(-mde, +mde)``."""
+    INCONCLUSIVE = "inconclusive"
+    """The planned size is reached and the interval still straddles ``±mde``."""
     INVALID = "invalid"
 
 
@@ -72,11 +77,17 @@ class ExperimentPlan:
     samples: planning.SampleSize
     fixed_samples: planning.SampleSize
     duration_s: float | None
+    effect: float = 0.0
+    """The signed effect planned for (``+mde`` or, where a rate cannot rise by it, ``-mde``)."""
+    note: str = ""
+    """Anything the plan had to assume, in one sentence for people; empty when nothing."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric.value,
             "mde": self.mde,
+            "effect": self.effect,
+            "note": self.note,
             "alpha": self.alpha,
             "power": self.power,
             "split_percent": self.split_percent,
@@ -112,18 +123,30 @@ def plan_experiment(
     check_alpha(alpha)
     if not 0 < split_percent < 100:
         raise ValueError(f"split_percent must be in (0, 100), got {split_percent}")
+    if not mde > 0:
+        raise ValueError(f"mde must be > 0 (a magnitude), got {mde}")
+    effect, note = mde, ""
     if metric in _PROPORTIONS:
+        effect = planning.two_sided_difference(baseline, mde)
+        if effect < 0:
+            note = (
+                f"a rate cannot exceed 1, so from a baseline of {baseline:g} an increase "
+                f"of {mde:g} cannot happen: planned to find a decrease of {mde:g} "
+                f"(to {baseline - mde:g})"
+            )
         samples = planning.sequential_sample_size_proportions(
-            baseline, mde, alpha=alpha, power=power
+            baseline, effect, alpha=alpha, power=power
         )
-        fixed = planning.sample_size_proportions(baseline, mde, alpha=alpha, power=power)
+        fixed = planning.sample_size_proportions(baseline, effect, alpha=alpha, power=power)
     else:
         samples = planning.sequential_sample_size_means(baseline, mde, alpha=alpha, power=power)
         fixed = planning.sample_size_means(baseline, mde, alpha=alpha, power=power)
     duration = (
         samples.duration_s(requests_per_s, split_percent) if requests_per_s is not None else None
     )
-    return ExperimentPlan(metric, mde, alpha, power, split_percent, samples, fixed, duration)
+    return ExperimentPlan(
+        metric, mde, alpha, power, split_percent, samples, fixed, duration, effect, note
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +249,15 @@ def decide_experiment(
             outcome, f"candidate - stable = {est.value:.4g}, interval {shown} excludes 0"
         )
     if -mde < interval.low and interval.high < mde:
-        return decided(Outcome.NO_DIFFERENCE, f"interval {shown} lies within ±{mde:g}")
-    if progress >= 1.0:
         return decided(
             Outcome.NO_DIFFERENCE,
-            f"reached {samples_per_arm} samples per arm without detecting an effect of {mde:g}",
+            f"interval {shown} lies within ±{mde:g}: any effect is smaller than {mde:g}",
+        )
+    if progress >= 1.0:
+        return decided(
+            Outcome.INCONCLUSIVE,
+            f"{samples_per_arm} samples per arm reached and the interval {shown} includes 0 "
+            f"but is wider than ±{mde:g}",
         )
     return decided(Outcome.CONTINUE, f"undecided at {progress:.0%} of the planned samples")
 

@@ -6,6 +6,7 @@ A gate is written in a rollout spec as a small mapping, for example::
     {metric: latency_p99_ms, max_ratio: 1.10}            # p99 at most 10 % above stable
     {metric: accuracy, max_decrease: 0.01, min_samples: 300}
     {metric: error_rate, max: 0.02}                      # absolute, candidate only
+    {metric: client_error_rate, max_increase: 0.01}      # refuses no more than stable
     {metric: shadow_agreement, min: 0.95}
     {metric: drift_psi, max: 0.2}
 
@@ -16,8 +17,13 @@ unit), ``max_ratio`` / ``min_ratio`` (candidate over stable); and optionally
 ``mann_whitney`` for latency), ``alpha`` (default 0.05) and ``horizon`` (effective samples
 per arm at which a sequential test is tuned to be tightest).
 
+``error_rate`` is the share of requests the version failed; ``client_error_rate`` the
+share it refused as the caller's bad input (see ``rollwise.analysis.summary``), which
+no error rate counts: bounded relative to stable, it catches a candidate that refuses
+requests the stable version takes.
+
 The bound also fixes the direction: ``max*`` bounds are for metrics where higher is
-worse (error rate, latency, MAE/RMSE, drift) and ``min*`` / ``max_decrease`` for metrics
+worse (error rates, latency, MAE/RMSE, drift) and ``min*`` / ``max_decrease`` for metrics
 where higher is better (accuracy, reward, shadow agreement); other pairings are refused
 as the likely mistake they are. Ratios need a positive metric (not reward). Shadow
 agreement and drift compare the two versions within one figure, so they take absolute
@@ -39,6 +45,7 @@ from rollwise.stats.sequential import DEFAULT_HORIZON
 
 class Metric(StrEnum):
     ERROR_RATE = "error_rate"
+    CLIENT_ERROR_RATE = "client_error_rate"
     LATENCY_P50 = "latency_p50_ms"
     LATENCY_P95 = "latency_p95_ms"
     LATENCY_P99 = "latency_p99_ms"
@@ -72,6 +79,9 @@ class Metric(StrEnum):
 
 _HIGHER_IS_BETTER = frozenset({Metric.ACCURACY, Metric.REWARD, Metric.SHADOW_AGREEMENT})
 _QUANTILES = {Metric.LATENCY_P50: 0.5, Metric.LATENCY_P95: 0.95, Metric.LATENCY_P99: 0.99}
+_SHARES = frozenset(
+    {Metric.ERROR_RATE, Metric.CLIENT_ERROR_RATE, Metric.ACCURACY, Metric.SHADOW_AGREEMENT}
+)
 
 
 class Bound(StrEnum):
@@ -186,10 +196,7 @@ def _validate(gate: Gate, where: str) -> None:
             raise ConfigError(f"{where}: {key!r} needs a positive metric; reward can be negative")
         if gate.threshold <= 0:
             raise ConfigError(f"{where}: {key} must be > 0, got {gate.threshold!r}")
-    if (
-        metric in (Metric.ERROR_RATE, Metric.ACCURACY, Metric.SHADOW_AGREEMENT)
-        and not bound.relative
-    ) and not 0.0 <= gate.threshold <= 1.0:
+    if metric in _SHARES and not bound.relative and not 0.0 <= gate.threshold <= 1.0:
         raise ConfigError(
             f"{where}: {key} for {metric.value} is a share in [0, 1], got {gate.threshold!r}"
         )

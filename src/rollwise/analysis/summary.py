@@ -7,7 +7,11 @@ current step began").
 
 Which count each metric uses:
 
-* ``requests``: served requests; ``errors`` of them failed (error rate);
+* ``requests``: every call to the version; ``errors`` of them the version failed (error
+  rate), ``client_errors`` of them it refused as the caller's bad input (client error
+  rate). A refusal is not the version's failure, so it is never among ``errors``; but it
+  stays among ``requests``, so both rates are shares of the same calls and a candidate
+  that refuses what the stable version takes shows a higher client error rate;
 * ``latency``: a :class:`~rollwise.metrics.histogram.LogHistogram` of request latencies in
   ms, and ``latency_sum_ms`` their exact sum (the mean's numerator);
 * ``feedback``: requests with ground truth posted to ``/feedback``; for classification
@@ -41,6 +45,7 @@ class ArmSummary:
 
     requests: int = 0
     errors: int = 0
+    client_errors: int = 0
     latency: LogHistogram = field(default_factory=LogHistogram)
     latency_sum_ms: float = 0.0
     feedback: int = 0
@@ -55,19 +60,17 @@ class ArmSummary:
     shadow_agreed: int = 0
 
     def __post_init__(self) -> None:
-        for name in (
-            "requests",
-            "errors",
-            "feedback",
-            "correct",
-            "shadow_compared",
-            "shadow_agreed",
-        ):
+        for name in _COUNTS:
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if self.errors > self.requests:
             raise ValueError(f"errors {self.errors} exceed requests {self.requests}")
+        if self.errors + self.client_errors > self.requests:
+            raise ValueError(
+                f"errors {self.errors} and client_errors {self.client_errors} together "
+                f"exceed requests {self.requests}"
+            )
         if self.correct > self.feedback:
             raise ValueError(f"correct {self.correct} exceeds feedback {self.feedback}")
         if self.shadow_agreed > self.shadow_compared:
@@ -80,6 +83,10 @@ class ArmSummary:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else math.nan
+
+    @property
+    def client_error_rate(self) -> float:
+        return self.client_errors / self.requests if self.requests else math.nan
 
     @property
     def accuracy(self) -> float:
@@ -161,18 +168,22 @@ class ArmSummary:
                     values[key] = LogHistogram.from_dict(value["histogram"])
                 else:
                     values[key] = {str(k): int(v) for k, v in value["labels"].items()}
-            elif key in (
-                "requests",
-                "errors",
-                "feedback",
-                "correct",
-                "shadow_compared",
-                "shadow_agreed",
-            ):
+            elif key in _COUNTS:
                 values[key] = int(value)
             else:
                 values[key] = float(value)
         return cls(**values)
+
+
+_COUNTS = (
+    "requests",
+    "errors",
+    "client_errors",
+    "feedback",
+    "correct",
+    "shadow_compared",
+    "shadow_agreed",
+)
 
 
 def _merge_outputs(a: Outputs | None, b: Outputs | None) -> Outputs | None:

@@ -16,6 +16,10 @@ Options:
   ``fail_after``          every request after the first n fails
   ``fail_load``           ``load`` fails with this reason
   ``n_features``          refuse requests with another number of features (422)
+
+Its metadata declares the outputs it answers (their names, datatypes and widths), so
+two fakes with different ``label``/``outputs`` differ in interface as real models do;
+it declares an input only with ``n_features``, taking any other input unchecked.
 """
 
 from __future__ import annotations

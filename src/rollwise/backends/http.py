@@ -8,6 +8,12 @@ the model ready and reads its metadata; it does not wait for a server that is st
 Options: ``url`` (required, ``http://host:port[/prefix]``), ``model`` (the upstream's name
 for the model; default: the version name), ``timeout_s`` (per request, default 5),
 ``max_connections`` (default 64) and ``headers`` (sent with every request).
+
+An upstream's answer to an inference request is judged by its status: 400, 413 and 422
+say the request itself is bad (OIP servers answer 400 for a wrong shape, datatype or
+output name), so they become ``RequestRejected`` carrying the upstream's own message, the
+caller's error; every other non-2xx answer (a missing model, refused credentials, a
+content type the gateway chose, overload, timeouts, 5xx) is the version's failure.
 """
 
 from __future__ import annotations
@@ -29,13 +35,20 @@ from rollwise.backends.base import (
     flatten,
 )
 from rollwise.backends.upstream import UpstreamPool, UpstreamResponse
-from rollwise.errors import BackendError, BackendLoadError, ConfigError
+from rollwise.errors import BackendError, BackendLoadError, ConfigError, RequestRejected
 
-__all__ = ["HttpBackend", "UpstreamStatusError"]
+__all__ = ["CALLER_ERROR_STATUSES", "HttpBackend", "UpstreamStatusError", "inference_error"]
 
 _OPTIONS = ("url", "model", "timeout_s", "max_connections", "headers")
-# How much of a non-JSON error body ends up in an error message.
+# How much of an upstream's error message (or body) ends up in an error message: it may
+# echo the caller's whole input.
 _DETAIL_LIMIT = 300
+
+CALLER_ERROR_STATUSES = frozenset({400, 413, 422})
+"""Upstream statuses that mean the inference request itself is bad. Not among them: 404
+(the version's model is gone), 401/403 (the version's credentials), 408 and 429 (the
+version is slow or overloaded), 415 and 431 (the content type and headers are the
+gateway's, from the version's config)."""
 
 
 class UpstreamStatusError(BackendError):
@@ -136,7 +149,7 @@ class HttpBackend:
                 exc.version = self.name
             raise
         if not 200 <= response.status < 300:
-            raise self._status_error(response, "inference")
+            raise inference_error(response, version=self.name, url=self.url)
         try:
             return decode_response(response.body)
         except ValueError as exc:
@@ -201,15 +214,31 @@ class HttpBackend:
                 version=self.name,
             ) from None
 
-    def _status_error(self, response: UpstreamResponse, what: str) -> UpstreamStatusError:
-        detail = _detail(response)
-        return UpstreamStatusError(
-            f"version {self.name}: upstream {self.url} refused the {what} request "
-            f"(HTTP {response.status}): {detail}",
-            status=response.status,
-            detail=detail,
-            version=self.name,
+
+# -- upstream answers ---------------------------------------------------------------------------
+
+
+def inference_error(
+    response: UpstreamResponse, *, version: str, url: str
+) -> RequestRejected | UpstreamStatusError:
+    """The error a non-2xx answer to an inference request stands for: the caller's
+    (``RequestRejected``) for ``CALLER_ERROR_STATUSES``, else the version's."""
+    detail = _detail(response)
+    status = response.status
+    if status in CALLER_ERROR_STATUSES:
+        # The caller sees this message: the upstream's words, not where it runs.
+        return RequestRejected(
+            f"version {version!r} refused the request (HTTP {status} from its server): {detail}",
+            version=version,
+            upstream_status=status,
         )
+    return UpstreamStatusError(
+        f"version {version}: upstream {url} refused the inference request "
+        f"(HTTP {status}): {detail}",
+        status=status,
+        detail=detail,
+        version=version,
+    )
 
 
 # -- OIP JSON -----------------------------------------------------------------------------------
@@ -344,7 +373,8 @@ def _specs(items: Any, where: str) -> tuple[TensorSpec, ...]:
 
 
 def _detail(response: UpstreamResponse) -> str:
-    """The upstream's own words for an error: OIP's ``error`` field, else its body."""
+    """The upstream's own words for an error: OIP's ``error`` field, else its body; at
+    most ``_DETAIL_LIMIT`` characters either way."""
     try:
         document = orjson.loads(response.body)
     except orjson.JSONDecodeError:
@@ -352,10 +382,16 @@ def _detail(response: UpstreamResponse) -> str:
     if isinstance(document, dict):
         for key in ("error", "detail", "message"):
             value = document.get(key)
-            if isinstance(value, str) and value:
-                return value
-    text = response.body[:_DETAIL_LIMIT].decode("utf-8", "replace").strip()
-    return text or "(empty body)"
+            if isinstance(value, str) and value.strip():
+                return _bounded(value.strip())
+    # Decoded past the limit's bytes only: a multi-byte character cut in half becomes
+    # one replacement character rather than an error.
+    text = response.body[: _DETAIL_LIMIT * 4].decode("utf-8", "replace").strip()
+    return _bounded(text) if text else "(empty body)"
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
 
 
 # -- options ------------------------------------------------------------------------------------

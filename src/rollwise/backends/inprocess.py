@@ -3,8 +3,10 @@
 A subclass loads its model in ``_load_model`` (run in the shared ``ModelExecutor``) and
 answers in ``_infer``, which converts tensors on the event loop and hands model code to
 the pool through ``_call``, so that neither file I/O nor model code runs on the loop.
-Exceptions from model code become ``BackendError`` naming the version;
-``ValidationError`` (bad input) passes through for the gateway to answer 422.
+Exceptions from model code become ``BackendError`` naming the version, except those a
+subclass's ``_refusal`` recognises as the model refusing the input (``RequestRejected``);
+``ValidationError`` (bad input) passes through for the gateway to answer 422. Both are
+the caller's error, counted apart from the version's failures.
 
 A model file comes from ``path`` (relative to the config folder) or from ``url``, which
 is downloaded once into the artifact cache (``rollwise.backends.fetch``) before the
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
 from rollwise.backends.executor import ModelExecutor, get_executor
@@ -38,7 +41,13 @@ from rollwise.backends.fetch import (
 )
 from rollwise.backends.options import check_options, version_key
 from rollwise.backends.tensors import select_outputs
-from rollwise.errors import BackendError, BackendLoadError, BackendTimeout, RollwiseError
+from rollwise.errors import (
+    BackendError,
+    BackendLoadError,
+    BackendTimeout,
+    RequestRejected,
+    RollwiseError,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -212,6 +221,9 @@ class InProcessBackend:
         except RollwiseError:
             raise
         except Exception as error:
+            refusal = self._refusal(error)
+            if refusal is not None:
+                raise refusal from None
             raise self._predict_error(error) from error
         finally:
             if future is None:
@@ -223,6 +235,28 @@ class InProcessBackend:
                 # Timed out or cancelled while the model still runs: the thread stays
                 # busy, so the slot is given back only when the model returns.
                 future.add_done_callback(lambda _: _release_from_thread(loop, threads))
+
+    def _refusal(self, error: Exception) -> RequestRejected | None:
+        """``error`` from model code as the model refusing the input, when it says so
+        (the model library's own "invalid argument"); None: the version failed."""
+        del error
+        return None
+
+    def _refused_input(self, error: Exception) -> RequestRejected:
+        return RequestRejected(
+            f"version {self.name!r} ({self.kind}) cannot use the input: {error}",
+            version=self.name,
+        )
+
+    def _text_refusal(self, error: Exception, matrix: npt.NDArray[Any]) -> RequestRejected | None:
+        """``error`` (a ValueError or TypeError from model code) as the caller's mistake
+        when the input was not numbers: text (a BYTES input) a model of numbers cannot
+        convert. A model may take text (a pipeline that vectorises it), so the model
+        has the first word; and on numeric input the same exceptions are the version's
+        own failure (None)."""
+        if matrix.dtype.kind in "biuf":
+            return None
+        return self._refused_input(error)
 
     def _predict_error(self, error: Exception) -> BackendError:
         return BackendError(

@@ -27,12 +27,13 @@ from rollwise.backends.tensors import (
     PREDICTIONS,
     PROBABILITIES,
     array_to_tensor,
+    bounded_reason,
     label_tensor,
     predictions_tensor,
     request_matrix,
     tensor_to_array,
 )
-from rollwise.errors import BackendLoadError, ValidationError
+from rollwise.errors import BackendLoadError, RequestRejected, ValidationError
 
 LABEL_NAMES = ("output_label", "label", "labels")
 PROBABILITY_NAMES = ("output_probability", "output_probabilities", "probabilities", "probability")
@@ -167,8 +168,15 @@ class OnnxBackend(InProcessBackend):
                     raise ValidationError(
                         f"input {port.name!r}: expected {want} values on axis {axis}, got {got}"
                     )
-            feeds[port.name] = array.astype(port.dtype) if port.dtype else array
+            feeds[port.name] = _as_dtype(array, port) if port.dtype else array
         return feeds
+
+    def _refusal(self, error: Exception) -> RequestRejected | None:
+        # onnxruntime checks every feed's type, rank and fixed dimensions before it runs
+        # the graph, and raises INVALID_ARGUMENT for a feed the model cannot take.
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        return self._refused_input(error) if isinstance(error, InvalidArgument) else None
 
     async def _infer(self, request: InferenceRequest) -> list[Tensor]:
         session = self._session
@@ -218,6 +226,16 @@ class OnnxBackend(InProcessBackend):
             outputs=tuple(outputs),
             extra={"onnx_outputs": [p.name for p in self._outputs]},
         )
+
+
+def _as_dtype(array: npt.NDArray[Any], port: _Port) -> npt.NDArray[Any]:
+    try:
+        return array.astype(port.dtype)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ValidationError(
+            f"input {port.name!r}: data cannot be converted to {port.datatype}: "
+            f"{bounded_reason(error)}"
+        ) from None
 
 
 def _label_datatype(port: _Port) -> str:

@@ -39,7 +39,13 @@ from rollwise.backends.tensors import (
     predictions_tensor,
     request_matrix,
 )
-from rollwise.errors import BackendLoadError, BackendTimeout, RollwiseError
+from rollwise.errors import (
+    BackendError,
+    BackendLoadError,
+    BackendTimeout,
+    RequestRejected,
+    RollwiseError,
+)
 
 
 def resolve_target(target: str) -> Any:
@@ -152,6 +158,8 @@ class PythonBackend(InProcessBackend):
                 ) from None
             except RollwiseError:
                 raise
+            except (ValueError, TypeError) as error:
+                raise self._refusal_or_failure(error, matrix) from None
             except Exception as error:
                 raise self._predict_error(error) from error
         return await self._call(self._run, predict, proba, matrix)
@@ -162,9 +170,19 @@ class PythonBackend(InProcessBackend):
         proba: Callable[..., Any] | None,
         matrix: npt.NDArray[Any],
     ) -> list[Tensor]:
-        result = predict(matrix)
-        probabilities = proba(matrix) if proba is not None else None
+        try:
+            result = predict(matrix)
+            probabilities = proba(matrix) if proba is not None else None
+        except (ValueError, TypeError) as error:
+            raise self._refusal_or_failure(error, matrix) from None
         return self._to_tensors(result, probabilities, matrix.shape[0])
+
+    def _refusal_or_failure(
+        self, error: Exception, matrix: npt.NDArray[Any]
+    ) -> BackendError | RequestRejected:
+        """Text the model could not take is the caller's mistake; anything else is the
+        version's failure."""
+        return self._text_refusal(error, matrix) or self._predict_error(error)
 
     def _to_tensors(self, result: Any, probabilities: Any, rows: int) -> list[Tensor]:
         outputs: list[Tensor]

@@ -154,8 +154,14 @@ class SklearnBackend(InProcessBackend):
         return await self._call(self._run, model, matrix)
 
     def _run(self, model: Any, matrix: npt.NDArray[Any]) -> list[Tensor]:
-        predicted = model.predict(matrix)
-        probabilities = model.predict_proba(matrix) if self._proba else None
+        try:
+            predicted = model.predict(matrix)
+            probabilities = model.predict_proba(matrix) if self._proba else None
+        except (ValueError, TypeError) as error:
+            refusal = self._text_refusal(error, matrix)
+            if refusal is None:
+                raise
+            raise refusal from None
         return estimator_outputs(predicted, probabilities, classifier=self._classes is not None)
 
     def metadata(self) -> ModelMetadata:

@@ -3,7 +3,8 @@
 Pure functions shared by the in-process backends: request tensors become one 2-D
 feature matrix (rows x features) checked against what the model expects, and model
 results become named OIP output tensors. Every refusal is a ``ValidationError`` whose
-message says what was expected and what arrived.
+message says what was expected and what arrived; what numpy said about the data is
+quoted only up to ``REASON_CHARS``, as it may repeat a whole value the caller sent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy.typing as npt
 
 from rollwise.backends.base import OIP_DATATYPES, Tensor, TensorSpec
 from rollwise.errors import ValidationError
+
+REASON_CHARS = 200
 
 LABEL = "label"
 PROBABILITIES = "probabilities"
@@ -36,6 +39,12 @@ _DATATYPE_OF_KIND_AND_SIZE: Mapping[tuple[str, int], str] = {
     ("f", 4): "FP32",
     ("f", 8): "FP64",
 }
+
+
+def bounded_reason(error: BaseException) -> str:
+    """``str(error)`` cut to ``REASON_CHARS`` characters."""
+    text = str(error)
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
 
 
 def datatype_of(dtype: np.dtype[Any]) -> str:
@@ -64,8 +73,9 @@ def tensor_to_array(tensor: Tensor) -> npt.NDArray[Any]:
         with np.errstate(over="raise"):
             array = np.asarray(tensor.data, dtype=dtype)
     except (ValueError, TypeError, OverflowError, FloatingPointError) as error:
+        reason = bounded_reason(error)
         raise ValidationError(
-            f"input {tensor.name!r}: data does not fit datatype {datatype}: {error}"
+            f"input {tensor.name!r}: data does not fit datatype {datatype}: {reason}"
         ) from None
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValidationError(
@@ -128,7 +138,7 @@ def request_matrix(
             matrix = matrix.astype(dtype)
         except (ValueError, TypeError, OverflowError) as error:
             raise ValidationError(
-                f"input data cannot be converted to {np.dtype(dtype)}: {error}"
+                f"input data cannot be converted to {np.dtype(dtype)}: {bounded_reason(error)}"
             ) from None
     return matrix
 

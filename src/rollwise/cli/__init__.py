@@ -4,8 +4,8 @@ Serve the gateway, route traffic, read status and events, register versions, run
 rollouts, and deploy from CI in one command.
 
 Every command ends with one exit code table (:mod:`rollwise.exits`): 0 promoted or
-validated, 1 any other error, 2 refused input, 3 rolled back, 4 failed, not ready or
-timed out.
+validated, 1 any other error, 2 refused input, 3 rolled back, no difference or
+inconclusive (the stable version stays), 4 failed, not ready or timed out.
 
 This module builds the ``app`` from the commands of its modules, in the order ``--help``
 lists them, and holds ``main()``, which maps rollwise's errors onto that table.

@@ -162,8 +162,9 @@ def deploy(
     ready on every live replica, start the rollout and follow it to its end.
 
     Exit codes: 0 promoted or validated; 2 refused (bad spec or version file, unknown
-    model, conflict, forbidden); 3 rolled back; 4 failed, not ready, or timed out (the
-    rollout goes on unless --abort-on-timeout); 1 any other error.
+    model, conflict, forbidden); 3 rolled back, or an A/B test without a winner (no
+    difference, inconclusive); 4 failed, not ready, or timed out (the rollout goes on
+    unless --abort-on-timeout); 1 any other error.
     """
 
     def say(line: str) -> None:

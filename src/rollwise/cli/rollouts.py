@@ -46,7 +46,8 @@ def apply(
         typer.Option(
             "--wait",
             help="follow the rollout live to its end; exit 0 promoted or validated, "
-            "3 rolled back, 4 failed or timed out",
+            "3 rolled back (or an A/B test without a winner: no difference, inconclusive), "
+            "4 failed or timed out",
         ),
     ] = False,
     timeout: Annotated[
@@ -67,6 +68,14 @@ def apply(
             console.print(f"{result['summary']}: valid, {len(result['steps'])} steps")
             for line in plan_lines(result):
                 console.print(line, highlight=False)
+            interface = result.get("interface")
+            if interface:
+                console.print(
+                    f"interface of {interface['candidate']} against {interface['stable']}:",
+                    highlight=False,
+                )
+                for line in interface["text"]:
+                    console.print(f"  {line}", highlight=False, markup=False)
             return
         if wait_ready:
             wait_until_ready(
@@ -117,8 +126,9 @@ def watch(
 ) -> None:
     """Follow a rollout live (step, weights, gate figures) until it ends.
 
-    Exits 0 promoted or validated, 3 rolled back (also an abort, or an A/B test without
-    a difference), 4 failed.
+    Exits 0 promoted or validated; 3 rolled back (also an abort), or an A/B test that
+    ended without a winner (no difference, inconclusive: the stable version stays); 4
+    failed.
     """
     with connect(url, token) as client:
         rollout, _ = watch_live(client, model, None, interval, None)
@@ -193,7 +203,10 @@ def rollback(
 
 
 def plan_lines(result: dict[str, Any]) -> list[str]:
-    """A dry run's steps in words; an A/B test's samples per arm and expected time."""
+    """A dry run's steps in words; an A/B test's samples per arm and expected time; an
+    analysis's gates with what each needs and when, and a warning when that comes after
+    the analysis gives up."""
+    window = f"(the last {result['rate_window_s']:g} s)"
     lines = []
     for entry in result["plan"]:
         line = f"  {entry['step']}. {entry['text']}"
@@ -203,11 +216,43 @@ def plan_lines(result: dict[str, Any]) -> list[str]:
             if expected is None:
                 line += "; no traffic seen lately, so no expected time"
             else:
-                line += (
-                    f", about {_duration(expected)} at {entry['rate_per_s']:.1f}/s "
-                    f"(the last {result['rate_window_s']:g} s)"
-                )
+                line += f", about {_duration(expected)} at {entry['rate_per_s']:.1f}/s {window}"
+            if entry.get("note"):
+                line += f"; {entry['note']}"
+        if "gates" in entry:
+            acts = "rolls back" if entry["on_inconclusive"] == "rollback" else "pauses"
+            line += f" — gives up undecided after {entry['limit_s']:g} s and {acts}"
+            lines.append(line)
+            lines.extend(_analysis_lines(entry, window))
+        else:
+            lines.append(line)
+    return lines
+
+
+def _analysis_lines(entry: dict[str, Any], window: str) -> list[str]:
+    """Under an analysis step: each gate's samples and time, then the trap, if any."""
+    lines = []
+    for gate in entry["gates"]:
+        line = f"       {gate['gate']}: {gate['samples']:,} samples per version to judge"
+        if gate["expected_s"] is not None:
+            line += f", about {_duration(gate['expected_s'])} at {gate['rate_per_s']:.2g}/s"
+        elif entry.get("preview_only"):
+            line += "; only preview requests reach the candidate here, so no expected time"
+        else:
+            line += "; no traffic seen lately, so no expected time"
         lines.append(line)
+    if entry["late"]:
+        held, limit = entry["held_s"], entry["limit_s"]
+        has = f"{held + limit:g} s ({held:g} s of pause before it + {limit:g} s)"
+        if not held:
+            has = f"{limit:g} s"
+        then = "rolled back" if entry["on_inconclusive"] == "rollback" else "paused"
+        lines.append(
+            f"       warning: min_samples take about {_duration(entry['expected_s'])} at the "
+            f"traffic {window}, more than the {has} this analysis has: even a good "
+            f"candidate would be {then}; raise {entry['limit_key']}, lower min_samples, or "
+            "give the candidate more traffic"
+        )
     return lines
 
 

@@ -58,7 +58,7 @@ def status(
     token: TokenOption = None,
 ) -> None:
     """Versions, health, fleet readiness, weights, requests, errors and latency per version."""
-    from rollwise.views import fleet_text
+    from rollwise.views import fleet_text, waiting_lines
 
     with connect(url, token) as client:
         models = [client.model(model, window)] if model else client.models(window)
@@ -129,6 +129,8 @@ def status(
                 f"{rollout['step']}/{rollout['steps']} — {rollout['message']}",
                 highlight=False,
             )
+            for line in waiting_lines(rollout.get("waiting") or []):
+                console.print(f"    {line}", highlight=False, markup=False)
         for note in notes:
             console.print(f"  [yellow]{note}[/]", highlight=False)
 

@@ -31,11 +31,20 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         labels = ["model", "version", "role"]
-        requests = CounterMetricFamily("rollwise_requests", "Requests answered", labels=labels)
+        requests = CounterMetricFamily(
+            "rollwise_requests",
+            "Requests sent to the version: answered, failed or refused",
+            labels=labels,
+        )
         errors = CounterMetricFamily(
             "rollwise_errors", "Requests failed by the version", labels=labels
         )
         timeouts = CounterMetricFamily("rollwise_timeouts", "Requests timed out", labels=labels)
+        client_errors = CounterMetricFamily(
+            "rollwise_client_errors",
+            "Requests the version refused as bad input (not counted in rollwise_errors)",
+            labels=labels,
+        )
         compared = CounterMetricFamily(
             "rollwise_shadow_compared",
             "Shadow answers compared with the served answer",
@@ -63,6 +72,7 @@ class GatewayCollector(Collector):
             requests.add_metric(values, window.requests)
             errors.add_metric(values, window.errors)
             timeouts.add_metric(values, window.timeouts)
+            client_errors.add_metric(values, window.client_errors)
             compared.add_metric(values, window.compared)
             agreed.add_metric(values, window.agreed)
             dropped.add_metric(values, window.dropped)
@@ -82,6 +92,7 @@ class GatewayCollector(Collector):
             requests,
             errors,
             timeouts,
+            client_errors,
             compared,
             agreed,
             dropped,

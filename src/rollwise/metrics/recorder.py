@@ -5,6 +5,11 @@ thread, so it takes no lock. About once a second the gateway swaps the current w
 out, writes it to the store as a time bucket and folds it into the running totals
 that ``/metrics`` and ``status`` show. Windows from several replicas or several seconds
 merge by addition.
+
+Every call to a version is one of ``requests``: answered, failed by the version
+(``errors``, of which ``timeouts`` ran out of time), or refused as the caller's bad
+input (``client_errors``), which never counts against the version. A refusal adds no
+latency: it is no answer, and a version that refuses quickly must not look fast.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class VersionWindow:
     requests: int = 0
     errors: int = 0
     timeouts: int = 0
+    client_errors: int = 0
+    """Requests the version refused as bad input (the caller's error, not in ``errors``)."""
     rows: int = 0
     latency_ms: LogHistogram = field(default_factory=LogHistogram)
     latency_sum_ms: float = 0.0
@@ -65,6 +72,11 @@ class VersionWindow:
         self.timeouts += timed_out
         self.latency_ms.record(latency_ms)
         self.latency_sum_ms += latency_ms
+
+    def record_refusal(self) -> None:
+        """One call the version refused as the caller's bad input."""
+        self.requests += 1
+        self.client_errors += 1
 
     def record_outputs(self, values: Sequence[Any], categorical: bool) -> None:
         self.rows += len(values)
@@ -142,6 +154,8 @@ class VersionWindow:
             "requests": self.requests,
             "errors": self.errors,
             "error_rate": self.errors / self.requests if self.requests else None,
+            "client_errors": self.client_errors,
+            "client_error_rate": self.client_errors / self.requests if self.requests else None,
             "latency_p50_ms": self.latency_ms.quantile(0.5) if self.latency_ms.count else None,
             "latency_p95_ms": self.latency_ms.quantile(0.95) if self.latency_ms.count else None,
             "latency_p99_ms": self.latency_ms.quantile(0.99) if self.latency_ms.count else None,
@@ -168,6 +182,7 @@ _SCALARS = (
     "requests",
     "errors",
     "timeouts",
+    "client_errors",
     "rows",
     "latency_sum_ms",
     "negative_outputs",

@@ -5,6 +5,8 @@
 * ``spec``: :func:`parse_rollout_spec`, the six strategies checked and compiled;
 * ``status``: :class:`Phase` and :class:`RolloutStatus`;
 * ``machine``: :func:`start` and :func:`decide`, one tick at a time;
+* ``tick``: the decision being built, moving on and ending; ``commands``: a person's
+  commands (pause, resume, promote, abort, rollback);
 * ``evidence``: metric windows judged into the :class:`Evidence` a tick needs.
 """
 

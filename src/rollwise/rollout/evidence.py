@@ -8,6 +8,8 @@ Which figures stand for which arm:
   *shadow* traffic while it is only mirrored —
   so shadow agreement, shadow latency and errors, and the accuracy of the shadow's
   answers from feedback are compared with the stable version on the same requests.
+  (The gateway mirrors the requests the stable version refused or failed as well, so
+  the shadow's client error rate is a share of the same traffic as the stable one's.)
 
 The sample-ratio check applies only where a split of live traffic was configured. It
 counts what the split assigns: requests, or — with a sticky user key — distinct users,
@@ -46,6 +48,7 @@ def arm_summary(window: VersionWindow | None) -> ArmSummary:
     return ArmSummary(
         requests=window.requests,
         errors=window.errors,
+        client_errors=window.client_errors,
         latency=window.latency_ms,
         latency_sum_ms=window.latency_sum_ms,
         feedback=window.feedback,

@@ -18,7 +18,9 @@ The rules of a tick, in order:
 5. the current waiting step lets go when its time is up (``pause``), its gates pass
    (``analyze``) or its test decides (``experiment``); an ``analyze`` that stays
    undecided past its limit rolls back (or pauses, by policy), and an ``experiment``
-   that does keeps the stable version with "no difference" — undecided is never a pass;
+   that does ends ``inconclusive``, keeping the stable version — undecided is never a
+   pass; an experiment without a winner ends ``no_difference`` or ``inconclusive``, as
+   its evidence says, never as a rollback;
 6. instant steps after it run in the same tick; past the last step the rollout is
    promoted (or validated, when its steps never gave the candidate live traffic).
 """
@@ -26,48 +28,44 @@ The rules of a tick, in order:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
 from rollwise.analysis.experiment import ExperimentDecision, Outcome
+from rollwise.analysis.horizon import experiment_horizon, judgement_figures
 from rollwise.analysis.judge import Judgement
 from rollwise.analysis.verdict import GateResult, Verdict
 from rollwise.errors import Conflict
-from rollwise.rollout.spec import OnInconclusive, RolloutSpec, planned_samples
+from rollwise.rollout.commands import Command, CommandKind, run_command
+from rollwise.rollout.spec import OnInconclusive, RolloutSpec
 from rollwise.rollout.status import Phase, RolloutStatus
-from rollwise.rollout.steps import (
-    INSTANT_STEPS,
-    Analyze,
-    Experiment,
-    MirrorStep,
-    Pause,
-    Preview,
-    SetWeight,
-    Step,
-    Switch,
-    describe_step,
+from rollwise.rollout.steps import Analyze, Experiment, Pause, Step
+from rollwise.rollout.tick import (
+    Decision,
+    Note,
+    RoutingPlan,
+    Tick,
+    advance,
+    current_step,
+    end,
+    enter,
+    keep_stable,
+    rollback,
+    routing_for,
 )
 
-
-class CommandKind(StrEnum):
-    PAUSE = "pause"
-    RESUME = "resume"
-    PROMOTE = "promote"
-    """Let the current step go (a ``pause`` until promoted, an analysis, a test)."""
-    PROMOTE_FULL = "promote_full"
-    """Make the candidate stable now, skipping every remaining step."""
-    ABORT = "abort"
-    ROLLBACK = "rollback"
-    """Abort a rollout in progress, or undo a promoted one."""
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    kind: CommandKind
-    actor: str = "operator"
-    reason: str = ""
+__all__ = [
+    "Command",
+    "CommandKind",
+    "Decision",
+    "Evidence",
+    "Note",
+    "RoutingPlan",
+    "decide",
+    "halt",
+    "routing_for",
+    "start",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,79 +77,6 @@ class Evidence:
     experiment: ExperimentDecision | None = None
     candidate_ready: bool = True
     candidate_problem: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingPlan:
-    """The routing a status implies: the anchor, integer weights summing to 100, mirrors."""
-
-    stable: str
-    weights: Mapping[str, int]
-    mirrors: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """An event to record with the decision: its kind, one line, and the figures."""
-
-    kind: str
-    message: str
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    status: RolloutStatus
-    routing: RoutingPlan | None = None
-    """The routing to apply, when it differs from the one before this decision."""
-    notes: tuple[Note, ...] = ()
-
-
-def routing_for(status: RolloutStatus) -> RoutingPlan:
-    """The routing that ``status`` stands for."""
-    stable, candidate = status.stable, status.candidate
-    if status.phase is Phase.PROMOTED:
-        return RoutingPlan(candidate, {candidate: 100})
-    if not status.phase.active:
-        return RoutingPlan(stable, {stable: 100})
-    weights = {stable: 100 - status.weight, candidate: status.weight}
-    mirrors = {candidate: status.mirror} if status.mirror and not status.weight else {}
-    return RoutingPlan(stable, weights, mirrors)
-
-
-class _Tick:
-    """The decision being built: status updates and notes, applied in order."""
-
-    def __init__(self, spec: RolloutSpec, status: RolloutStatus, now: float) -> None:
-        self.spec = spec
-        self.before = status
-        self.status = status
-        self.now = now
-        self.notes: list[Note] = []
-        self.actor = "controller"
-        """Who this decision acts for: the controller, or the person whose command it is."""
-
-    def set(self, **changes: Any) -> None:
-        self.status = dataclasses.replace(self.status, **changes)
-
-    def note(self, kind: str, message: str, **data: Any) -> None:
-        figures = {
-            # Counted from 1, as in the messages ("step 2/7") and the rollout summary.
-            "step": min(self.status.step_index + 1, len(self.spec.steps)),
-            "steps": len(self.spec.steps),
-            "weight": self.status.weight,
-            "mirror": self.status.mirror,
-            "phase": self.status.phase.value,
-            **data,
-        }
-        self.notes.append(Note(kind, message, figures))
-
-    def decision(self) -> Decision:
-        status = self.status
-        if status != self.before or self.notes:
-            status = dataclasses.replace(status, updated_s=self.now)
-        old, new = routing_for(self.before), routing_for(status)
-        return Decision(status, new if new != old else None, tuple(self.notes))
 
 
 def start(
@@ -178,7 +103,7 @@ def start(
         actor=actor,
         split_by_user=split_by_user,
     )
-    tick = _Tick(spec, status, now)
+    tick = Tick(spec, status, now)
     tick.set(phase=Phase.PROGRESSING, message="started")
     tick.note(
         "rollout.started",
@@ -189,7 +114,7 @@ def start(
         spec=spec.to_dict(),
         actor=actor,
     )
-    _enter(tick)
+    enter(tick)
     decision = tick.decision()
     # The first routing is always written, so stale mirrors or weights of other
     # versions never survive into a rollout.
@@ -199,9 +124,9 @@ def start(
 def halt(spec: RolloutSpec, status: RolloutStatus, why: str, now: float) -> Decision:
     """End a rollout that cannot go on (e.g. its stored spec is no longer valid):
     phase failed, all traffic back on the stable version."""
-    tick = _Tick(spec, status, now)
+    tick = Tick(spec, status, now)
     if status.phase.active:
-        _end(tick, Phase.FAILED, "failed", why)
+        end(tick, Phase.FAILED, "failed", why)
     return tick.decision()
 
 
@@ -214,19 +139,19 @@ def decide(
 ) -> Decision:
     """The next decision (rules in the module docstring). A command that does not fit
     the rollout's phase raises :class:`~rollwise.errors.Conflict` saying why."""
-    tick = _Tick(spec, status, now)
+    tick = Tick(spec, status, now)
     if command is not None:
-        _command(tick, command)
+        run_command(tick, command)
         return tick.decision()
     if not status.phase.active:
         return tick.decision()
     evidence = evidence or Evidence()
     if not evidence.candidate_ready:
         problem = evidence.candidate_problem or "not ready"
-        _end(tick, Phase.FAILED, "failed", f"candidate {spec.candidate} cannot serve: {problem}")
+        end(tick, Phase.FAILED, "failed", f"candidate {spec.candidate} cannot serve: {problem}")
         return tick.decision()
-    step = _current(tick)
-    judgement = _figures(evidence, step)
+    step = current_step(tick)
+    judgement = _figures(evidence, step, now - status.measure_since_s)
     if judgement != (status.judgement or {}):
         tick.set(judgement=judgement)
     failing = _failing(evidence, step)
@@ -236,7 +161,7 @@ def decide(
         limit = spec.rollback.failure_limit
         why = _failure(failing)
         if failures >= limit:
-            _rollback(tick, why, judgement=judgement)
+            rollback(tick, why, judgement=judgement)
         else:
             tick.note(
                 "rollout.gate_failed",
@@ -255,17 +180,14 @@ def decide(
 # -- waiting steps -----------------------------------------------------------------------
 
 
-def _current(tick: _Tick) -> Step | None:
-    index = tick.status.step_index
-    return tick.spec.steps[index] if 0 <= index < len(tick.spec.steps) else None
-
-
-def _figures(evidence: Evidence, step: Step | None) -> dict[str, Any]:
+def _figures(evidence: Evidence, step: Step | None, measured_s: float) -> dict[str, Any]:
+    """The judgements' figures for people, each undecided gate with how much longer it
+    needs at the rate its samples arrived since the current weights took effect."""
     figures: dict[str, Any] = {}
     if evidence.background is not None:
-        figures["background"] = evidence.background.to_dict()
+        figures["background"] = judgement_figures(evidence.background, measured_s)
     if evidence.step is not None and isinstance(step, Analyze):
-        figures["step"] = evidence.step.to_dict()
+        figures["step"] = judgement_figures(evidence.step, measured_s)
     # An A/B step's decision is kept in ``status.experiment``, beside its plan.
     return figures
 
@@ -309,18 +231,18 @@ def _passed(judgement: Judgement) -> str:
     return f"analysis passed: {shown}" if shown else "analysis passed"
 
 
-def _wait(tick: _Tick, step: Step, evidence: Evidence) -> None:
+def _wait(tick: Tick, step: Step, evidence: Evidence) -> None:
     elapsed_s = tick.now - tick.status.step_started_s
     if isinstance(step, Pause):
         if step.duration_s is not None and elapsed_s >= step.duration_s:
-            _advance(tick, f"paused {step.duration_s:g} s")
+            advance(tick, f"paused {step.duration_s:g} s")
         return
     if isinstance(step, Analyze):
         verdict = evidence.step
         if verdict is not None and verdict.verdict is Verdict.PASS:
             why = _passed(verdict)
             tick.note("rollout.analysis_passed", why, judgement=verdict.to_dict())
-            _advance(tick, why)
+            advance(tick, why)
             return
         limit_s = step.max_duration_s or tick.spec.rollback.on_inconclusive_after_s
         if elapsed_s >= limit_s:
@@ -332,18 +254,22 @@ def _wait(tick: _Tick, step: Step, evidence: Evidence) -> None:
 
 
 def _experiment(
-    tick: _Tick, step: Experiment, result: ExperimentDecision | None, elapsed_s: float
+    tick: Tick, step: Experiment, result: ExperimentDecision | None, elapsed_s: float
 ) -> None:
     if result is not None:
         experiment = {**(tick.status.experiment or {}), "decision": result.to_dict()}
+        planned = int(experiment.get("samples_per_arm") or 0)
+        horizon = experiment_horizon(result, planned, elapsed_s)
+        experiment["horizon"] = horizon.to_dict() if horizon is not None else None
         tick.set(experiment=experiment)
     outcome = result.outcome if result is not None else Outcome.CONTINUE
     if outcome is Outcome.CONTINUE and elapsed_s >= step.max_duration_s:
         reason = result.reason if result is not None else "no data"
-        _keep_stable(
+        keep_stable(
             tick,
-            f"no difference in {step.metric.value} detected within the maximum duration "
-            f"({step.max_duration_s:g} s; {reason}); {tick.status.stable} stays stable",
+            Phase.INCONCLUSIVE,
+            f"inconclusive: the A/B test on {step.metric.value} was undecided when its "
+            f"maximum duration of {step.max_duration_s:g} s passed ({reason})",
         )
         return
     if result is None or outcome is Outcome.CONTINUE:
@@ -352,10 +278,13 @@ def _experiment(
     metric = step.metric.value
     stable, candidate = tick.status.stable, tick.status.candidate
     if outcome is Outcome.INVALID:
-        _rollback(tick, f"A/B test invalid: {result.reason}", experiment=figures)
+        rollback(tick, f"A/B test invalid: {result.reason}", experiment=figures)
         return
     winner = {Outcome.CANDIDATE_BETTER: candidate, Outcome.STABLE_BETTER: stable}.get(outcome)
-    verdict = f"{winner} is better on {metric}" if winner else f"no difference on {metric}"
+    verdict = {
+        Outcome.NO_DIFFERENCE: f"no difference on {metric}",
+        Outcome.INCONCLUSIVE: f"inconclusive on {metric} at the planned size",
+    }.get(outcome, f"{winner} is better on {metric}")
     tick.note(
         "rollout.experiment_decided",
         f"A/B test: {verdict}: {result.reason}",
@@ -363,188 +292,19 @@ def _experiment(
         winner=winner,
     )
     if outcome is Outcome.CANDIDATE_BETTER:
-        _advance(tick, f"{candidate} won the A/B test")
+        advance(tick, f"{candidate} won the A/B test")
     elif outcome is Outcome.STABLE_BETTER:
-        _rollback(tick, f"{stable} won the A/B test: {result.reason}")
+        rollback(tick, f"{stable} won the A/B test: {result.reason}")
+    elif outcome is Outcome.NO_DIFFERENCE:
+        keep_stable(tick, Phase.NO_DIFFERENCE, f"no difference: {result.reason}")
     else:
-        _keep_stable(tick, f"no difference: {result.reason}; {stable} stays stable")
+        # Only the planned size ends a test undecided; its time limit is handled above.
+        keep_stable(tick, Phase.INCONCLUSIVE, f"inconclusive at the planned size: {result.reason}")
 
 
-def _inconclusive(tick: _Tick, reason: str) -> None:
+def _inconclusive(tick: Tick, reason: str) -> None:
     if tick.spec.rollback.on_inconclusive is OnInconclusive.PAUSE:
         tick.set(phase=Phase.PAUSED, message=reason, actor="controller")
         tick.note("rollout.paused", f"paused for a person to decide: {reason}")
     else:
-        _rollback(tick, reason)
-
-
-# -- moving on ---------------------------------------------------------------------------
-
-
-def _advance(tick: _Tick, why: str) -> None:
-    tick.set(step_index=tick.status.step_index + 1, message=why)
-    _enter(tick)
-
-
-def _enter(tick: _Tick) -> None:
-    """Run instant steps from the current index; stop at a waiting step or the end."""
-    steps = tick.spec.steps
-    while tick.status.step_index < len(steps):
-        step = steps[tick.status.step_index]
-        now = tick.now
-        tick.set(step_started_s=now)
-        if isinstance(step, SetWeight):
-            tick.set(weight=step.weight, mirror=0 if step.weight else tick.status.mirror)
-            tick.set(measure_since_s=now, preview=False)
-        elif isinstance(step, MirrorStep):
-            tick.set(mirror=step.percent, measure_since_s=now)
-        elif isinstance(step, Preview):
-            tick.set(preview=True, mirror=step.mirror, measure_since_s=now)
-        elif isinstance(step, Switch):
-            tick.set(weight=100, mirror=0, preview=False, measure_since_s=now)
-        elif isinstance(step, Experiment):
-            plan = planned_samples(step)
-            tick.set(weight=step.split, mirror=0, preview=False, measure_since_s=now)
-            tick.set(experiment={"samples_per_arm": plan, "metric": step.metric.value})
-        tick.note(
-            "rollout.step",
-            f"step {tick.status.step_index + 1}/{len(steps)}: {describe_step(step)}",
-            description=describe_step(step),
-        )
-        if not isinstance(step, INSTANT_STEPS):
-            return
-        tick.set(step_index=tick.status.step_index + 1)
-    if tick.spec.promotes:
-        _promote(tick, tick.status.message or "all steps done")
-    else:
-        why = tick.status.message or "all steps done"
-        _end(tick, Phase.VALIDATED, "validated", f"{tick.spec.candidate} validated: {why}")
-
-
-def _keep_after(tick: _Tick) -> float:
-    switches = [s for s in tick.spec.steps if isinstance(s, Switch)]
-    return switches[-1].keep_previous_s if switches else 600.0
-
-
-def _promote(tick: _Tick, why: str) -> None:
-    status = tick.status
-    actor = tick.actor
-    tick.set(
-        phase=Phase.PROMOTED,
-        outcome="promoted",
-        weight=100,
-        mirror=0,
-        preview=False,
-        step_index=len(tick.spec.steps),
-        finished_s=tick.now,
-        previous_stable=status.stable,
-        keep_previous_until_s=tick.now + _keep_after(tick),
-        message=f"promoted: {why}",
-        actor=actor,
-    )
-    tick.note(
-        "rollout.promoted",
-        f"{status.candidate} promoted to stable (was {status.stable}): {why}",
-        previous_stable=status.stable,
-        actor=actor,
-    )
-
-
-def _end(tick: _Tick, phase: Phase, outcome: str, why: str, **data: Any) -> None:
-    """End the rollout in ``phase``; all traffic goes to the stable version (routing
-    follows from the status, see :func:`routing_for`)."""
-    actor = tick.actor
-    tick.set(
-        phase=phase,
-        outcome=outcome,
-        weight=0,
-        mirror=0,
-        preview=False,
-        finished_s=tick.now,
-        message=why,
-        actor=actor,
-    )
-    tick.note(f"rollout.{phase.value}", why, outcome=outcome, actor=actor, **data)
-
-
-def _rollback(tick: _Tick, why: str, *, outcome: str = "rolled_back", **data: Any) -> None:
-    _end(tick, Phase.ROLLED_BACK, outcome, f"rolled back to {tick.status.stable}: {why}", **data)
-
-
-def _keep_stable(tick: _Tick, why: str) -> None:
-    _end(tick, Phase.ROLLED_BACK, "no_difference", why)
-
-
-# -- a person's commands -----------------------------------------------------------------
-
-
-def _command(tick: _Tick, command: Command) -> None:
-    status = tick.status
-    who = command.actor
-    tick.actor = who
-    because = f" ({command.reason})" if command.reason else ""
-    name = f"the rollout of {status.model} to {status.candidate}"
-    if command.kind is CommandKind.ROLLBACK and status.phase is Phase.PROMOTED:
-        previous = status.previous_stable or status.stable
-        message = f"rolled back to {previous} by {who}{because}; {status.candidate} was stable"
-        tick.set(
-            phase=Phase.ROLLED_BACK,
-            outcome="rolled_back",
-            weight=0,
-            mirror=0,
-            finished_s=tick.now,
-            message=message,
-            actor=who,
-        )
-        tick.note("rollout.rolled_back", message, actor=who, after_promotion=True)
-        return
-    if not status.phase.active:
-        hint = (
-            f"; {status.stable} is serving, nothing to roll back (rollwise route sends "
-            "traffic to any version)"
-            if command.kind is CommandKind.ROLLBACK
-            else "; start a new one with apply"
-        )
-        raise Conflict(f"{name} has ended ({status.phase.value}){hint}")
-    if command.kind is CommandKind.PAUSE:
-        if status.phase is Phase.PAUSED:
-            raise Conflict(f"{name} is already paused")
-        tick.set(
-            phase=Phase.PAUSED,
-            message=f"paused by {who}{because}",
-            actor=who,
-            paused_elapsed_s=tick.now - status.step_started_s,
-        )
-        tick.note("rollout.paused", f"paused by {who}{because}", actor=who)
-    elif command.kind is CommandKind.RESUME:
-        if status.phase is not Phase.PAUSED:
-            raise Conflict(f"{name} is {status.phase.value}, not paused")
-        # Time spent paused does not count towards a pause or a time limit: the step
-        # goes on from where a person paused it. After a pause for an undecided
-        # analysis, its clock starts again, so the analysis gets a whole limit anew.
-        elapsed_s = status.paused_elapsed_s or 0.0
-        tick.set(
-            phase=Phase.PROGRESSING,
-            step_started_s=tick.now - elapsed_s,
-            paused_elapsed_s=None,
-            message=f"resumed by {who}{because}",
-            actor=who,
-        )
-        tick.note("rollout.resumed", f"resumed by {who}{because}", actor=who)
-    elif command.kind is CommandKind.PROMOTE:
-        step = _current(tick)
-        shown = describe_step(step) if step is not None else "end"
-        tick.set(phase=Phase.PROGRESSING, actor=who)
-        tick.note(
-            "rollout.step_skipped",
-            f"step {status.step_index + 1} ({shown}) let go by {who}{because}",
-            actor=who,
-        )
-        _advance(tick, f"promoted by {who}{because}")
-    elif command.kind is CommandKind.PROMOTE_FULL:
-        _promote(tick, f"fully promoted by {who}{because}")
-    else:
-        aborted = command.kind is CommandKind.ABORT
-        verb = "aborted" if aborted else "rolled back"
-        outcome = "aborted" if aborted else "rolled_back"
-        _rollback(tick, f"{verb} by {who}{because}", outcome=outcome)
+        rollback(tick, reason)

@@ -8,6 +8,7 @@ A spec is a mapping (from YAML, or JSON through the control API)::
     canary: {weights: [10, 30, 50], pause_s: 60}
     gates: [{metric: error_rate, max_increase: 0.005}]
     rollback: {failure_limit: 1, on_inconclusive: rollback, on_inconclusive_after_s: 900}
+    allow_interface_change: false    # true: the candidate may change inputs or outputs
 
 :func:`parse_rollout_spec` checks everything before anything changes and raises
 :class:`~rollwise.errors.ConfigError` naming the key and the value. Every preset compiles
@@ -82,6 +83,8 @@ class RolloutSpec:
     rollback: RollbackPolicy = field(default_factory=RollbackPolicy)
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The spec as written (what the store keeps and ``to_dict`` returns)."""
+    allow_interface_change: bool = False
+    """Start even when the candidate's inputs or outputs break callers of the stable's."""
 
     @property
     def promotes(self) -> bool:
@@ -100,7 +103,15 @@ class RolloutSpec:
 
 
 _STRATEGY_NAMES = frozenset(s.value for s in Strategy)
-_TOP_KEYS = ("model", "candidate", "strategy", "gates", "rollback", "description")
+_TOP_KEYS = (
+    "model",
+    "candidate",
+    "strategy",
+    "gates",
+    "rollback",
+    "description",
+    "allow_interface_change",
+)
 _ROLLBACK_KEYS = ("failure_limit", "on_inconclusive", "on_inconclusive_after_s")
 
 
@@ -128,12 +139,26 @@ def parse_rollout_spec(data: Any, *, where: str = "rollout") -> RolloutSpec:
             )
     if "description" in spec and not isinstance(spec["description"], str):
         raise ConfigError(f"{where}: description must be text, got {spec['description']!r}")
+    allow_interface_change = spec.get("allow_interface_change", False)
+    if not isinstance(allow_interface_change, bool):
+        raise ConfigError(
+            f"{where}.allow_interface_change: must be true or false, got {allow_interface_change!r}"
+        )
     gates = _rollout_gates(spec.get("gates") or [], f"{where}.gates")
     rollback = _rollback(spec.get("rollback"), f"{where}.rollback")
     steps = _compile(strategy, spec.get(strategy.value), gates, f"{where}.{strategy.value}")
     if not steps:
         raise ConfigError(f"{where}: strategy {strategy.value} has no steps")
-    return RolloutSpec(model, candidate, strategy, tuple(steps), gates, rollback, dict(spec))
+    return RolloutSpec(
+        model,
+        candidate,
+        strategy,
+        tuple(steps),
+        gates,
+        rollback,
+        dict(spec),
+        allow_interface_change,
+    )
 
 
 # -- presets ---------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 A :class:`RolloutStatus` is an immutable value; the state machine returns a new one
 and the store keeps it as JSON (``to_dict`` / ``from_dict``), so a controller that
 restarts reads back exactly where the previous one stopped.
+
+An A/B test that ends without a winner ends in a phase of its own, ``no_difference``
+or ``inconclusive``: the stable version stays, as after a rollback, but nothing was
+wrong with the candidate. Older rollwise wrote both as phase ``rolled_back`` with
+outcome ``no_difference``; such statuses read back as they were stored.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ class Phase(StrEnum):
     PAUSED = "paused"
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
+    NO_DIFFERENCE = "no_difference"
+    """An A/B test found the versions equivalent within its ``mde``; stable stays."""
+    INCONCLUSIVE = "inconclusive"
+    """An A/B test ended undecided (planned size or maximum duration); stable stays."""
     VALIDATED = "validated"
     FAILED = "failed"
 
@@ -52,7 +61,8 @@ class RolloutStatus:
     message: str = ""
     """Why the rollout is where it is, in one line."""
     outcome: str = ""
-    """How it ended: promoted, rolled_back, aborted, validated, failed, no_difference."""
+    """How it ended: promoted, rolled_back, aborted, validated, failed, no_difference,
+    inconclusive."""
     finished_s: float | None = None
     previous_stable: str | None = None
     """After a promotion: the version ``rollback`` returns to."""

@@ -67,7 +67,10 @@ class Gateway:
             heartbeat_timeout_s=config.server.heartbeat_timeout_s,
         )
         self.versions = Versions(
-            self.ctx, backend_factory=backend_factory, on_change=self._versions_changed
+            self.ctx,
+            backend_factory=backend_factory,
+            on_change=self._versions_changed,
+            stable_of=self.stable_of,
         )
         self.routing = RoutingState(self.ctx, self.versions)
         self.routing.on_stored_change = self.refresh_catalog
@@ -115,6 +118,15 @@ class Gateway:
     def model(self, name: str) -> ModelSpec:
         return self.ctx.model(name)
 
+    def stable_of(self, name: str) -> str | None:
+        """The model's stable version: its stored routing's, else its spec's; None for a
+        model this replica does not know."""
+        routing = self.routing.routings.get(name)
+        if routing is not None:
+            return routing.stable
+        model = self.ctx.models.get(name)
+        return model.stable if model is not None else None
+
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.ctx.db(fn, *args)
 
@@ -159,6 +171,7 @@ class Gateway:
             readiness=self.fleet.readiness,
             versions=lambda name: list(self.model(name).versions),
             split_by_user=lambda name: self.model(name).sticky_key is not None,
+            interfaces=self.versions.interface_diff,
         )
         if self.config.controller.enabled:
             self._start_controller()

@@ -4,6 +4,10 @@ copy the request to the shadows due for it.
 Nothing here reads the store or waits on anything but the chosen backend: the tables
 and models are immutable values read without locks, and recording adds to in-memory
 windows that telemetry flushes.
+
+A version that refuses a request as bad input (``ValidationError``, of which
+``RequestRejected``) has done nothing wrong: the refusal goes back to the caller as it
+is and is recorded as a client error of that version in its role, never as an error.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ class Serving:
         try:
             response = await backend.predict(request)
         except ValidationError:
+            self.telemetry.metrics.window(model, version, role).record_refusal()
             raise
         except BackendTimeout as error:
             self._record_call(model, version, role, started, error)
@@ -193,6 +198,9 @@ class Serving:
             response = await backend.predict(request)
         except asyncio.CancelledError:
             raise
+        except ValidationError:
+            self.telemetry.metrics.window(model, version, Role.SHADOW).record_refusal()
+            return
         except Exception as error:
             self._record_call(model, version, Role.SHADOW, started, error)
             return

@@ -1,6 +1,10 @@
 """What one replica measured: in-memory windows and answers, flushed to the store every
 interval, joined with ground truth (feedback), pruned, and read back merged across the
-fleet."""
+fleet.
+
+A label counts toward the time its prediction was made (see ``late_labels``), so that
+"the data since the current weights took effect" holds the labels of the answers given
+under them and of no earlier ones, whenever those labels arrive."""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ import asyncio
 import contextlib
 import math
 import weakref
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from rollwise.backends.base import Backend
 from rollwise.domain import Role
 from rollwise.errors import Conflict, NotFound, ValidationError
 from rollwise.metrics.recorder import (
+    MetricKey,
     MetricsRecorder,
     VersionWindow,
     merge_by_version,
@@ -22,6 +27,7 @@ from rollwise.metrics.recorder import (
 )
 from rollwise.metrics.scoring import ClassKey, Score, check_labels, class_keys, labels_for, score
 from rollwise.runtime.context import Context
+from rollwise.runtime.late_labels import FeedbackSums, LateLabels
 from rollwise.runtime.predictions import PredictionLog
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, Store
 
@@ -36,6 +42,7 @@ class Telemetry:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.metrics = MetricsRecorder()
+        self.late = LateLabels()
         self.predictions = PredictionLog(ctx.config.server.prediction_cache_size)
         self._flush_lock = asyncio.Lock()
         self._window_start_s = ctx.clock()
@@ -77,30 +84,36 @@ class Telemetry:
         check_labels(labels, model.task, classes)
         # Score first: a label that cannot be scored is refused before it is stored, so
         # the caller can correct it and send it again.
-        scores: dict[tuple[str, Role], Score] = {}
+        scores: dict[tuple[str, Role], tuple[Score, float]] = {}
         for record in records:
             key = (record.version, record.role)
             if key not in scores:
-                scores[key] = score(record.outputs, labels, model.task)
+                scores[key] = (score(record.outputs, labels, model.task), record.at_s)
         stored = await ctx.db(
             ctx.store.record_feedback, FeedbackRecord(request_id, model_name, label, ctx.clock())
         )
         if not stored:
             raise Conflict(f"request {request_id!r} already has feedback")
         result: dict[str, Any] = {"request_id": request_id, "model": model_name, "versions": {}}
-        for (version, role), figures in scores.items():
-            window = self.metrics.window(model_name, version, role)
-            window.feedback += figures.count
-            window.correct += figures.correct
-            window.abs_error_sum += figures.abs_error
-            window.sq_error_sum += figures.sq_error
-            window.quartic_error_sum += figures.quartic_error
+        for (version, role), (figures, predicted_at_s) in scores.items():
+            self._count_label(model_name, version, role, FeedbackSums.of(figures), predicted_at_s)
             result["versions"][f"{version}/{role.value}"] = {
                 "correct": figures.correct,
                 "count": figures.count,
                 "abs_error": figures.abs_error,
             }
         return result
+
+    def _count_label(
+        self, model: str, version: str, role: Role, sums: FeedbackSums, predicted_at_s: float
+    ) -> None:
+        """Count a label toward the window of its prediction: the current one, or the
+        late bucket of the second it was made in."""
+        if predicted_at_s < self._window_start_s:
+            key = (model, version, role, math.floor(predicted_at_s))
+            if self.late.add(key, sums):
+                return
+        sums.add_to(self.metrics.window(model, version, role))
 
     # persistence ----------------------------------------------------------------------
     async def flush(self) -> None:
@@ -114,6 +127,7 @@ class Telemetry:
         ctx = self.ctx
         now = ctx.clock()
         windows = self.metrics.swap()
+        late = self.late.take()
         predictions = self.predictions.take_batch()
         start_s = math.floor(self._window_start_s)
         width_s = max(1, round(now - self._window_start_s))
@@ -124,15 +138,32 @@ class Telemetry:
             )
             for (model, version, role), window in windows.items()
         ]
+        # Late labels start with this window too, when they arrived, so that a reader
+        # that goes on from the last bucket it read finds them.
+        rows += [
+            MetricBucketRow(
+                model,
+                version,
+                role,
+                start_s,
+                width_s,
+                ctx.replica,
+                sums.window().to_payload(),
+                second,
+            )
+            for (model, version, role, second), sums in late.items()
+        ]
         if rows:
             try:
                 await ctx.db(ctx.store.write_metric_buckets, rows)
             except Exception:
-                # Both kept for the next flush, so a store outage delays figures and
+                # All kept for the next flush, so a store outage delays figures and
                 # logged predictions, not loses them (predictions up to their bound).
                 self.metrics.unwritten(windows)
+                self.late.give_back(late)
                 self.predictions.give_back(predictions)
                 raise
+            self.late.written()
         if predictions:
             try:
                 await ctx.db(ctx.store.log_predictions, predictions)
@@ -171,19 +202,34 @@ class Telemetry:
             # request for seconds.
             stored = await ctx.db(read_merged_buckets, ctx.store, model, since)
             pending = self.metrics.pending(model)
-        return merge_by_version([stored, *({key: window} for key, window in pending)])
+            late = self.late.pending(model, since)
+        return merge_by_version([stored, late, *({key: window} for key, window in pending)])
+
+    def totals(self) -> Iterator[tuple[MetricKey, VersionWindow]]:
+        """This replica's running totals since start (``/metrics``), late labels included."""
+        merged = dict(self.metrics.totals())
+        for key, window in self.late.totals().items():
+            if key in merged:
+                merged[key].merge(window)
+            else:
+                merged[key] = window
+        for key in sorted(merged):
+            yield key, merged[key]
 
 
 def read_merged_buckets(
     store: Store, model: str, since_s: float
 ) -> dict[tuple[str, Role], VersionWindow]:
-    """The stored buckets of ``model`` since ``since_s``, merged by (version, role).
+    """The stored buckets of ``model`` since ``since_s``, merged by (version, role);
+    late labels only when their predictions were made since ``since_s`` too.
 
     Runs in a worker thread (``Context.db``), reading and merging there, so that only
     the few merged windows come back to the event loop.
     """
     rows = store.read_metric_buckets(model, since_s)
-    return windows_by_version((row.version, row.role, row.payload) for row in rows)
+    return windows_by_version(
+        (row.version, row.role, row.payload) for row in rows if row.measured_s >= since_s
+    )
 
 
 class ModelClasses:

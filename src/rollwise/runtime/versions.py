@@ -5,6 +5,12 @@ the background and becomes routable only once ready; a version replaced by a new
 or reloaded keeps serving on its old backend until the new one is ready; a retired one
 stops getting requests at once and is closed after the requests already running on it
 could have finished (its own timeout, plus a margin).
+
+Each version's interface (its OIP metadata) is kept as it loads, for the rollouts'
+check and the metadata route to read without calling a backend. A version that loads
+with an interface that would break callers of the stable version is logged and recorded
+as a ``version.interface_changed`` event, and still loads: it may be meant for a
+rollout that allows the change.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from rollwise.backends.base import Backend
+from rollwise.backends.base import Backend, ModelMetadata
 from rollwise.domain import VersionHealth, VersionSpec
 from rollwise.errors import BackendLoadError, Conflict
 from rollwise.fleet import plan_loads
+from rollwise.interface import InterfaceDiff, compare
 from rollwise.routing import known_version
 from rollwise.runtime.context import Context
 
@@ -28,7 +35,26 @@ RELOAD_GRACE_S = 30.0
 """How long a replaced or retired backend stays open for the requests still running on
 it, beyond the version's own ``timeout_s``."""
 
+PASS_THROUGH_KINDS = frozenset({"http"})
+"""Backends that hand a request on as it came: their upstream, not rollwise, decides
+whether a lone input's name and its numbers' width matter."""
+
+INTERFACE_CHANGED = "version.interface_changed"
+
+RECENT_EVENTS = 100
+"""An interface change already among the model's latest events is not recorded again
+(by another replica, or by this one before a restart)."""
+
 Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A loaded version's interface, as its backend described it."""
+
+    metadata: ModelMetadata
+    lenient_inputs: bool
+    """It takes a lone input whatever its name, and converts numbers to its own width."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +73,18 @@ class Versions:
         *,
         backend_factory: Callable[..., Backend] | None = None,
         on_change: Callable[[], None] = lambda: None,
+        stable_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.backends: dict[Key, Backend] = {}
         self.states: dict[Key, VersionState] = {}
         self.specs: dict[Key, VersionSpec] = {}
         """The spec each loaded (or loading) version was built from."""
+        self.signatures: dict[Key, Signature] = {}
+        """The interface of each loaded version, taken once as it loaded."""
+        self._stable_of = stable_of or self._spec_stable
+        self._noted: dict[Key, tuple[str, ...]] = {}
+        """The interface change last logged per version, so a reload does not repeat it."""
         self._backend_factory = backend_factory
         self._on_change = on_change
         self._busy: set[Key] = set()
@@ -79,6 +111,20 @@ class Versions:
             for (m, version), state in self.states.items()
             if m == model and state.health is VersionHealth.READY
         }
+
+    def interface_diff(self, model: str, stable: str, candidate: str) -> InterfaceDiff:
+        """How ``candidate``'s interface differs from ``stable``'s, as loaded here; a
+        version not loaded here is not compared (the diff says so). Safe to call from
+        a worker thread: it reads what loading stored, never a backend."""
+        old = self.signatures.get((model, stable))
+        new = self.signatures.get((model, candidate))
+        return compare(
+            old.metadata if old is not None else None,
+            new.metadata if new is not None else None,
+            stable_name=stable,
+            candidate_name=candidate,
+            lenient_inputs=new.lenient_inputs if new is not None else True,
+        )
 
     # loading ------------------------------------------------------------------------
     async def build(self, spec: VersionSpec) -> Backend:
@@ -151,6 +197,7 @@ class Versions:
         self.backends[key] = backend
         self.states[key] = VersionState(VersionHealth.READY, "", _sha(backend))
         log.info("model %s version %s is ready (%s)", key[0], key[1], spec.backend)
+        self._described(key, backend)
 
     async def _replace(self, key: Key, spec: VersionSpec) -> None:
         """A version whose spec changed (a config reload): the old backend serves until
@@ -187,6 +234,7 @@ class Versions:
         self.states[key] = VersionState(VersionHealth.READY, "", _sha(backend))
         if previous is not None:
             self._retire(previous, key)
+        self._described(key, backend)
 
     def _unload(self, key: Key) -> None:
         # Out of the tables first (on_change), so no new request is routed to it; the
@@ -196,6 +244,8 @@ class Versions:
             self._retire(backend, key)
         self.states.pop(key, None)
         self.specs.pop(key, None)
+        self.signatures.pop(key, None)
+        self._noted.pop(key, None)
         log.info("model %s version %s unloaded", *key)
 
     def _retire(self, backend: Backend, key: Key) -> None:
@@ -245,6 +295,73 @@ class Versions:
         self._on_change()
         await self.ctx.event(model, "version.reloaded", f"{version} reloaded", actor)
         return self.states[key]
+
+    # interfaces -----------------------------------------------------------------------
+    def _described(self, key: Key, backend: Backend) -> None:
+        """Keep the interface of a version just loaded and compare it with the
+        stable's: the candidate's when it is the one that loaded, every other loaded
+        version's when the stable is (versions load in any order)."""
+        try:
+            metadata = backend.metadata()
+        except Exception as error:
+            # Not comparable, which is not a mismatch: the version serves all the same.
+            self.signatures.pop(key, None)
+            log.warning("model %s version %s cannot describe its interface: %s", *key, error)
+            return
+        self.signatures[key] = Signature(metadata, backend.kind not in PASS_THROUGH_KINDS)
+        model, version = key
+        stable = self._stable_of(model)
+        if stable is None:
+            return
+        others = [v for (m, v) in self.signatures if m == model and v != stable]
+        for other in others if version == stable else [version]:
+            self._note(model, self.interface_diff(model, stable, other))
+
+    def _spec_stable(self, model: str) -> str | None:
+        spec = self.ctx.models.get(model)
+        return spec.stable if spec is not None else None
+
+    def _note(self, model: str, diff: InterfaceDiff) -> None:
+        key = (model, diff.candidate)
+        lines = tuple(diff.lines())
+        if not diff.breaking:
+            self._noted.pop(key, None)
+            return
+        if self._noted.get(key) == (diff.stable, *lines):
+            return
+        self._noted[key] = (diff.stable, *lines)
+        log.warning(
+            "model %s version %s would break callers of stable version %s: %s",
+            model,
+            diff.candidate,
+            diff.stable,
+            "; ".join(d.text() for d in diff.breaking),
+        )
+        if self.ctx.has_store:
+            self.ctx.later(self._record(model, diff))
+
+    async def _record(self, model: str, diff: InterfaceDiff) -> None:
+        ctx = self.ctx
+        data = {
+            "version": diff.candidate,
+            "stable": diff.stable,
+            "differences": [d.to_dict() for d in diff.differences],
+        }
+        try:
+            recent = await ctx.db(ctx.store.list_events, model, 0, RECENT_EVENTS, True)
+            if any(e.kind == INTERFACE_CHANGED and dict(e.data) == data for e in recent):
+                return
+            await ctx.event(
+                model,
+                INTERFACE_CHANGED,
+                f"version {diff.candidate} changes the interface of stable version "
+                f"{diff.stable}: {'; '.join(d.text() for d in diff.breaking)}; a rollout to "
+                "it needs allow_interface_change: true",
+                "system",
+                data,
+            )
+        except Exception:
+            log.exception("recording the interface change of %s/%s failed", model, diff.candidate)
 
     async def close(self) -> None:
         for backend in [*self._retired, *self.backends.values()]:

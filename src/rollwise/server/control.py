@@ -6,6 +6,10 @@ Reads need a viewer token, changes an operator token, unless the server runs wit
 body is read through :func:`rollwise.server.params.read_body`. Request bodies are
 checked with pydantic models whose JSON schemas also document the API in
 ``/api/v1/openapi.json``.
+
+``GET /v2/models/{m}`` describes the version the caller would be routed to, chosen as
+the data plane chooses it, so that versions with different interfaces each tell their
+own users the names to use.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import rollwise
-from rollwise.domain import VersionHealth
+from rollwise.domain import BUCKETS, VersionHealth
 from rollwise.errors import RollwiseError, ValidationError
 from rollwise.metrics.prometheus import GatewayCollector, render
 from rollwise.routing import known_version
 from rollwise.runtime.gateway import Gateway
 from rollwise.runtime.telemetry import MAX_METRICS_WINDOW_S
 from rollwise.server.auth import Authenticator, Principal
+from rollwise.server.dataplane import DataPlane, Receive, Scope, Send
 from rollwise.server.errors import error_reply
 from rollwise.server.guard import ControlGuard, control_body_limit
 from rollwise.server.openapi import openapi_document
@@ -97,7 +102,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         gateway.config.server.max_control_body_bytes, gateway.config.server.max_body_bytes
     )
     collector = GatewayCollector(
-        gateway.telemetry.metrics.totals,
+        gateway.telemetry.totals,
         lambda: _weights(gateway),
         lambda: dict(gateway.telemetry.fallbacks),
         lambda: gateway.telemetry.predictions.dropped_total,
@@ -105,6 +110,20 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
 
     def principal(request: Request, role: str) -> Principal:
         return auth.require(request.headers.get("authorization"), role)
+
+    # The data plane's own reading of a sticky key, so that metadata and inference
+    # route one caller alike.
+    sticky_key = DataPlane(gateway, auth, _nowhere)._sticky
+
+    def routed(request: Request, name: str) -> str:
+        table = gateway.tables.get(name)
+        if table is None or not table.serving:
+            return table.routing.stable if table is not None else gateway.model(name).stable
+        # A GET has no body: a sticky key that is a field is read from the query string.
+        key = sticky_key(request.scope, name, dict(request.query_params))
+        # The table, not serving.choose: reading metadata makes no user of the split
+        # and must not be counted as one.
+        return table.choose(key, gateway.ctx.rng.randrange(BUCKETS))
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -117,25 +136,36 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         return JSONResponse({"name": "rollwise", "version": rollwise.__version__, "extensions": []})
 
     async def model_metadata(request: Request) -> Response:
+        """OIP model metadata of one version, named in ``X-Rollwise-Version``.
+
+        ``/v2/models/{m}/versions/{v}`` describes v. ``/v2/models/{m}`` describes the
+        version an inference request from the same caller would reach: by the model's
+        sticky key (a field key given in the query string), else drawn by weight like
+        an inference without a key, so that two such calls may describe different
+        versions while a rollout splits the traffic — the honest answer when the
+        rollout allows their interfaces to differ.
+        """
         try:
             name = request.path_params["model"]
             model = gateway.model(name)
             version = request.path_params.get("version")
-            table = gateway.tables.get(name)
-            chosen = version or (table.routing.stable if table else model.stable)
+            chosen = version if version is not None else routed(request, name)
             known_version(model, chosen)
             backend = gateway.backends.get((name, chosen))
             meta = backend.metadata() if backend is not None and backend.ready() else None
             body: dict[str, Any] = {
                 "name": name,
+                "version": chosen,
                 "versions": list(model.versions),
                 "platform": meta.platform if meta else "",
                 "inputs": [t.to_json() for t in meta.inputs] if meta else [],
                 "outputs": [t.to_json() for t in meta.outputs] if meta else [],
             }
-            if version:
-                body["version"] = version
-            return JSONResponse(body)
+            headers = {"x-rollwise-version": chosen}
+            if version is None:
+                # Another caller may be told another version: no cache may share it.
+                headers["cache-control"] = "no-store"
+            return JSONResponse(body, headers=headers)
         except RollwiseError as error:
             return _error(error)
 
@@ -279,6 +309,10 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         middleware=[guard],
         exception_handlers={404: no_route, 405: no_route},
     )
+
+
+async def _nowhere(scope: Scope, receive: Receive, send: Send) -> None:
+    """The data plane's fallback where only its reading of sticky keys is used."""
 
 
 def _window(request: Request) -> float:

@@ -223,9 +223,13 @@ class DataPlane:
             outcome = await serving.serve(table, version, request, request_id, role)
         except RollwiseError as error:
             await self._fail(send, error, request_id, version_header)
-            # The shadows still see a request the served version failed: they are judged
-            # on the same traffic, with nothing to compare their answer to.
-            if table.mirrors and forced is None and isinstance(error, BackendError):
+            # The shadows still see a request the served version failed or refused: they
+            # are judged on the same traffic, with nothing to compare their answer to.
+            if (
+                table.mirrors
+                and forced is None
+                and isinstance(error, BackendError | ValidationError)
+            ):
                 serving.mirror(table, request, request_id, None)
             return
         encode = encode_oip_response if oip else encode_plain_response

@@ -15,6 +15,7 @@ from rollwise.errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    RequestRejected,
     RollwiseError,
     StoreError,
     ValidationError,
@@ -38,7 +39,13 @@ _STATUS: tuple[tuple[type[RollwiseError], int], ...] = (
 )
 
 
+# An upstream's own refusal keeps its status where it means the same to the caller.
+_UPSTREAM_STATUSES = frozenset({400, 413, 422})
+
+
 def status_of(error: RollwiseError) -> int:
+    if isinstance(error, RequestRejected) and error.upstream_status in _UPSTREAM_STATUSES:
+        return error.upstream_status
     for kind, status in _STATUS:
         if isinstance(error, kind):
             return status

@@ -6,7 +6,7 @@ head and a one-shot body leave in a single ``transport.write``, and reading is o
 paused when there is a reason to (pipelined requests queued, a body the app is slow to
 take, or a client that does not read its answers).
 
-One client can exhaust nothing (issue 10, items 2 and 6):
+One client can exhaust nothing:
 
 - *backpressure*: while a connection's write buffer is over the transport's high-water
   mark, the server stops reading from it and starts none of its queued requests; at most

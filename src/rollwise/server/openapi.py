@@ -59,6 +59,13 @@ def _rollout_paths(model: dict[str, Any], errors: dict[str, Any]) -> dict[str, A
                         },
                         "gates": {"type": "array", "items": {"type": "object"}},
                         "rollback": {"type": "object"},
+                        "allow_interface_change": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "start even when the candidate's inputs or "
+                            "outputs would break callers of the stable version (else 409, "
+                            "listing the differences)",
+                        },
                     },
                 }
             }
@@ -90,7 +97,16 @@ def _rollout_paths(model: dict[str, Any], errors: dict[str, Any]) -> dict[str, A
                     _flag("dry_run", "check the spec and show its steps; change nothing"),
                 ],
                 "requestBody": spec_body,
-                "responses": {"201": _json({"type": "object"}, "started"), **conflict},
+                "responses": {
+                    "201": _json({"type": "object"}, "started"),
+                    **conflict,
+                    "409": {
+                        **_ERROR,
+                        "description": "a rollout is in progress, the candidate is not "
+                        "ready, or its interface would break callers of the stable version "
+                        "(the message lists the differences)",
+                    },
+                },
             },
         },
         "/api/v1/rollouts/{model}": {
@@ -175,6 +191,13 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
     }
     infer_ok = _json(infer_response)
     infer_ok["headers"] = version_headers
+    metadata_ok = _json({"type": "object"})
+    metadata_ok["headers"] = {
+        "X-Rollwise-Version": {
+            "schema": {"type": "string"},
+            "description": "the version described",
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "rollwise", "version": rollwise.__version__},
@@ -194,9 +217,19 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
             },
             "/v2/models/{model}": {
                 "get": {
-                    "summary": "model metadata (OIP)",
+                    "summary": "model metadata (OIP) of the version this caller is routed "
+                    "to: by the model's sticky key (a field key in the query string), else "
+                    "drawn by weight, so callers without a key may be told different "
+                    "versions during a rollout",
                     "parameters": [model],
-                    "responses": {"200": _json({"type": "object"}), "404": _ERROR},
+                    "responses": {"200": metadata_ok, "404": _ERROR},
+                }
+            },
+            "/v2/models/{model}/versions/{version}": {
+                "get": {
+                    "summary": "model metadata (OIP) of one version",
+                    "parameters": [model, version],
+                    "responses": {"200": metadata_ok, "404": _ERROR},
                 }
             },
             "/v2/models/{model}/ready": {

@@ -78,17 +78,20 @@ def rollout_routes(
                 if role is Role.SERVED:
                     totals[version] = (window.requests, window.feedback)
             requests_per_s, labels_per_s = traffic_rates(totals, RATE_WINDOW_S)
-            return reply(
-                {
-                    "dry_run": True,
-                    "summary": checked.summary(),
-                    "steps": [step.to_dict() for step in checked.steps],
-                    "plan": preview_steps(checked, requests_per_s, labels_per_s),
-                    "requests_per_s": requests_per_s,
-                    "labels_per_s": labels_per_s,
-                    "rate_window_s": RATE_WINDOW_S,
-                }
-            )
+            result: dict[str, Any] = {
+                "dry_run": True,
+                "summary": checked.summary(),
+                "steps": [step.to_dict() for step in checked.steps],
+                "plan": preview_steps(checked, requests_per_s, labels_per_s),
+                "requests_per_s": requests_per_s,
+                "labels_per_s": labels_per_s,
+                "rate_window_s": RATE_WINDOW_S,
+            }
+            # A breaking difference was refused by check(); what passes is still shown.
+            interface = await gateway.db(gateway.rollouts.interface, checked)
+            if interface is not None and interface.lines():
+                result["interface"] = interface.to_dict()
+            return reply(result)
         replace = query_flag(request, "replace")
         rollout = await gateway.db(
             partial(gateway.rollouts.apply, spec, actor=who.name, replace=replace)

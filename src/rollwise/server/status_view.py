@@ -1,14 +1,16 @@
 """What the control API shows of a model: versions with their health here and across
-the fleet, weights, mirrors, metrics of a window, and the rollout."""
+the fleet, weights, mirrors, metrics of a window, and the rollout (with the gates it
+waits for and how much longer each needs)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rollwise.analysis.horizon import waiting_gates
 from rollwise.domain import Role, VersionHealth
 from rollwise.fleet import FleetReadiness
 from rollwise.metrics.recorder import VersionWindow
-from rollwise.rollouts import load
+from rollwise.rollouts import Rollout, load
 from rollwise.runtime.gateway import Gateway
 from rollwise.runtime.versions import VersionState
 
@@ -51,8 +53,22 @@ async def model_status(gateway: Gateway, name: str, window_s: float) -> dict[str
         "serving": bool(table and table.serving),
         "window_s": window_s,
         "versions": versions,
-        "rollout": load(latest).summary() if latest is not None else None,
+        "rollout": rollout_status(load(latest)) if latest is not None else None,
     }
+
+
+def rollout_status(rollout: Rollout) -> dict[str, Any]:
+    """The rollout's summary and, while it runs, its undecided gates with how much
+    longer each needs (``horizon``, see :mod:`rollwise.analysis.horizon`)."""
+    status = rollout.status
+    if not status.phase.active:
+        return {**rollout.summary(), "waiting": []}
+    waiting = waiting_gates(status.judgement)
+    experiment = status.experiment or {}
+    if "horizon" in experiment:
+        what = f"A/B test on {experiment.get('metric', '?')}, to its planned size"
+        waiting.append({"gate": what, "horizon": experiment["horizon"]})
+    return {**rollout.summary(), "waiting": waiting}
 
 
 def fleet_view(readiness: FleetReadiness) -> dict[str, Any]:

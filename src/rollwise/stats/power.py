@@ -21,8 +21,13 @@ confidence-sequence boundary of :mod:`rollwise.stats.sequential`, tuned to that 
 horizon, is crossed with the requested power when the effect is ``δ``:
 ``δ/se(t) - b(t)/√t = z_{power}``. It counts only a crossing at the end, so it errs on the
 long side (the process may cross earlier). That horizon is also where an experiment
-stops with "no difference": by then an effect of at least ``δ`` would have been detected
-with the planned power.
+stops: by then an effect of at least ``δ`` would have been detected with the planned
+power, so it ends "no difference" when the interval lies within ``±δ`` and
+"inconclusive" when it is still wider.
+
+A two-sided test of a rate plans for the direction in which an effect of ``mde`` is
+possible at all (:func:`two_sided_difference`): from a baseline of 0.95 an increase of
+0.1 cannot happen, so the plan is for a decrease of 0.1.
 """
 
 from __future__ import annotations
@@ -88,6 +93,30 @@ def proportions_sd(baseline: float, mde: float, ratio: float) -> tuple[float, fl
     sd_null = math.sqrt(pooled * (1.0 - pooled) * (1.0 + ratio))
     sd_alt = math.sqrt(p_t * (1.0 - p_t) + ratio * p_c * (1.0 - p_c))
     return sd_null, sd_alt
+
+
+def two_sided_difference(baseline: float, mde: float) -> float:
+    """The signed difference of rates a two-sided test plans to detect, for an effect of
+    magnitude ``mde`` from the rate ``baseline``.
+
+    A rate stays within (0, 1), so from a baseline near one end an effect of ``mde``
+    can happen in one direction only: the plan is then made for that direction
+    (``+mde`` while ``baseline + mde < 1``, else ``-mde``). Neither direction possible
+    is a ``ValueError`` naming the values.
+    """
+    if not 0.0 < baseline < 1.0:
+        raise ValueError(f"baseline rate must be in (0, 1), got {baseline:g}")
+    if not (mde > 0.0 and math.isfinite(mde)):
+        raise ValueError(f"minimum detectable effect must be a magnitude > 0, got {mde:g}")
+    if baseline + mde < 1.0:
+        return mde
+    if baseline - mde > 0.0:
+        return -mde
+    raise ValueError(
+        f"an effect of {mde:g} from a baseline rate of {baseline:g} is impossible in both "
+        f"directions ({baseline:g} + {mde:g} >= 1 and {baseline:g} - {mde:g} <= 0); "
+        f"an mde below {max(baseline, 1.0 - baseline):g} can be planned"
+    )
 
 
 def sample_size_proportions(

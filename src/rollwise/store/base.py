@@ -209,7 +209,8 @@ class EventStore(Protocol):
 
 
 class MetricsStore(Protocol):
-    """Mergeable metric buckets, one row per replica, version, role and time bucket."""
+    """Mergeable metric buckets, one row per replica, version, role and time bucket,
+    and one per second of the predictions that labels arrived late for."""
 
     def write_metric_buckets(self, rows: Sequence[MetricBucketRow]) -> None: ...
 
@@ -221,7 +222,12 @@ class MetricsStore(Protocol):
         version: str | None = None,
         role: Role | None = None,
     ) -> list[MetricBucketRow]:
-        """Rows with since_s <= start_s < until_s, oldest first."""
+        """Rows with since_s <= start_s < until_s, oldest first.
+
+        A bucket of late labels starts when they arrived, so a reader that goes
+        on from where it stopped never misses one; whoever judges data since a time
+        also drops those whose ``measured_s`` is earlier.
+        """
 
     def prune_metric_buckets(self, older_than_s: float) -> int: ...
 

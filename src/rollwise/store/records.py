@@ -60,6 +60,11 @@ class MetricBucketRow:
 
     ``payload`` is a mergeable summary (counters and histogram counts, see
     ``rollwise.metrics``): rows of the same key are summed to merge replicas and time.
+
+    ``predicted_s`` marks a bucket of late labels: the feedback figures of labels that
+    arrived during the bucket for predictions made during that earlier second. Such a
+    bucket counts toward the data of the second its predictions were made, so that a
+    label is judged with the weights its prediction was made under (see ``measured_s``).
     """
 
     model: str
@@ -69,6 +74,13 @@ class MetricBucketRow:
     width_s: int
     replica: str
     payload: Mapping[str, Any]
+    predicted_s: int | None = None
+
+    @property
+    def measured_s(self) -> int:
+        """The second the figures belong to: when the predictions of late labels were
+        made, else the bucket's start. "Data since T" is the rows with this >= T."""
+        return self.start_s if self.predicted_s is None else self.predicted_s
 
 
 @dataclass(frozen=True, slots=True)

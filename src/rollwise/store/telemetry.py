@@ -7,7 +7,8 @@ the state lock, and prunes them in chunks so that a large prune never stalls a f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -15,6 +16,37 @@ from rollwise.domain import Role
 from rollwise.store import schema as t
 from rollwise.store.records import FeedbackRecord, MetricBucketRow, PredictionRecord
 from rollwise.store.sql_base import SqlBase
+
+PREDICTED_S_KEY = "predicted_s"
+"""Where a bucket of late labels keeps the second of their predictions: in its payload,
+beside the figures. The largest table needs no new column, and a rollwise of the
+previous release (a replica or controller during a rolling upgrade), which reads only
+the figures it knows, counts such a bucket by its start, as it always did."""
+
+
+def _stored_payload(row: MetricBucketRow) -> Mapping[str, Any]:
+    if row.predicted_s is None:
+        return row.payload
+    return {**row.payload, PREDICTED_S_KEY: row.predicted_s}
+
+
+def _bucket(row: sa.Row[Any]) -> MetricBucketRow:
+    payload: Mapping[str, Any] = row.payload
+    predicted_s = None
+    if PREDICTED_S_KEY in payload:
+        figures = dict(payload)
+        predicted_s = int(figures.pop(PREDICTED_S_KEY))
+        payload = figures
+    return MetricBucketRow(
+        model=row.model,
+        version=row.version,
+        role=Role(row.role),
+        start_s=int(row.start_s),
+        width_s=int(row.width_s),
+        replica=row.replica,
+        payload=payload,
+        predicted_s=predicted_s,
+    )
 
 
 class Telemetry(SqlBase):
@@ -32,10 +64,13 @@ class Telemetry(SqlBase):
                 "start_s": r.start_s,
                 "width_s": r.width_s,
                 "replica": r.replica,
-                "payload": r.payload,
+                "payload": _stored_payload(r),
             }
             for r in rows
         ]
+        # No unique key: two rows of the same (model, version, role, start_s, replica),
+        # such as a window and the late labels flushed with it, are both kept and summed
+        # by every reader.
         self._insert_many(f"writing {len(rows)} metric buckets", t.metric_buckets, params)
 
     def read_metric_buckets(
@@ -46,7 +81,12 @@ class Telemetry(SqlBase):
         version: str | None = None,
         role: Role | None = None,
     ) -> list[MetricBucketRow]:
-        """Rows with since_s <= start_s < until_s, oldest first."""
+        """Rows with since_s <= start_s < until_s, oldest first.
+
+        A bucket of late labels starts when they arrived, so a reader that goes
+        on from where it stopped never misses one; whoever judges data since a time
+        also drops those whose ``measured_s`` is earlier.
+        """
         c = t.metric_buckets.c
         query = sa.select(t.metric_buckets).where(c.model == model, c.start_s >= since_s)
         if until_s is not None:
@@ -58,18 +98,7 @@ class Telemetry(SqlBase):
         query = query.order_by(c.start_s, c.id)
         with self._tx("reading metric buckets", write=False) as conn:
             rows = conn.execute(query).all()
-        return [
-            MetricBucketRow(
-                model=r.model,
-                version=r.version,
-                role=Role(r.role),
-                start_s=int(r.start_s),
-                width_s=int(r.width_s),
-                replica=r.replica,
-                payload=r.payload,
-            )
-            for r in rows
-        ]
+        return [_bucket(r) for r in rows]
 
     def prune_metric_buckets(self, older_than_s: float) -> int:
         return self._prune(

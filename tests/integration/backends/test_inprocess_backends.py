@@ -42,6 +42,7 @@ from rollwise.errors import (
     BackendTimeout,
     BackendUnavailable,
     ConfigError,
+    RequestRejected,
     ValidationError,
 )
 from rollwise.example_models import iris_holdout, iris_train, to_onnx, train_v2, write_example
@@ -474,6 +475,35 @@ def test_a_1d_row_is_refused_with_a_hint_to_send_one_row(
 
 
 # -- python --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync-target", "async-target"])
+def test_python_backend_text_it_cannot_convert_is_the_callers_error(
+    tmp_path: Path, module_name: str, asynchronous: bool
+) -> None:
+    prefix = "async " if asynchronous else ""
+    _python_module(
+        tmp_path,
+        module_name,
+        f"""
+        {prefix}def predict(x):
+            values = x.astype(float)
+            if values[0, 0] < 0:
+                raise ValueError("negative lengths are a bug of this model")
+            return (values[:, 0] > 5.5).astype(int).tolist()
+        """,
+    )
+    backend = PythonBackend("p", {"target": f"{module_name}:predict", "python_path": "."}, tmp_path)
+    text = request_for([["a", "b", "c", "d"]], datatype="BYTES")
+
+    with pytest.raises(RequestRejected) as refused:
+        predict_once(backend, text)
+    assert refused.value.version == "p"
+
+    # The same exception on numbers is the version's own failure.
+    with pytest.raises(BackendError) as failed:
+        predict_once(backend, request_for([[-1.0, 1, 1, 1]]))
+    assert "negative lengths" in str(failed.value)
 
 
 def test_python_backend_calls_a_module_function(tmp_path: Path, module_name: str) -> None:

@@ -84,7 +84,12 @@ def soak_config(folder: Path) -> dict[str, Any]:
         if "path" in version:
             version["path"] = str(folder / "models" / version["path"])
     # v1's most frequent answer, so it is not wildly off either; it is just slow.
-    versions["slow"] = {"backend": "fake", "label": 2, "latency_ms": 25, "error_rate": 0}
+    versions["slow"] = {
+        "backend": "fake",
+        "outputs": {"label": 2, "probabilities": [0.0, 0.0, 1.0]},
+        "latency_ms": 25,
+        "error_rate": 0,
+    }
     return {
         "store": "sqlite:///state.db",
         "server": {"flush_interval_s": 0.5, "routing_poll_interval_s": 0.5},

@@ -1,5 +1,5 @@
 """A web page cannot drive the control API of a gateway under ``--insecure-dev``, and
-no control body may exceed its limit (issue 10, items 4 and 5).
+no control body may exceed its limit.
 
 One real gateway process with fake versions only (so it starts in a second) runs
 without tokens on loopback, as ``rollwise serve --insecure-dev`` does on a laptop

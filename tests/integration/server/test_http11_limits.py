@@ -1,4 +1,4 @@
-"""rollwise's HTTP/1.1 server bounds what one client can hold (issue 10, items 2 and 6).
+"""rollwise's HTTP/1.1 server bounds what one client can hold.
 
 Real sockets on 127.0.0.1, small limits so that each test takes a second or two:
 backpressure for a pipelining client that never reads its answers, a deadline for a

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from statsmodels.stats.proportion import samplesize_proportions_2indep_onetail
 
 from rollwise.analysis.experiment import Outcome, decide_experiment, plan_experiment
 from rollwise.analysis.gates import Metric
 from rollwise.analysis.summary import ArmSummary
-from rollwise.stats.power import sample_size_proportions
+from rollwise.stats.power import sample_size_proportions, sequential_sample_size_proportions
 
 
 def _arm(n: int, correct: int) -> ArmSummary:
@@ -61,8 +64,8 @@ def test_plan_refuses_metrics_without_an_effect() -> None:
             _arm(5_000, 4_000),
             _arm(5_000, 4_030),
             5_000,
-            Outcome.NO_DIFFERENCE,
-            id="planned samples reached",
+            Outcome.INCONCLUSIVE,
+            id="planned samples reached with an interval wider than the minimum effect",
         ),
         pytest.param(
             _arm(5_000, 4_000),
@@ -105,3 +108,55 @@ def test_sample_ratio_mismatch_invalidates_the_experiment() -> None:
     )
     assert decision.outcome is Outcome.INVALID
     assert decision.srm is not None and decision.srm.mismatch
+
+
+@pytest.mark.parametrize(
+    ("baseline", "mde", "planned", "note"),
+    [
+        pytest.param(0.8, 0.05, 0.05, "", id="both directions possible: plans the increase"),
+        pytest.param(0.95, 0.1, -0.1, "decrease of 0.1", id="0.95 + 0.1 > 1: plans the decrease"),
+        pytest.param(0.9, 0.1, -0.1, "decrease of 0.1", id="0.9 + 0.1 = 1: plans the decrease"),
+        pytest.param(0.05, 0.1, 0.1, "", id="0.05 - 0.1 < 0: the increase is possible"),
+    ],
+)
+def test_a_two_sided_plan_of_a_rate_takes_the_direction_that_is_possible(
+    baseline: float, mde: float, planned: float, note: str
+) -> None:
+    plan = plan_experiment(Metric.ERROR_RATE, baseline=baseline, mde=mde)
+    # statsmodels sizes the fixed-horizon test by the same normal approximation.
+    oracle = samplesize_proportions_2indep_onetail(
+        planned, baseline, 0.8, ratio=1.0, alpha=0.05, alternative="two-sided"
+    )
+    assert plan.fixed_samples.n_treatment == math.ceil(oracle)
+    assert plan.samples == sequential_sample_size_proportions(baseline, planned)
+    assert plan.effect == pytest.approx(planned)
+    assert (note in plan.note) if note else plan.note == ""
+    assert plan.to_dict()["note"] == plan.note
+
+
+def test_a_rate_plan_impossible_in_both_directions_is_refused_naming_the_values() -> None:
+    with pytest.raises(ValueError, match=r"0\.6 from a baseline rate of 0\.5.*below 0\.5"):
+        plan_experiment(Metric.ACCURACY, baseline=0.5, mde=0.6)
+
+
+def test_the_planned_size_with_an_interval_inside_the_minimum_effect_is_no_difference() -> None:
+    decision = decide_experiment(
+        Metric.ACCURACY,
+        _arm(60_000, 48_000),
+        _arm(60_000, 48_030),
+        mde=0.02,
+        samples_per_arm=60_000,
+    )
+    assert decision.outcome is Outcome.NO_DIFFERENCE
+    assert "within ±0.02" in decision.reason
+
+
+def test_the_planned_size_with_a_wide_interval_is_inconclusive_not_no_difference() -> None:
+    decision = decide_experiment(
+        Metric.ACCURACY, _arm(5_000, 4_000), _arm(5_000, 4_030), mde=0.02, samples_per_arm=5_000
+    )
+    assert decision.outcome is Outcome.INCONCLUSIVE
+    assert decision.interval is not None
+    assert decision.interval.high - decision.interval.low > 2 * 0.02
+    assert "5000 samples per arm reached" in decision.reason
+    assert "wider than ±0.02" in decision.reason

@@ -263,8 +263,8 @@ def _arms(
         pytest.param(
             _arms((5000, 4000), (5000, 4000)),
             Outcome.NO_DIFFERENCE,
-            Phase.ROLLED_BACK,
-            id="equal accuracy ends with no difference",
+            Phase.NO_DIFFERENCE,
+            id="equal accuracy ends with no difference, not a rollback",
         ),
         pytest.param(
             _arms((2000, 1400), (600, 420)),

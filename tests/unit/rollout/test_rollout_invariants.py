@@ -40,13 +40,22 @@ from rollwise.rollout import (
     routing_for,
 )
 
-ENDED = (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.VALIDATED, Phase.FAILED)
+ENDED = (
+    Phase.PROMOTED,
+    Phase.ROLLED_BACK,
+    Phase.NO_DIFFERENCE,
+    Phase.INCONCLUSIVE,
+    Phase.VALIDATED,
+    Phase.FAILED,
+)
 NEXT_PHASES: dict[Phase, tuple[Phase, ...]] = {
     Phase.PENDING: (Phase.PROGRESSING, Phase.PROMOTED, Phase.VALIDATED),
     Phase.PROGRESSING: (Phase.PROGRESSING, Phase.PAUSED, *ENDED),
     Phase.PAUSED: (Phase.PAUSED, Phase.PROGRESSING, *ENDED),
     Phase.PROMOTED: (Phase.PROMOTED, Phase.ROLLED_BACK),
     Phase.ROLLED_BACK: (Phase.ROLLED_BACK,),
+    Phase.NO_DIFFERENCE: (Phase.NO_DIFFERENCE,),
+    Phase.INCONCLUSIVE: (Phase.INCONCLUSIVE,),
     Phase.VALIDATED: (Phase.VALIDATED,),
     Phase.FAILED: (Phase.FAILED,),
 }

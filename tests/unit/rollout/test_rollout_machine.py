@@ -38,7 +38,7 @@ from rollout_helpers import (
     waiting_indices,
 )
 
-from rollwise.analysis.experiment import Outcome
+from rollwise.analysis.experiment import ExperimentDecision, Outcome
 from rollwise.analysis.judge import judge_step
 from rollwise.analysis.summary import ArmSummary
 from rollwise.errors import Conflict
@@ -528,6 +528,23 @@ def test_undecided_analysis_times_out_into_a_rollback(evidence: Evidence | None,
     assert decision.routing == ALL_STABLE
 
 
+def test_an_undecided_analysis_keeps_how_much_longer_each_gate_needs() -> None:
+    spec = make_spec(
+        "canary", {"weights": [10], "pause_s": 0}, gates=[{**GATES[0], "min_samples": 300}]
+    )
+    run = FakeController(spec)
+    assert isinstance(run.step, Analyze)
+    # 100 samples in the candidate's arm in the 50 s since its weight took effect.
+    stable, candidate = ArmSummary(900, errors=9), ArmSummary(100, errors=1)
+    verdict = judge_step(spec.gates, stable, candidate, weights_percent=(90, 10))
+    status = run.tick(Evidence(background=verdict, step=verdict), after=50).status
+    assert status.judgement is not None
+    [gate] = status.judgement["step"]["gates"]
+    assert gate["horizon"]["more"] == 200
+    assert gate["horizon"]["at_least"] is True
+    assert gate["horizon"]["expected_s"] == pytest.approx(100.0)
+
+
 def test_undecided_analysis_pauses_for_a_person_when_the_policy_says_pause() -> None:
     run = _at_first_analysis({"on_inconclusive": "pause", "on_inconclusive_after_s": 300})
     run.tick(UNDECIDED, after=299)
@@ -849,12 +866,22 @@ def test_experiment_step_plans_its_sample_size_at_start() -> None:
         ),
         pytest.param(
             Outcome.NO_DIFFERENCE,
-            Phase.ROLLED_BACK,
+            Phase.NO_DIFFERENCE,
             "no_difference",
-            (DECIDED, ROLLED_BACK),
+            (DECIDED, "rollout.no_difference"),
             ALL_STABLE,
-            "v1 stays stable",
-            id="no difference: ended, stable kept",
+            "no difference: the figures say so; v1 stays stable and v2 gets no traffic",
+            id="no difference: named so, stable kept, not a rollback",
+        ),
+        pytest.param(
+            Outcome.INCONCLUSIVE,
+            Phase.INCONCLUSIVE,
+            "inconclusive",
+            (DECIDED, "rollout.inconclusive"),
+            ALL_STABLE,
+            "inconclusive at the planned size: the figures say so; v1 stays stable and v2 gets"
+            " no traffic",
+            id="inconclusive at the planned size: named so, stable kept, not a rollback",
         ),
     ],
 )
@@ -889,18 +916,30 @@ def test_experiment_decision_ends_the_rollout(
         pytest.param(None, id="no data at all"),
     ],
 )
-def test_experiment_without_a_decision_by_its_maximum_duration_keeps_stable(
+def test_experiment_without_a_decision_by_its_maximum_duration_is_inconclusive(
     evidence: Evidence | None,
 ) -> None:
     run = FakeController(ABTEST)
     assert run.tick(evidence, after=3599).status.phase is Phase.PROGRESSING
     decision = run.tick(evidence, after=1)
     status = decision.status
-    assert status.phase is Phase.ROLLED_BACK
-    assert status.outcome == "no_difference"
-    assert "maximum duration" in status.message
-    assert "v1 stays stable" in status.message
+    assert (status.phase, status.outcome) == (Phase.INCONCLUSIVE, "inconclusive")
+    assert status.message.startswith("inconclusive: the A/B test on accuracy was undecided")
+    assert "maximum duration of 3600 s" in status.message
+    assert status.message.endswith("v1 stays stable and v2 gets no traffic")
+    assert kinds(decision) == ("rollout.inconclusive",)
     assert decision.routing == ALL_STABLE
+
+
+def test_an_experiment_in_progress_keeps_how_much_longer_it_may_take() -> None:
+    run = FakeController(ABTEST)
+    assert run.status.experiment is not None
+    planned = int(run.status.experiment["samples_per_arm"])
+    undecided = ExperimentDecision(Outcome.CONTINUE, "undecided", n_stable=700, n_candidate=300)
+    status = run.tick(Evidence(experiment=undecided), after=60).status
+    assert status.experiment is not None
+    assert status.experiment["horizon"]["more"] == planned - 300
+    assert status.experiment["horizon"]["expected_s"] == pytest.approx((planned - 300) / 5.0)
 
 
 def test_failing_background_gate_stops_an_experiment() -> None:

@@ -49,7 +49,9 @@ statuses = st.builds(
     preview=st.booleans(),
     failures=st.integers(0, 5),
     message=st.text(max_size=40),
-    outcome=st.sampled_from(["", "promoted", "rolled_back", "aborted", "no_difference"]),
+    outcome=st.sampled_from(
+        ["", "promoted", "rolled_back", "aborted", "no_difference", "inconclusive"]
+    ),
     finished_s=st.none() | times,
     previous_stable=st.none() | names,
     keep_previous_until_s=st.none() | times,
@@ -134,3 +136,23 @@ def test_status_from_a_newer_version_with_more_fields_still_reads_back() -> None
     status = FakeController(spec).status
     data: dict[str, Any] = {**status.to_dict(), "field_of_the_future": 1}
     assert RolloutStatus.from_dict(data) == status
+
+
+@pytest.mark.parametrize(
+    ("phase", "outcome", "active"),
+    [
+        pytest.param("no_difference", "no_difference", False, id="no difference, as written now"),
+        pytest.param("inconclusive", "inconclusive", False, id="inconclusive, as written now"),
+        pytest.param(
+            "rolled_back", "no_difference", False, id="no difference, as older rollwise wrote it"
+        ),
+    ],
+)
+def test_an_ab_test_that_ended_without_a_winner_reads_back_as_stored(
+    phase: str, outcome: str, active: bool
+) -> None:
+    status = FakeController(make_spec("abtest", {"metric": "accuracy", "mde": 0.05})).status
+    data = {**status.to_dict(), "phase": phase, "outcome": outcome}
+    read = RolloutStatus.from_dict(json.loads(json.dumps(data)))
+    assert (read.phase.value, read.outcome, read.phase.active) == (phase, outcome, active)
+    assert read.to_dict() == data

@@ -2,7 +2,7 @@
 
 A body without ``Content-Length`` (chunked) is only known to be too large while it
 is read: the helper must stop pulling chunks once past the limit, never buffering
-the rest (a 300 MB body was accepted before, issue 10 item 5).
+the rest (a 300 MB body was accepted before).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """No malformed body makes the gateway fail: every one is refused with a 4xx in JSON.
 
-Issue 10 item 10: ``/predict`` rows nested 1,000 deep, an OIP body with
+``/predict`` rows nested 1,000 deep, an OIP body with
 ``"outputs": 5`` and a feedback label nested 1,000 deep were each answered 500. Here
 hypothesis posts malformed bodies (arbitrary JSON, deep nesting, numbers JSON cannot
 hold written as raw text, every known field given the wrong type, invalid UTF-8,
