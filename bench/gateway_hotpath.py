@@ -126,7 +126,7 @@ async def drive(requests: int, profile: int) -> None:
             thread = time.thread_time() - thread0
             wall = time.perf_counter() - wall0
             collector.stop()
-            await gateway.flush()
+            await gateway.telemetry.flush()
             process = time.process_time() - process0
             store = _store_cpu_seconds() - store_cpu
         finally:
