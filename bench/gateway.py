@@ -714,6 +714,12 @@ def ratios(summaries: dict[str, dict[str, Any]], pin: Pinning) -> dict[str, Any]
     direct, rollwise = summaries["direct"], summaries["rollwise"]
     nginx = summaries.get("nginx")
     out: dict[str, Any] = {}
+    if not direct["rps_cN"]:
+        # Every ratio is against this row: say so instead of dividing by zero.
+        raise RuntimeError(
+            "row (a), direct to the OIP server, completed no requests at 64 connections; "
+            "wrk's output above says why (an overloaded machine, a server that failed)"
+        )
     throughput = rollwise["rps_cN"] / direct["rps_cN"]
     added = rollwise["p50_ms_c1"] - direct["p50_ms_c1"]
     cpu = rollwise["cpu_us_per_req_cN"]

@@ -60,8 +60,22 @@ class ServerSection(_Strict):
     drain_timeout_s: float = Field(30.0, gt=0, le=3600)
     """Built-in server: how long a client may leave its answers unread (the connection's
     write buffer over its high-water mark) before the connection is closed."""
+    shutdown_timeout_s: float = Field(30.0, ge=0, le=3600)
+    """On SIGTERM or SIGINT, how long the requests in flight may take to finish before
+    their connections are closed (built-in server); a second signal stops at once."""
     max_pipelined: int = Field(64, ge=1, le=10_000)
     """Built-in server: requests read ahead of the one being answered, per connection."""
+    workers: int | Literal["auto"] = 1
+    """Worker processes of ``rollwise serve`` on one port (``auto``: one per CPU); each
+    is a replica of the fleet. ``--workers`` overrides it."""
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: object) -> object:
+        # One plain message instead of one per branch of the union.
+        if value == "auto" or (type(value) is int and 1 <= value <= 256):
+            return value
+        raise ValueError("must be a number of worker processes from 1 to 256, or auto")
 
 
 class ControllerSection(_Strict):

@@ -301,11 +301,22 @@ class Controller:
             except Exception:
                 log.exception("controller tick failed; retrying next interval")
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
-        if self.leader:
-            try:
-                self.store.release_lease(LEASE_NAME, self.holder)
-            except Exception:
-                log.exception("releasing the controller lease failed; it expires by itself")
+        if not self.leader:
+            log.info("controller %s stopped", self.holder)
+            return
+        try:
+            self.store.release_lease(LEASE_NAME, self.holder)
+        except Exception:
+            log.exception("releasing the controller lease failed; it expires by itself")
+            return
+        self.leader = False
+        log.info(
+            "controller %s stopped and released its lease: another controller takes over "
+            "at its next tick",
+            self.holder,
+        )
 
     def stop(self) -> None:
+        """End :meth:`run` after the tick in progress, if any; it then releases the
+        lease. Safe from any thread, and from a signal handler."""
         self._stop.set()

@@ -7,7 +7,10 @@ the model ready and reads its metadata; it does not wait for a server that is st
 
 Options: ``url`` (required, ``http://host:port[/prefix]``), ``model`` (the upstream's name
 for the model; default: the version name), ``timeout_s`` (per request, default 5),
-``max_connections`` (default 64) and ``headers`` (sent with every request).
+``headers`` (sent with every request), and how the connection pool grows and idles
+(``rollwise.backends.options.PoolLimits``): ``max_connections`` (default 64),
+``max_connecting`` (connections opening at once, until their first answer; default 4),
+``min_idle`` (kept open while idle; default 2) and ``idle_timeout_s`` (default 4).
 
 An upstream's answer to an inference request is judged by its status: 400, 413 and 422
 say the request itself is bad (OIP servers answer 400 for a wrong shape, datatype or
@@ -34,12 +37,12 @@ from rollwise.backends.base import (
     TensorSpec,
     flatten,
 )
+from rollwise.backends.options import check_options, http_pool_limits
 from rollwise.backends.upstream import UpstreamPool, UpstreamResponse
 from rollwise.errors import BackendError, BackendLoadError, ConfigError, RequestRejected
 
 __all__ = ["CALLER_ERROR_STATUSES", "HttpBackend", "UpstreamStatusError", "inference_error"]
 
-_OPTIONS = ("url", "model", "timeout_s", "max_connections", "headers")
 # How much of an upstream's error message (or body) ends up in an error message: it may
 # echo the caller's whole input.
 _DETAIL_LIMIT = 300
@@ -73,29 +76,14 @@ class HttpBackend:
         del base_dir
         self.name = name
         where = f"versions.{name}"
-        for key in options:
-            if key not in _OPTIONS and key != "backend":
-                raise ConfigError(
-                    f"{where}.{key}: unknown option for backend 'http'; "
-                    f"valid options are {', '.join(_OPTIONS)}"
-                )
+        # The address first: its message says what a URL should look like, also when
+        # there is none.
         self.url, self._origin, prefix = _parse_url(options.get("url"), f"{where}.url")
+        check_options(self.kind, {k: v for k, v in options.items() if k != "backend"}, where)
         model = options.get("model", name)
-        if not isinstance(model, str) or not model:
-            raise ConfigError(f"{where}.model: must be a non-empty string, got {model!r}")
         self.model = model
-        self.timeout_s = _positive_number(options.get("timeout_s", 5.0), f"{where}.timeout_s")
-        max_connections = options.get("max_connections", 64)
-        if (
-            isinstance(max_connections, bool)
-            or not isinstance(max_connections, int)
-            or max_connections < 1
-        ):
-            raise ConfigError(
-                f"{where}.max_connections: must be an integer of at least 1, "
-                f"got {max_connections!r}"
-            )
-        self.max_connections = max_connections
+        self.timeout_s = float(options.get("timeout_s", 5.0))
+        self.limits = http_pool_limits(options, where)
         self._headers = _parse_headers(options.get("headers"), f"{where}.headers")
         quoted = quote(model, safe="")
         self._model_path = f"{prefix}/v2/models/{quoted}"
@@ -110,10 +98,14 @@ class HttpBackend:
 
     async def load(self) -> None:
         await self.close()
+        limits = self.limits
         pool = UpstreamPool(
             self._origin,
-            max_connections=self.max_connections,
+            max_connections=limits.max_connections,
+            max_connecting=limits.max_connecting,
+            min_idle=limits.min_idle,
             timeout_s=self.timeout_s,
+            idle_timeout_s=limits.idle_timeout_s,
             headers=self._headers,
         )
         try:
@@ -417,14 +409,6 @@ def _parse_url(value: Any, key: str) -> tuple[str, str, str]:
     if prefix != quote(prefix, safe="/-._~%!$&'()*+,;=:@"):
         raise ConfigError(f"{key}: the path must be URL-encoded, got {value!r}")
     return url, f"http://{parts.netloc}", prefix
-
-
-def _positive_number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{key}: must be finite, got {value!r}")
-    return float(value)
 
 
 def _parse_headers(value: Any, key: str) -> dict[str, str]:

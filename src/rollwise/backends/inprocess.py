@@ -3,6 +3,9 @@
 A subclass loads its model in ``_load_model`` (run in the shared ``ModelExecutor``) and
 answers in ``_infer``, which converts tensors on the event loop and hands model code to
 the pool through ``_call``, so that neither file I/O nor model code runs on the loop.
+A call made for a shadow (see ``enter_shadow_lane``) goes to the shadows' pool instead,
+with its own cap on threads, so that shadow calls never wait for, or hold, the threads
+of served ones.
 Exceptions from model code become ``BackendError`` naming the version, except those a
 subclass's ``_refusal`` recognises as the model refusing the input (``RequestRejected``);
 ``ValidationError`` (bad input) passes through for the gateway to answer 422. Both are
@@ -31,7 +34,12 @@ import numpy as np
 import numpy.typing as npt
 
 from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMetadata, Tensor
-from rollwise.backends.executor import ModelExecutor, get_executor
+from rollwise.backends.executor import (
+    ModelExecutor,
+    get_executor,
+    get_shadow_executor,
+    in_shadow_lane,
+)
 from rollwise.backends.fetch import (
     DEFAULT_DOWNLOAD_TIMEOUT_S,
     DEFAULT_MAX_BYTES,
@@ -93,6 +101,7 @@ class InProcessBackend:
         self._loaded = False
         self._timeout_s = float(self.options.get("timeout_s", DEFAULT_TIMEOUT_S))
         self._threads: asyncio.Semaphore | None = None
+        self._shadow_threads: asyncio.Semaphore | None = None
         self.artifact_sha256 = ""
         self._file_sha256 = ""
         """The hash of the bytes read by the load in progress."""
@@ -102,6 +111,22 @@ class InProcessBackend:
         # Looked up per call so that a pool configured at start-up applies to every
         # backend, whenever it was built.
         return self._executor if self._executor is not None else get_executor()
+
+    def _lane(self) -> tuple[ModelExecutor, asyncio.Semaphore]:
+        """The pool of this call and the version's cap on its threads: the shadows'
+        when the caller is a shadow (unless a pool was given at construction, which
+        then takes every call), else the served one."""
+        shadow = in_shadow_lane() and self._executor is None
+        executor = get_shadow_executor() if shadow else self.executor
+        threads = self._shadow_threads if shadow else self._threads
+        if threads is None:
+            cap = self.options.get("max_concurrency") or max(1, executor.max_workers - 1)
+            threads = asyncio.Semaphore(int(cap))
+            if shadow:
+                self._shadow_threads = threads
+            else:
+                self._threads = threads
+        return executor, threads
 
     def ready(self) -> bool:
         return self._loaded
@@ -193,11 +218,7 @@ class InProcessBackend:
         that overruns the timeout is only freed when the model returns: Python threads
         cannot be stopped from outside.
         """
-        executor = self.executor
-        if self._threads is None:
-            cap = self.options.get("max_concurrency") or max(1, executor.max_workers - 1)
-            self._threads = asyncio.Semaphore(int(cap))
-        threads = self._threads
+        executor, threads = self._lane()
         loop = asyncio.get_running_loop()
         future: Future[T] | None = None
         acquired = False

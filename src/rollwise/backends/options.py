@@ -7,6 +7,7 @@ version without importing scikit-learn or onnxruntime. Errors name the full key
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,8 +62,10 @@ class Option:
     """One option: the kind of value it takes and its bounds."""
 
     type: str
-    """``str``, ``bool``, ``int``, ``number``, ``str_list``, ``paths``, ``mapping``, ``scalar``,
-    ``sha256``, ``target``, ``artifact_url``, ``mlflow_uri`` or ``any``."""
+    """``str``, ``bool``, ``int``, ``count`` (an integer, worded as such when below its
+    minimum), ``number``, ``seconds`` (positive and finite), ``str_list``, ``paths``,
+    ``mapping``, ``scalar``, ``sha256``, ``target``, ``artifact_url``, ``mlflow_uri`` or
+    ``any``."""
     required: bool = False
     unless: tuple[str, ...] = ()
     """A required option may be left out when one of these is given instead."""
@@ -134,8 +137,19 @@ SCHEMAS: Mapping[str, Schema] = {
             "n_features": Option("int", minimum=1),
         }
     ),
-    # The HTTP backend checks its own options beyond the address.
-    "http": Schema({"url": Option("str", required=True)}, open=True),
+    # The url and headers are checked further as the backend is built.
+    "http": Schema(
+        {
+            "url": Option("str", required=True),
+            "model": Option("str"),
+            "timeout_s": Option("seconds"),
+            "max_connections": Option("count", minimum=1),
+            "max_connecting": Option("count", minimum=1),
+            "min_idle": Option("count", minimum=0),
+            "idle_timeout_s": Option("seconds"),
+            "headers": Option("mapping"),
+        }
+    ),
     # A model from an MLflow registry, loaded by the sklearn or onnx backend: it takes
     # their options too and passes on those the chosen one knows.
     "mlflow": Schema(
@@ -194,6 +208,16 @@ def _problem(option: Option, value: Any) -> str | None:
         return None
     if kind == "bool":
         return None if isinstance(value, bool) else "must be true or false"
+    if kind == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or value < (option.minimum or 0):
+            return f"must be an integer of at least {option.minimum or 0:g}"
+        return None
+    if kind == "seconds":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            return "must be a positive number of seconds"
+        if not math.isfinite(value):
+            return "must be a finite number of seconds"
+        return None
     if kind in ("int", "number"):
         numeric = (int,) if kind == "int" else (int, float)
         if isinstance(value, bool) or not isinstance(value, numeric):
@@ -270,6 +294,8 @@ def _check_combinations(kind: str, options: Mapping[str, Any], where: str) -> No
             f"{where}.kwargs: only used with factory: true (kwargs are passed to the "
             "target once, at load)"
         )
+    if kind == "http":
+        http_pool_limits(options, where)
     if kind == "fake" and options.get("echo") is True:
         for key in ("outputs", "label"):
             if key in options:
@@ -294,3 +320,44 @@ def _check_artifact_source(options: Mapping[str, Any], where: str) -> None:
             f"{where}.url: url artifacts need sha256: add sha256 with the SHA-256 of the "
             f"file at {url}, so that the download is checked before it is loaded"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """How an ``http`` version's connection pool to its upstream may grow and idle."""
+
+    max_connections: int = 64
+    max_connecting: int = 4
+    """Connections opening at once: connecting, or waiting for their first answer."""
+    min_idle: int = 2
+    """Connections kept open, ready, while the version has no traffic."""
+    idle_timeout_s: float = 4.0
+    """Below the keep-alive of common servers (uvicorn: 5 s), so the pool closes an idle
+    connection before the server does, not while a request is on its way."""
+
+
+def http_pool_limits(options: Mapping[str, Any], where: str) -> PoolLimits:
+    """The pool limits of an ``http`` version whose options passed ``check_options``.
+
+    ``max_connecting`` and ``min_idle`` left out shrink to ``max_connections`` when it is
+    smaller than their defaults; set above it, they are refused.
+    """
+    defaults = PoolLimits()
+    most = options.get("max_connections", defaults.max_connections)
+    limits: dict[str, int] = {}
+    for key in ("max_connecting", "min_idle"):
+        value = options.get(key)
+        if value is None:
+            value = min(getattr(defaults, key), most)
+        elif value > most:
+            raise ConfigError(
+                f"{where}.{key}: {value} is more than max_connections ({most}); "
+                f"raise max_connections or lower {key}"
+            )
+        limits[key] = value
+    return PoolLimits(
+        max_connections=most,
+        max_connecting=limits["max_connecting"],
+        min_idle=limits["min_idle"],
+        idle_timeout_s=float(options.get("idle_timeout_s", defaults.idle_timeout_s)),
+    )

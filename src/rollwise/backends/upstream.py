@@ -3,22 +3,36 @@
 The gateway forwards every prediction for an ``http`` version through one of these pools, so
 the client side of a proxied request has to be cheap. ``bench/upstream_clients.py`` measured
 it against aiohttp, aiosonic and pyreqwest; this small client on asyncio protocols and
-httptools' response parser spent the least CPU per request and is what rollwise ships.
+httptools' response parser (``rollwise.backends.upstream_conn``) spent the least CPU per
+request and is what rollwise ships.
 
-What it does:
+How requests share connections:
 
-- at most ``max_connections`` sockets to the origin; a request that finds none idle waits
-  for one (within its own timeout);
-- idle connections are reused most-recently-used first, and dropped once idle longer than
-  ``idle_timeout_s`` or as soon as the server closes them;
-- responses framed by Content-Length, by chunked encoding or by the end of the connection;
-- ``Connection: close`` and HTTP/1.0 answers are honoured: the socket is not reused;
+- a request takes an idle connection when there is one, most recently used first;
+  otherwise it joins a queue, served in arrival order by whichever comes first: a
+  connection another request has just finished with, or a new one;
+- new connections are opened for the queue, never more than ``max_connections`` sockets in
+  all, and never more than ``max_connecting`` *opening* at once. A connection is opening
+  from the connect call until the upstream answers the first request sent on it (or until
+  it joins the idle ones, when nobody was left waiting for it): a finished TCP handshake
+  only means the kernel queued the connection, and a busy single-threaded model server
+  takes up about one new connection per turn of its event loop. Connections opened while
+  it is busy wait in its accept queue, each holding a request, and each one more makes the
+  next wait longer: after an idle spell the pool grew from 64 to about 90 connections while
+  the server was saturated, and the first requests on the late ones waited up to 350 ms
+  where the others were answered within 32 ms (``bench/upstream_burst.py``). With the
+  cap, requests wait for a connection to come free instead;
+- ``min_idle`` connections are kept open while the pool idles, and replaced before they
+  have idled ``idle_timeout_s``, so that a burst after a quiet time finds them ready. Other
+  idle connections are closed once idle ``idle_timeout_s``, or as soon as the server closes
+  them;
 - a request sent on a reused connection that turns out to be dead before any byte of the
-  answer arrived is sent once more on a fresh connection; nothing is ever re-sent after part
-  of a response has been read;
+  answer arrived is sent once more, on a connection that was not idle (an idle one may have
+  died the same way); nothing is ever re-sent after part of a response has been read;
 - one deadline per call covers waiting for a connection, connecting and the answer; when it
   passes, ``BackendTimeout`` is raised and the connection is closed (its stream is no longer
-  in step). Any other failure raises ``BackendError``.
+  in step). Any other failure raises ``BackendError``; when a connection cannot be opened,
+  the first request in line gets the error.
 """
 
 from __future__ import annotations
@@ -26,15 +40,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
-import re
-import socket
 from collections.abc import Mapping
-from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
-import httptools
-
+from rollwise.backends.upstream_conn import (
+    Connection,
+    Stale,
+    UpstreamResponse,
+    connect_error,
+    header_block,
+    request_line,
+)
 from rollwise.errors import BackendError, BackendTimeout
 
 __all__ = ["UpstreamPool", "UpstreamResponse"]
@@ -42,236 +58,17 @@ __all__ = ["UpstreamPool", "UpstreamResponse"]
 # Bodies above this size are written after the head instead of being copied into one buffer.
 _JOIN_LIMIT = 64 * 1024
 _HEAD_CACHE_SIZE = 256
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_PATH = re.compile(r"/[\x21-\x7e]*\Z")
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
-# Set by the pool itself; a caller's copy would corrupt the framing.
-_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
-_NO_BODY_STATUSES = frozenset({204, 304})
-
-
-class UpstreamResponse(NamedTuple):
-    """One complete upstream answer; unpacks as ``status, headers, body``."""
-
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    """Header fields in the order received, names as the server spelled them."""
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (any case), or None."""
-        wanted = name.lower().encode("latin-1")
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value.decode("latin-1")
-        return None
-
-
-class _Stale(Exception):
-    """The connection died before any byte of the answer: the request may be sent again."""
-
-
-class _OutOfStep(Exception):
-    """The server sent a response nobody was waiting for."""
-
-
-class _Connection(asyncio.Protocol):
-    """One socket to the upstream; carries one request at a time."""
-
-    __slots__ = (
-        "_body",
-        "_framed",
-        "_got_bytes",
-        "_headers",
-        "_headers_done",
-        "_loop",
-        "_parser",
-        "_pool",
-        "_status",
-        "_waiter",
-        "closed",
-        "idle_since",
-        "keep_alive",
-        "lost",
-        "served",
-        "transport",
-    )
-
-    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
-        self._pool = pool
-        self._loop = loop
-        self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[UpstreamResponse] | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
-        self._status = 0
-        self._got_bytes = False
-        self._headers_done = False
-        self._framed = False
-        self.transport: asyncio.Transport | None = None
-        self.keep_alive = True
-        self.closed = False
-        self.served = 0
-        self.idle_since = 0.0
-        self.lost: asyncio.Future[None] = loop.create_future()
-
-    # -- asyncio.Protocol ---------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are look-alikes of asyncio.Transport, not subclasses.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            # Bytes on an idle connection: whatever they are, the stream is out of step.
-            self.abort()
-            return
-        self._got_bytes = True
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(
-                BackendError(f"upstream {self._pool.origin} sent an invalid HTTP response: {exc}")
-            )
-            self.abort()
-
-    def eof_received(self) -> bool:
-        # Returning False lets the transport close; connection_lost then settles any waiter.
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.keep_alive = False
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            if not self._got_bytes:
-                waiter.set_exception(_Stale())
-            elif (
-                self._headers_done
-                and not self._framed
-                and self._status not in _NO_BODY_STATUSES
-                and self._status >= 200
-            ):
-                # Neither Content-Length nor chunked: the body ran until the server closed.
-                waiter.set_result(UpstreamResponse(self._status, self._headers, self._joined()))
-            else:
-                waiter.set_exception(
-                    BackendError(
-                        f"upstream {self._pool.origin} closed the connection in the middle "
-                        "of a response"
-                    )
-                )
-        self._pool._forget(self)
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    # -- httptools callbacks --------------------------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        if len(name) in (14, 17):
-            lowered = name.lower()
-            if lowered == b"content-length" or lowered == b"transfer-encoding":
-                self._framed = True
-
-    def on_headers_complete(self) -> None:
-        if self._waiter is None:
-            raise _OutOfStep
-        self._status = self._parser.get_status_code()
-        self._headers_done = True
-        self.keep_alive = self._parser.should_keep_alive() and self._status != 101
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        status = self._status
-        if status < 200 and status != 101:
-            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
-            self._headers = []
-            self._body = []
-            self._headers_done = False
-            self._framed = False
-            return
-        waiter = self._waiter
-        self._waiter = None
-        self.served += 1
-        if waiter is not None and not waiter.done():
-            waiter.set_result(UpstreamResponse(status, self._headers, self._joined()))
-
-    # -- used by the pool -----------------------------------------------------------------
-
-    def send(self, head: bytes, body: bytes) -> asyncio.Future[UpstreamResponse]:
-        transport = self.transport
-        assert transport is not None
-        waiter: asyncio.Future[UpstreamResponse] = self._loop.create_future()
-        self._waiter = waiter
-        self._headers = []
-        self._body = []
-        self._status = 0
-        self._got_bytes = False
-        self._headers_done = False
-        self._framed = False
-        if body:
-            transport.write(head)
-            transport.write(body)
-        else:
-            transport.write(head)
-        return waiter
-
-    def usable(self) -> bool:
-        transport = self.transport
-        return not self.closed and transport is not None and not transport.is_closing()
-
-    def time_out(self, waiter: asyncio.Future[UpstreamResponse], timeout_s: float) -> None:
-        if waiter.done():
-            return
-        if self._waiter is waiter:
-            self._waiter = None
-        waiter.set_exception(
-            BackendTimeout(f"upstream {self._pool.origin} did not answer within {timeout_s:g} s")
-        )
-        self.abort()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        self.keep_alive = False
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _fail(self, exc: BaseException) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-
-    def _joined(self) -> bytes:
-        parts = self._body
-        if not parts:
-            return b""
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
-
-
-def _expire_waiter(
-    waiter: asyncio.Future[_Connection | None], origin: str, timeout_s: float
-) -> None:
-    if not waiter.done():
-        waiter.set_exception(
-            BackendTimeout(f"no connection to upstream {origin} became free within {timeout_s:g} s")
-        )
+_DEFAULT_MAX_CONNECTING = 4
+# Warm connections are looked after this many times per idle_timeout_s, and replaced once
+# idle for all but one of those periods, so none of them ever reaches idle_timeout_s.
+_WARM_CHECKS_PER_IDLE_TIMEOUT = 4
 
 
 class UpstreamPool:
     """HTTP/1.1 keep-alive connections to one origin, ``http://host[:port]``.
 
     Bound to the event loop of its first request. ``headers`` are sent with every request.
+    ``max_connecting`` defaults to 4, or ``max_connections`` when that is smaller.
     """
 
     def __init__(
@@ -279,6 +76,8 @@ class UpstreamPool:
         origin: str,
         *,
         max_connections: int = 64,
+        max_connecting: int | None = None,
+        min_idle: int = 0,
         timeout_s: float = 5.0,
         idle_timeout_s: float = 4.0,
         headers: Mapping[str, str] | None = None,
@@ -296,26 +95,43 @@ class UpstreamPool:
             raise ValueError(f"upstream origin has no host: {origin!r}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        if max_connecting is None:
+            max_connecting = min(_DEFAULT_MAX_CONNECTING, max_connections)
+        if not 1 <= max_connecting <= max_connections:
+            raise ValueError(
+                f"max_connecting must be from 1 to max_connections ({max_connections}), "
+                f"got {max_connecting}"
+            )
+        if not 0 <= min_idle <= max_connections:
+            raise ValueError(
+                f"min_idle must be from 0 to max_connections ({max_connections}), got {min_idle}"
+            )
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         if not idle_timeout_s > 0:
             raise ValueError(f"idle_timeout_s must be positive, got {idle_timeout_s}")
         self.origin = f"http://{parts.netloc}"
         self.max_connections = max_connections
+        self.max_connecting = max_connecting
+        self.min_idle = min_idle
         self.timeout_s = float(timeout_s)
         self.idle_timeout_s = float(idle_timeout_s)
         self._host = parts.hostname
         self._port = port
-        self._static = b"Host: " + parts.netloc.encode("idna") + b"\r\n" + _header_block(headers)
+        self._static = b"Host: " + parts.netloc.encode("idna") + b"\r\n" + header_block(headers)
         self._heads: dict[tuple[str, str], bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._conns: set[_Connection] = set()
-        self._idle: list[_Connection] = []
-        # Sockets open or being opened; never above max_connections.
-        self._open = 0
-        # Futures of requests waiting for a connection. The result is a connection handed
-        # over, or None: a slot was freed and counted for the waiter, which connects itself.
-        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
+        # Connected sockets, busy or idle, including those closing but not yet gone.
+        self._conns: set[Connection] = set()
+        self._idle: list[Connection] = []
+        # Connect calls under way, and those plus the connections whose first answer has
+        # not come yet (``Connection.opening``): the second is what max_connecting caps.
+        self._connecting = 0
+        self._opening = 0
+        # Requests waiting for a connection, first come first served.
+        self._waiters: collections.deque[asyncio.Future[Connection]] = collections.deque()
+        self._connects: set[asyncio.Task[None]] = set()
+        self._warm_timer: asyncio.TimerHandle | None = None
         self._closed = False
 
     @property
@@ -364,27 +180,31 @@ class UpstreamPool:
         else:
             head += b"\r\n"
         resent = False
+        # Once a request has been handed a connection, it keeps its place at the head of
+        # the line if it has to wait again.
+        served_before = False
         while True:
             if self._closed:
                 raise BackendError(f"the connection pool to {self.origin} is closed")
             # A resend skips the idle connections: they may have died the same way.
             conn = self._take_idle(loop.time()) if self._idle and not resent else None
             if conn is None:
-                conn = await self._acquire(deadline, timeout)
+                conn = await self._wait(loop, deadline, timeout, served_before)
                 if not conn.usable():
-                    # Closed by the server while being handed over; its slot is free again.
+                    # Closed by the server while being handed over.
+                    served_before = True
                     continue
             reused = conn.served > 0
             waiter = conn.send(head, body)
             timer = loop.call_at(deadline, conn.time_out, waiter, timeout)
             try:
                 response = await waiter
-            except _Stale:
+            except Stale:
                 # The socket died before any byte of an answer. On a reused connection the
                 # usual cause is the server closing it while idle just as the request went
-                # out, so the request gets one more try on a new connection.
+                # out, so the request gets one more try on another connection.
                 if reused and not resent and not self._closed:
-                    resent = True
+                    resent = served_before = True
                     continue
                 raise BackendError(
                     f"upstream {self.origin} closed the connection without answering "
@@ -397,7 +217,15 @@ class UpstreamPool:
                 raise
             finally:
                 timer.cancel()
-            self._release(conn, loop)
+            if conn.opening:
+                # Its first answer: the upstream has taken the connection up, so another
+                # may be opened for the requests still in line.
+                conn.opening = False
+                self._opening -= 1
+                self._release(conn, loop)
+                self._grow()
+            else:
+                self._release(conn, loop)
             return response
 
     async def close(self) -> None:
@@ -405,12 +233,19 @@ class UpstreamPool:
         if self._closed:
             return
         self._closed = True
+        if self._warm_timer is not None:
+            self._warm_timer.cancel()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(
                     BackendError(f"the connection pool to {self.origin} is closed")
                 )
+        connects = list(self._connects)
+        for task in connects:
+            task.cancel()
+        if connects:
+            await asyncio.wait(connects, timeout=1.0)
         self._idle.clear()
         conns = list(self._conns)
         for conn in conns:
@@ -424,31 +259,21 @@ class UpstreamPool:
     # -- internals --------------------------------------------------------------------------
 
     def _bind(self) -> asyncio.AbstractEventLoop:
-        self._loop = asyncio.get_running_loop()
-        return self._loop
+        loop = self._loop = asyncio.get_running_loop()
+        if self.min_idle:
+            self._warm_timer = loop.call_at(loop.time(), self._keep_warm)
+        return loop
 
     def _head(self, method: str, path: str, headers: Mapping[str, str] | None) -> bytes:
         """The request line and header fields, without Content-Length and the blank line."""
-        if method == "HEAD":
-            # Its answer announces a body that never comes; nothing in rollwise sends HEAD.
-            raise ValueError("HEAD requests are not supported")
-        if not _TOKEN.match(method):
-            raise ValueError(f"bad HTTP method {method!r}")
-        if not _PATH.match(path):
-            raise ValueError(f"request path must be an absolute, encoded path, got {path!r}")
-        head = b"%b %b HTTP/1.1\r\n%b%b" % (
-            method.encode("ascii"),
-            path.encode("ascii"),
-            self._static,
-            _header_block(headers),
-        )
+        head = request_line(method, path) + self._static + header_block(headers)
         if headers is None:
             if len(self._heads) >= _HEAD_CACHE_SIZE:
                 self._heads.clear()
             self._heads[(method, path)] = head
         return head
 
-    def _take_idle(self, now: float) -> _Connection | None:
+    def _take_idle(self, now: float) -> Connection | None:
         idle = self._idle
         while idle:
             conn = idle.pop()
@@ -464,67 +289,111 @@ class UpstreamPool:
             return conn
         return None
 
-    async def _acquire(self, deadline: float, budget_s: float) -> _Connection:
-        if self._open < self.max_connections:
-            self._open += 1
-            return await self._connect(deadline, budget_s)
-        loop = self._loop
-        assert loop is not None
-        waiter: asyncio.Future[_Connection | None] = loop.create_future()
-        self._waiters.append(waiter)
-        timer = loop.call_at(deadline, _expire_waiter, waiter, self.origin, budget_s)
+    async def _wait(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+        budget_s: float,
+        first: bool,
+    ) -> Connection:
+        """A connection handed over from the queue; ``first`` joins it at the head."""
+        waiter: asyncio.Future[Connection] = loop.create_future()
+        if first:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
+        self._grow()
+        timer = loop.call_at(deadline, self._expire, waiter, budget_s)
         try:
-            conn = await waiter
+            return await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                # Handed a connection or a slot just as we were cancelled: pass it on.
-                self._hand_back(waiter.result())
+                # Handed a connection just as we were cancelled: pass it on.
+                self._release(waiter.result(), loop)
             else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
             raise
         finally:
             timer.cancel()
-        if conn is None:
-            return await self._connect(deadline, budget_s)
-        return conn
 
-    async def _connect(self, deadline: float, budget_s: float) -> _Connection:
-        """Open a socket in a slot already counted in ``_open``."""
+    def _expire(self, waiter: asyncio.Future[Connection], budget_s: float) -> None:
+        if waiter.done():
+            return
+        if self._conns:
+            message = f"no connection to upstream {self.origin} became free within {budget_s:g} s"
+        else:
+            message = f"could not connect to upstream {self.origin} within {budget_s:g} s"
+        waiter.set_exception(BackendTimeout(message))
+
+    def _grow(self) -> None:
+        """Open connections for the requests in line, as far as the limits allow."""
+        while (
+            len(self._waiters) > self._connecting
+            and self._opening < self.max_connecting
+            and not self._closed
+        ):
+            if len(self._conns) + self._connecting >= self.max_connections:
+                if self._idle:
+                    # Only a resend waits while connections idle; make room for a new one.
+                    self._idle.pop(0).close()
+                return
+            self._connect_soon()
+
+    def _connect_soon(self) -> None:
         loop = self._loop
         assert loop is not None
-        try:
-            async with asyncio.timeout_at(deadline):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self, loop), self._host, self._port
-                )
-        except TimeoutError:
-            self._slot_freed()
-            raise BackendTimeout(
-                f"could not connect to upstream {self.origin} within {budget_s:g} s"
-            ) from None
-        except OSError as exc:
-            self._slot_freed()
-            # asyncio words a refusal as "Connect call failed"; the errno says it plainly.
-            if exc.errno and not isinstance(exc, socket.gaierror):
-                reason = os.strerror(exc.errno)
-            else:
-                reason = exc.strerror or str(exc) or type(exc).__name__
-            raise BackendError(f"cannot connect to upstream {self.origin}: {reason}") from exc
-        except BaseException:
-            self._slot_freed()
-            raise
-        if self._closed or conn.closed:
-            # Its connection_lost found it unknown to the pool, so the slot is freed here.
-            conn.abort()
-            self._slot_freed()
-            if self._closed:
-                raise BackendError(f"the connection pool to {self.origin} is closed")
-            raise BackendError(f"upstream {self.origin} closed the connection at once")
-        self._conns.add(conn)
-        return conn
+        self._connecting += 1
+        self._opening += 1
+        task = loop.create_task(self._connect(loop))
+        self._connects.add(task)
+        task.add_done_callback(self._connects.discard)
 
-    def _release(self, conn: _Connection, loop: asyncio.AbstractEventLoop) -> None:
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open one connection, counted in ``_connecting`` and ``_opening``, for whoever is
+        first in line when it is ready (or for the idle list)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: Connection(self.origin, loop, self._forget), self._host, self._port
+                )
+        except (TimeoutError, OSError) as exc:
+            self._connecting -= 1
+            self._opening -= 1
+            self._fail_first(connect_error(self.origin, self.timeout_s, exc))
+            # The next request in line gets its own attempt, and its own error.
+            self._grow()
+            return
+        except BaseException:
+            self._connecting -= 1
+            self._opening -= 1
+            raise
+        self._connecting -= 1
+        if self._closed or conn.closed:
+            # Its connection_lost found it unknown to the pool: nothing else counts it down.
+            conn.abort()
+            self._opening -= 1
+            if not self._closed:
+                self._fail_first(
+                    BackendError(f"upstream {self.origin} closed the connection at once")
+                )
+                self._grow()
+            return
+        self._conns.add(conn)
+        conn.opening = True
+        self._release(conn, loop)
+        self._grow()
+
+    def _fail_first(self, error: BackendError) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+                return
+
+    def _release(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand ``conn`` to the first request in line, or put it with the idle ones."""
         if not conn.keep_alive or not conn.usable():
             conn.close()
             return
@@ -534,47 +403,48 @@ class UpstreamPool:
             if not waiter.done():
                 waiter.set_result(conn)
                 return
+        if conn.opening:
+            # Nobody waits on it: it holds no request up, so it no longer counts as opening.
+            conn.opening = False
+            self._opening -= 1
         conn.idle_since = loop.time()
         self._idle.append(conn)
 
-    def _hand_back(self, got: _Connection | None) -> None:
-        if got is None:
-            self._slot_freed()
-        else:
-            self._release(got, cast(asyncio.AbstractEventLoop, self._loop))
-
-    def _forget(self, conn: _Connection) -> None:
+    def _forget(self, conn: Connection) -> None:
         """Called by a connection once its socket is gone."""
         if conn not in self._conns:
             return
         self._conns.discard(conn)
+        if conn.opening:
+            conn.opening = False
+            self._opening -= 1
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
-        self._slot_freed()
+        self._grow()
 
-    def _slot_freed(self) -> None:
-        self._open -= 1
+    def _keep_warm(self) -> None:
+        """Replace idle connections before they expire, and open up to ``min_idle``."""
+        loop = self._loop
+        assert loop is not None
         if self._closed:
             return
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                self._open += 1
-                waiter.set_result(None)
-                return
-
-
-def _header_block(headers: Mapping[str, str] | None) -> bytes:
-    if not headers:
-        return b""
-    lines = []
-    for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ValueError(f"bad header name {name!r}")
-        if name.lower() in _RESERVED_HEADERS:
-            raise ValueError(f"header {name!r} is set by the connection pool itself")
-        if not isinstance(value, str) or not _FIELD_VALUE.match(value):
-            raise ValueError(f"bad value for header {name!r}: {value!r}")
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-    return b"".join(lines)
+        period_s = self.idle_timeout_s / _WARM_CHECKS_PER_IDLE_TIMEOUT
+        oldest_s = self.idle_timeout_s - period_s
+        now = loop.time()
+        idle = self._idle
+        expired = 0
+        # Oldest first; none is kept long enough for the server's keep-alive to end it.
+        while expired < len(idle) and now - idle[expired].idle_since >= oldest_s:
+            idle[expired].close()
+            expired += 1
+        del idle[:expired]
+        alive = sum(1 for conn in self._conns if conn.usable())
+        # A failed top-up is tried again at the next check, not at once: the upstream may
+        # be down, and this runs whether or not anyone sends requests.
+        while (
+            alive + self._connecting < self.min_idle
+            and self._opening < self.max_connecting
+            and len(self._conns) + self._connecting < self.max_connections
+        ):
+            self._connect_soon()
+        self._warm_timer = loop.call_at(now + period_s, self._keep_warm)

@@ -42,14 +42,6 @@ def route(
     console.print(f"{model}: {shown}" + (f"; mirroring {mirrored}" if mirrored else ""))
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def status(
     model: Annotated[str | None, typer.Argument(help="only this model")] = None,
     window: Annotated[int, typer.Option("--window", help="seconds of metrics to show")] = 300,
@@ -57,8 +49,10 @@ def status(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Versions, health, fleet readiness, weights, requests, errors and latency per version."""
-    from rollwise.views import fleet_text, waiting_lines
+    """Versions, health, fleet readiness, weights, requests, errors, latency, shadow
+    agreement and mirrored requests dropped, per version."""
+    from rollwise.status_table import status_notes, status_table
+    from rollwise.views import waiting_lines
 
     with connect(url, token) as client:
         models = [client.model(model, window)] if model else client.models(window)
@@ -66,60 +60,7 @@ def status(
         console.print_json(json.dumps(models))
         return
     for info in models:
-        table = Table(
-            title=f"{info['name']}  (stable {info['stable']}, last {info['window_s']:.0f} s)",
-            title_justify="left",
-        )
-        # Gateways that report readiness per replica add the fleet's view of each
-        # version; the column is left out for those that do not.
-        fleet_shown = any(v.get("fleet") for v in info["versions"])
-        for column in (
-            "version",
-            "backend",
-            "health",
-            *(("fleet",) if fleet_shown else ()),
-            "weight",
-            "mirror",
-            "requests",
-            "errors",
-            "p50 ms",
-            "p99 ms",
-            "agree",
-            "accuracy",
-        ):
-            table.add_column(
-                column,
-                justify="left" if column in ("version", "backend", "health", "fleet") else "right",
-                no_wrap=True,
-            )
-        notes: list[str] = []
-        for version in info["versions"]:
-            served = version["served"] or {}
-            shadow = version["shadow"] or {}
-            shown = served or shadow
-            health = version["health"]
-            if version["reason"]:
-                notes.append(f"{version['name']}: {version['reason']}")
-            fleet = version.get("fleet") or {}
-            for replica, problem in sorted((fleet.get("failed") or {}).items()):
-                notes.append(f"{version['name']}: failed on replica {replica}: {problem}")
-            weight = f"{version['weight']}%"
-            if version["effective_weight"] != version["weight"]:
-                weight += f" (→{version['effective_weight']}%)"
-            table.add_row(
-                version["name"],
-                version["backend"],
-                health,
-                *((fleet_text(fleet),) if fleet_shown else ()),
-                weight,
-                f"{version['mirror']}%" if version["mirror"] else "-",
-                str(shown.get("requests", 0)),
-                str(shown.get("errors", 0)),
-                _ms(shown.get("latency_p50_ms")),
-                _ms(shown.get("latency_p99_ms")),
-                _pct(shadow.get("agreement")) if shadow else "-",
-                _pct(shown.get("accuracy")),
-            )
+        table = status_table(info)
         console.print(table)
         rollout = info.get("rollout")
         if rollout:
@@ -131,7 +72,7 @@ def status(
             )
             for line in waiting_lines(rollout.get("waiting") or []):
                 console.print(f"    {line}", highlight=False, markup=False)
-        for note in notes:
+        for note in status_notes(info):
             console.print(f"  [yellow]{note}[/]", highlight=False)
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rollwise.cli.common import console, err
+from rollwise.errors import ConfigError
 from rollwise.logtext import setup_logging
+
+if TYPE_CHECKING:
+    from rollwise.config import GatewayConfig
+    from rollwise.server.worker_policy import WorkersSetting
 
 
 def serve(
@@ -31,20 +37,125 @@ def serve(
     http: Annotated[
         str, typer.Option("--http", help="HTTP server: rollwise (built in, leaner) or uvicorn")
     ] = "rollwise",
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers",
+            help="worker processes on the one port, each a replica: a number, or auto "
+            "for one per CPU [default: from config, 1]",
+        ),
+    ] = None,
+    listen_fd: Annotated[int | None, typer.Option("--listen-fd", hidden=True)] = None,
+    supervisor_fd: Annotated[int | None, typer.Option("--supervisor-fd", hidden=True)] = None,
 ) -> None:
-    """Run the gateway: every version of every model behind one routed endpoint."""
+    """Run the gateway: every version of every model behind one routed endpoint.
+
+    With more than one worker, this process supervises them: SIGHUP restarts them one
+    at a time with the config read again, SIGTERM or SIGINT stops them all.
+    """
     from rollwise.config import load_config
-    from rollwise.server.app import run
+    from rollwise.server.worker_policy import parse_workers, workers_for
+    from rollwise.server.worker_process import cpus
 
     setup_logging(log_level)
     loaded = load_config(config)
+    host = host or loaded.server.host
+    port = port if port is not None else loaded.server.port
+    if listen_fd is not None and supervisor_fd is not None:
+        _serve_as_worker(loaded, host, insecure_dev, log_level, http, listen_fd, supervisor_fd)
+        return
+    try:
+        option = None if workers is None else parse_workers(workers)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--workers") from None
+    if workers_for(option or loaded.server.workers, cpus()) > 1:
+        _supervise(config, loaded, host, port, insecure_dev, log_level, http, option)
+        return
+    # Imported only here and in workers: the supervisor loads no models.
+    from rollwise.server.app import run
+
+    run(loaded, host=host, port=port, insecure_dev=insecure_dev, log_level=log_level, server=http)
+    _exit_past_hung_models()
+
+
+def _supervise(
+    config: Path,
+    loaded: GatewayConfig,
+    host: str,
+    port: int,
+    insecure_dev: bool,
+    log_level: str,
+    http: str,
+    option: WorkersSetting | None,
+) -> None:
+    """Run the supervisor of ``serve --workers N``; each worker is this command again.
+    ``option``: ``--workers`` as given, which wins over the config's (also on SIGHUP)."""
+    from rollwise.config import is_loopback
+    from rollwise.server.supervisor import Supervisor
+
+    if os.name != "posix":
+        raise ConfigError("serve --workers needs a POSIX system (its workers inherit a socket)")
+    # Refused here once, as the gateway would, rather than by every worker.
+    if http not in ("rollwise", "uvicorn"):
+        raise ConfigError(f"unknown HTTP server {http!r}: choose rollwise or uvicorn")
+    if insecure_dev and not is_loopback(host):
+        raise ConfigError(
+            "--insecure-dev only works on a loopback address; "
+            f"refusing to serve {host!r} without tokens"
+        )
+    path = config.resolve()
+
+    def command(listen_fd: int, supervisor_fd: int) -> list[str]:
+        args = [
+            sys.executable, "-m", "rollwise.cli", "serve", "--config", str(path),
+            "--host", host, "--log-level", log_level, "--http", http,
+            "--listen-fd", str(listen_fd), "--supervisor-fd", str(supervisor_fd),
+        ]  # fmt: skip
+        return [*args, "--insecure-dev"] if insecure_dev else args
+
+    Supervisor(
+        config_path=path,
+        config=loaded,
+        host=host,
+        port=port,
+        command=command,
+        workers=option,
+    ).run()
+
+
+def _serve_as_worker(
+    loaded: GatewayConfig,
+    host: str,
+    insecure_dev: bool,
+    log_level: str,
+    http: str,
+    listen_fd: int,
+    supervisor_fd: int,
+) -> None:
+    """One worker of ``serve --workers N``: the gateway on the supervisor's socket."""
+    import logging
+    import socket
+
+    from rollwise.logtext import EscapingFormatter
+    from rollwise.server.app import run
+    from rollwise.server.worker import SupervisorLink
+
+    # Workers share the supervisor's stderr: each line says which process wrote it.
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s[%(process)d]: %(message)s"))
+    link = SupervisorLink(supervisor_fd)
+    link.watch()
+    sock = socket.socket(fileno=listen_fd)
     run(
         loaded,
-        host=host or loaded.server.host,
-        port=port if port is not None else loaded.server.port,
+        host=host,
+        port=sock.getsockname()[1],
         insecure_dev=insecure_dev,
         log_level=log_level,
         server=http,
+        sock=sock,
+        on_ready=link.ready,
+        on_hangup=link.hangup,
     )
     _exit_past_hung_models()
 

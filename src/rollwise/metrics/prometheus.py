@@ -55,7 +55,8 @@ class GatewayCollector(Collector):
         )
         dropped = CounterMetricFamily(
             "rollwise_mirror_dropped",
-            "Mirrored requests dropped because shadows were busy",
+            "Mirrored requests the shadow version dropped unanswered: it already held "
+            "server.mirror_concurrency of them, was unloaded, or the gateway stopped",
             labels=labels,
         )
         feedback = CounterMetricFamily(

@@ -54,8 +54,13 @@ class Gateway:
         rng: random.Random | None = None,
         replica: str | None = None,
         backend_factory: Callable[..., Backend] | None = None,
+        on_hangup: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        # What SIGHUP and POST /api/v1/config/reload do instead of reloading here: a
+        # worker of ``serve --workers`` is one of several processes that must serve one
+        # config, so it asks its supervisor to restart them all with it read again.
+        self.on_hangup = on_hangup
         self.clock = clock
         self.replica = replica or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.ctx = Context(
@@ -79,6 +84,12 @@ class Gateway:
         self.membership = Membership(self.ctx, self.versions)
         self.registry = Registry(self.ctx, self.fleet)
         self.started = False
+        # Whether this replica may have sent a heartbeat: a stop then says goodbye to
+        # the fleet, also when the start was cut short.
+        self._joined = False
+        # Set the moment a stop begins (SIGTERM): readiness fails from then on.
+        self.stopping = False
+        self._stop_began_s = 0.0
         self.controller: Controller | None = None
         self._controller_job: asyncio.Future[None] | None = None
         self._rollouts: Rollouts | None = None
@@ -147,6 +158,7 @@ class Gateway:
 
             configure_executor(self.config.server.predict_threads)
         desired = await self._read_catalog()
+        self._joined = True
         await self.membership.beat()
         await self.versions.load_all(desired)
         await self.routing.refresh(force=True)
@@ -173,7 +185,9 @@ class Gateway:
             split_by_user=lambda name: self.model(name).sticky_key is not None,
             interfaces=self.versions.interface_diff,
         )
-        if self.config.controller.enabled:
+        if self.config.controller.enabled and not self.stopping:
+            # Not once a stop has begun (uvicorn tells the app at the signal, also while
+            # it starts): the controller would only take the lease to give it back.
             self._start_controller()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # SIGHUP reloads the config's models, as daemons do; not where the loop
@@ -182,6 +196,9 @@ class Gateway:
         self.started = True
 
     def _on_hangup(self) -> None:
+        if self.on_hangup is not None:
+            self.on_hangup()
+            return
         self.ctx.later(self._reload_logged())
 
     async def _reload_logged(self) -> None:
@@ -242,9 +259,25 @@ class Gateway:
         # the event loop that serves requests.
         self._controller_job = loop.run_in_executor(None, self.controller.run)
 
-    async def stop(self) -> None:
+    def begin_stop(self) -> None:
+        """The first step of a stop, taken the moment it is asked for: readiness fails
+        from now on, so that load balancers stop sending, and the controller lets its
+        lease go after its current tick, so that another replica's takes over at once.
+        Requests in flight are still answered; :meth:`stop` does the rest."""
+        if self.stopping:
+            return
+        self.stopping = True
+        # Monotonic, not self.clock: it only times the stop for the log.
+        self._stop_began_s = time.monotonic()
+        log.info("stopping: readiness answers 503 from now on")
         if self.controller is not None:
             self.controller.stop()
+
+    async def stop(self) -> None:
+        """Stop this replica after its requests were answered: the controller's lease
+        released, mirrors dropped, metrics and predictions flushed, the fleet told."""
+        self.begin_stop()
+        if self.controller is not None:
             if self._controller_job is not None:
                 with contextlib.suppress(Exception):
                     await self._controller_job
@@ -257,18 +290,29 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self.serving.drain_mirrors(timeout_s=5)
+        # A shadow's answer is only ever compared, never returned: not worth a wait.
+        # Dropped before the flush, so that what they answered and what they dropped
+        # is counted in it.
+        await self.serving.drain_mirrors(timeout_s=0)
         self.ctx.cancel_background()
         if self.ctx.has_store:
-            with contextlib.suppress(Exception):
+            try:
                 await self.telemetry.flush()
-            if self.started:
+            except Exception:
+                log.exception("the last metrics and logged predictions could not be written")
+            else:
+                log.info("mirrors dropped; metrics and the prediction log flushed")
+            if self._joined:
                 await self.membership.leave()
+                self._joined = False
         await self.versions.close()
         if self.ctx.has_store:
             await self.ctx.db(self.store.close)
         self.ctx.close()
         self.started = False
+        log.info(
+            "gateway stopped, %.1f s after its stop began", time.monotonic() - self._stop_began_s
+        )
 
     async def _every(
         self, interval_s: float, job: Callable[[], Any], remind_s: float = 60.0

@@ -78,6 +78,8 @@ class Membership:
             await self.ctx.db(self.ctx.store.replica_stopped, self.ctx.replica, self.ctx.clock())
         except Exception:
             log.exception("could not record this replica's stop; its heartbeat will expire")
+        else:
+            log.info("replica %s left the fleet", self.ctx.replica)
 
 
 def _same(a: tuple[ReplicaVersion, ...], b: tuple[ReplicaVersion, ...]) -> bool:

@@ -3,7 +3,8 @@ copy the request to the shadows due for it.
 
 Nothing here reads the store or waits on anything but the chosen backend: the tables
 and models are immutable values read without locks, and recording adds to in-memory
-windows that telemetry flushes.
+windows that telemetry flushes. A copy for the shadows is only queued here; calling
+them and recording their answers happen off the request path (``runtime.shadows``).
 
 A version that refuses a request as bad input (``ValidationError``, of which
 ``RequestRejected``) has done nothing wrong: the refusal goes back to the caller as it
@@ -12,20 +13,17 @@ is and is recorded as a client error of that version in its role, never as an er
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
 
 from rollwise.backends.base import InferenceRequest, InferenceResponse
 from rollwise.domain import BUCKETS, Role, VersionHealth
 from rollwise.errors import BackendError, BackendTimeout, BackendUnavailable, ValidationError
 from rollwise.metrics.recorder import VersionWindow
-from rollwise.metrics.scoring import compare_outputs
 from rollwise.routing import ModelTable, known_version
 from rollwise.runtime.context import Context
 from rollwise.runtime.routing_state import USERS_TRACKED, RoutingState
+from rollwise.runtime.shadows import Shadows
 from rollwise.runtime.telemetry import Telemetry
 from rollwise.runtime.versions import Versions, describe
 from rollwise.store.base import PredictionRecord
@@ -49,9 +47,7 @@ class Serving:
         self.versions = versions
         self.routing = routing
         self.telemetry = telemetry
-        self._mirror_tasks: set[asyncio.Task[None]] = set()
-        self._mirrors_running: dict[tuple[str, str], int] = {}
-        self._mirror_limit = ctx.config.server.mirror_concurrency
+        self.shadows = Shadows(ctx, versions, telemetry)
 
     def choose(self, model: str, key: str | None, forced: str | None) -> tuple[ModelTable, str]:
         table = self.routing.tables.get(model)
@@ -146,73 +142,18 @@ class Serving:
         role: Role,
         request_id: str,
         response: InferenceResponse,
-    ) -> list[Any]:
+    ) -> None:
         outputs = list(response.primary())
         window.record_outputs(outputs, self.ctx.models[model].task == "classification")
         self.telemetry.predictions.remember(
             PredictionRecord(request_id, model, version, role, outputs, self.ctx.clock())
         )
-        return outputs
 
     def mirror(
         self, table: ModelTable, request: InferenceRequest, request_id: str, served: Outcome | None
     ) -> None:
-        """Copy the request to the shadow versions due for it, without waiting for them."""
-        rng = self.ctx.rng
-        for version, percent in table.mirrors:
-            if percent < 100 and rng.random() * 100.0 >= percent:
-                continue
-            key = (table.model, version)
-            running = self._mirrors_running.get(key, 0)
-            if running >= self._mirror_limit:
-                # Bounded per shadow: a slow shadow sheds its own load here instead of
-                # delaying replies or crowding out the other shadows.
-                self.telemetry.metrics.window(table.model, version, Role.SHADOW).dropped += 1
-                continue
-            self._mirrors_running[key] = running + 1
-            task = asyncio.get_running_loop().create_task(
-                self._shadow(table.model, version, request, request_id, served)
-            )
-            self._mirror_tasks.add(task)
-            task.add_done_callback(partial(self._mirror_done, key))
-
-    def _mirror_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
-        self._mirror_tasks.discard(task)
-        self._mirrors_running[key] -= 1
-
-    async def _shadow(
-        self,
-        model: str,
-        version: str,
-        request: InferenceRequest,
-        request_id: str,
-        served: Outcome | None,
-    ) -> None:
-        backend = self.versions.backends.get((model, version))
-        if backend is None:
-            # Unloaded between the mirror decision and this task's start.
-            self.telemetry.metrics.window(model, version, Role.SHADOW).dropped += 1
-            return
-        started = time.perf_counter()
-        try:
-            response = await backend.predict(request)
-        except asyncio.CancelledError:
-            raise
-        except ValidationError:
-            self.telemetry.metrics.window(model, version, Role.SHADOW).record_refusal()
-            return
-        except Exception as error:
-            self._record_call(model, version, Role.SHADOW, started, error)
-            return
-        window = self._record_call(model, version, Role.SHADOW, started, None)
-        outputs = self._record_answer(window, model, version, Role.SHADOW, request_id, response)
-        if served is not None:
-            compared, agreed = compare_outputs(
-                served.response.primary(), outputs, self.ctx.models[model].agreement_tolerance
-            )
-            window.compared += compared
-            window.agreed += agreed
+        """Queue the request for the shadow versions due for it, without waiting for them."""
+        self.shadows.offer(table, request, request_id, served.response if served else None)
 
     async def drain_mirrors(self, timeout_s: float) -> None:
-        if self._mirror_tasks:
-            await asyncio.wait(list(self._mirror_tasks), timeout=timeout_s)
+        await self.shadows.drain(timeout_s)

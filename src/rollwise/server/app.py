@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import gc
 import logging
-from typing import Any
+import socket
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from rollwise.config import GatewayConfig, is_loopback
 from rollwise.errors import ConfigError, RollwiseError
@@ -13,6 +18,9 @@ from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Authenticator
 from rollwise.server.control import build_control_app
 from rollwise.server.dataplane import DataPlane, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("rollwise.server")
 
@@ -37,6 +45,11 @@ class RollwiseApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.gateway.start()
+                except asyncio.CancelledError:
+                    # The server gave the start up (a signal came first): undo what it
+                    # did, so that this replica leaves the fleet instead of lingering.
+                    await self.gateway.stop()
+                    raise
                 except Exception as error:
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
@@ -47,9 +60,16 @@ class RollwiseApp:
                 gc.set_threshold(20_000, 20, 20)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                # After the server's drain (``begin_shutdown`` came at its start).
                 await self.gateway.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def begin_shutdown(self) -> None:
+        """Called the moment a stop begins, before the requests in flight are drained
+        (by the built-in server, and by ``_Uvicorn`` at the signal): readiness fails and
+        the controller lets its lease go."""
+        self.gateway.begin_stop()
 
 
 def check_exposure(host: str, insecure_dev: bool, has_tokens: bool) -> None:
@@ -87,33 +107,96 @@ def run(
     insecure_dev: bool,
     log_level: str = "info",
     server: str = "rollwise",
+    sock: socket.socket | None = None,
+    on_ready: Callable[[str], None] | None = None,
+    on_hangup: Callable[[], None] | None = None,
 ) -> None:
-    """Serve the gateway until SIGINT or SIGTERM on ``server``: ``rollwise`` or ``uvicorn``."""
+    """Serve the gateway until SIGINT or SIGTERM on ``server``: ``rollwise`` or ``uvicorn``.
+
+    ``sock``: a listening socket to serve on instead of binding ``host:port`` (a worker
+    of ``serve --workers`` gets its supervisor's); ``on_ready``: called in the event loop,
+    with this replica's id, once the gateway has started and connections are accepted;
+    ``on_hangup``: what SIGHUP and a config reload do instead of reloading this process
+    alone (a worker asks its supervisor for a rolling restart; see ``Gateway``).
+    """
     if server not in ("rollwise", "uvicorn"):
         raise ConfigError(f"unknown HTTP server {server!r}: choose rollwise or uvicorn")
-    app = create_app(config, insecure_dev=insecure_dev, host=host)
+    app = create_app(config, insecure_dev=insecure_dev, host=host, on_hangup=on_hangup)
+    ready = None if on_ready is None else functools.partial(on_ready, app.gateway.replica)
     if server == "rollwise":
         from rollwise.server import http11
 
         try:
-            http11.run(app, host, port, **http11.limits_from(config.server))
+            http11.run(
+                app, host, port, sock=sock, on_ready=ready, **http11.limits_from(config.server)
+            )
         except http11.StartupFailed as error:
             raise RollwiseError(f"the gateway failed to start: {error}") from error
         return
     import uvicorn
 
+    options = {**_UVICORN_OPTIONS, "timeout_graceful_shutdown": config.server.shutdown_timeout_s}
+    uvicorn_server = _uvicorn_server(app, ready)(
+        uvicorn.Config(app, host=host, port=port, log_level=log_level, **options)
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            loop="auto",
-            http="auto",
-            lifespan="on",
-            log_level=log_level,
-            access_log=False,
-            server_header=False,
-            date_header=False,
-            # The data plane reads no client address, so X-Forwarded-* needs no parsing.
-            proxy_headers=False,
-        )
+        uvicorn_server.run(sockets=None if sock is None else [sock])
+    if not uvicorn_server.started:
+        raise RollwiseError("the gateway failed to start (see the log above)")
+
+
+def _uvicorn_server(app: RollwiseApp, on_ready: Callable[[], None] | None) -> type[uvicorn.Server]:
+    """``uvicorn.Server``, stopping as the built-in server does: the app told at the signal.
+
+    Built here so that uvicorn is imported only when it serves.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets=sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # uvicorn tells the app only after its drain (the lifespan shutdown): readiness
+            # would answer 200 and the controller hold its lease while requests finish.
+            # This runs in a signal handler, between two steps of the loop: through the
+            # loop, not straight away.
+            if self.loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(app.begin_shutdown)
+            super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and on_ready is not None:
+                on_ready()
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Other workers take the connections still queued on a shared socket; those
+            # this one accepted a moment ago get their request read before uvicorn
+            # closes every idle connection (else they would be reset unanswered).
+            for listener in self.servers:
+                listener.close()
+            await asyncio.sleep(_UVICORN_LINGER_S)
+            await super().shutdown(sockets=sockets)
+
+    return Server
+
+
+_UVICORN_LINGER_S = 0.5
+"""A stopping uvicorn server stops accepting this long before it closes idle connections."""
+
+
+_UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "auto",
+    "http": "auto",
+    "lifespan": "on",
+    "access_log": False,
+    "server_header": False,
+    "date_header": False,
+    # The data plane reads no client address, so X-Forwarded-* needs no parsing.
+    "proxy_headers": False,
+}

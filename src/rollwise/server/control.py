@@ -129,6 +129,9 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
+        if gateway.stopping:
+            # Load balancers stop sending here while the requests in flight finish.
+            return JSONResponse({"ready": False, "reason": "stopping"}, status_code=503)
         is_ready = gateway.started and any(t.serving for t in gateway.tables.values())
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
@@ -235,7 +238,27 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
             return _error(error)
 
     async def reload_config(request: Request) -> Response:
+        """Read the config file again: 200 with what changed, once it applies here.
+
+        In a worker of ``serve --workers`` (the gateway has ``on_hangup``), reloading
+        this worker alone would leave its siblings on the old config, so the request
+        goes to the supervisor, as SIGHUP does, and the answer is 202 at once: the
+        workers are restarted one at a time with the config read again, and the
+        ``workers.restarted`` event marks the end (``workers.restart_refused`` a bad
+        config, ``workers.restart_failed`` a new worker that died).
+        """
         who = principal(request, "operator")
+        if gateway.on_hangup is not None:
+            log.info("config reload asked by %s: passed on to the supervisor", who.name)
+            gateway.on_hangup()
+            return JSONResponse(
+                {
+                    "restarting": True,
+                    "message": "every worker restarts, one at a time, with the config "
+                    "read again; the workers.restarted event marks the end",
+                },
+                status_code=202,
+            )
         changes = await gateway.reload_config(actor=who.name)
         return JSONResponse({"reloaded": True, "changes": changes})
 

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from http import HTTPStatus
@@ -49,6 +50,9 @@ ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.3"}
 DEFAULT_KEEP_ALIVE_S: Final = 5.0
 DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
 DEFAULT_GRACE_S: Final = 10.0
+# On stop, idle keep-alive connections stay open this long (within the grace): a client
+# may have sent a request on one already, which closing it would reset unanswered.
+DEFAULT_STOP_LINGER_S: Final = 0.5
 # Body bytes buffered for an app that has not asked for them yet, before reading pauses.
 BODY_HIGH_WATER: Final = 64 * 1024
 # A response that ends before its request body was read: up to this much more body is
@@ -844,6 +848,17 @@ class _Connection(asyncio.Protocol):
             self.held = b""
             self.pause_reading()
 
+    @property
+    def idle(self) -> bool:
+        """No request being read, answered or queued: between two (or before the first)."""
+        return (
+            self.cycle is None
+            and self.parsing is None
+            and not self.queue
+            and not self.held
+            and not self.header_bytes
+        )
+
     def shutdown(self) -> None:
         """Stop taking requests: close now when idle, else after the answer in flight."""
         self.closing = True
@@ -856,7 +871,8 @@ class HTTPServer:
 
     ``start`` runs the app's lifespan startup and then listens; ``stop`` stops accepting,
     lets the requests in flight finish within the grace period, closes the rest, then runs
-    the lifespan shutdown.
+    the lifespan shutdown. ``stop_linger_s``: how long a stop keeps idle keep-alive
+    connections open for requests already on their way (see ``stop``).
     """
 
     def __init__(
@@ -874,10 +890,15 @@ class HTTPServer:
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_pipelined: int = DEFAULT_MAX_PIPELINED,
+        sock: socket.socket | None = None,
+        stop_linger_s: float = DEFAULT_STOP_LINGER_S,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        # A socket already bound and listening (a worker's, inherited from the
+        # supervisor): served as it is, and ``host`` and ``port`` only name it.
+        self.sock = sock
         self.keep_alive_s = keep_alive_s
         self.body_timeout_s = body_timeout_s
         self.drain_timeout_s = drain_timeout_s
@@ -899,6 +920,7 @@ class HTTPServer:
         )
         self.max_header_bytes = max_header_bytes
         self.grace_s = grace_s
+        self.stop_linger_s = stop_linger_s
         self.backlog = backlog
         self.use_lifespan = lifespan
         self.connections: set[_Connection] = set()
@@ -932,7 +954,31 @@ class HTTPServer:
             await self._abandon_start()
             raise
 
+    async def start_unless_stopped(self) -> bool:
+        """``start``, given up if a stop is asked for meanwhile: True once listening,
+        False if the stop came first. A start given up is undone as a failed one is
+        (see ``start``): the app's startup is cut short, or shut down if it had finished,
+        so a signal during a slow start neither waits for it nor leaves it half done."""
+        starting = asyncio.ensure_future(self.start())
+        asked = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait((starting, asked), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            asked.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        if starting.cancelled():
+            return False
+        starting.result()
+        return True
+
     async def _listen(self) -> asyncio.Server:
+        if self.sock is not None:
+            return await self.loop.create_server(
+                lambda: _Connection(self), sock=self.sock, backlog=self.backlog
+            )
         try:
             return await self.loop.create_server(
                 lambda: _Connection(self),
@@ -976,11 +1022,12 @@ class HTTPServer:
             closed.set_result(None)
 
     def request_stop(self) -> None:
-        """Ask ``serve_until_stopped`` to stop (signal handlers call this)."""
+        """Ask ``serve_until_stopped`` to stop (signal handlers call this); asked again,
+        stop without waiting for the requests in flight."""
         if self._stop_requested.is_set():
-            # A second signal: do not wait for the requests in flight.
             self.grace_s = 0.0
             if self._all_closed is not None and not self._all_closed.done():
+                log.warning("stop requested again: closing connections without their answers")
                 self._all_closed.set_result(None)
         self._stop_requested.set()
 
@@ -989,26 +1036,80 @@ class HTTPServer:
         await self.stop()
 
     async def stop(self) -> None:
+        """Tell the app (its ``begin_shutdown()``, if it has one), stop accepting, and
+        give the requests in flight ``grace_s`` to be answered, with ``connection:
+        close``; then cut what is left and run the lifespan shutdown. Each step is logged.
+
+        Idle keep-alive connections are closed only after ``stop_linger_s``: a client
+        may have sent its next request on one just now, and closing a connection with a
+        request unread resets it, so the client would get neither an answer nor a
+        chance to send it elsewhere. Within the linger such a request is answered, and
+        the connection closed after it.
+        """
+        self._begin_app_shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         if self._server is not None:
             self._server.close()
             self._server = None
+        started = self.loop.time()
         self._all_closed = self.loop.create_future()
+        busy = 0
+        for conn in self.connections:
+            # Every answer from now on says connection: close and ends its connection.
+            conn.closing = True
+            busy += not conn.idle
+        idle = len(self.connections) - busy
+        if busy:
+            log.info(
+                "stopping: no new connections; waiting up to %g s for the requests in flight "
+                "on %d connection(s)",
+                self.grace_s,
+                busy,
+            )
+        else:
+            log.info("stopping: no new connections; no request in flight")
+        linger_s = min(self.stop_linger_s, self.grace_s)
+        if idle and linger_s > 0:
+            log.info(
+                "keeping %d idle connection(s) open %g s for requests already sent on them",
+                idle,
+                linger_s,
+            )
+            await self._wait_all_closed(linger_s)
         for conn in list(self.connections):
             conn.shutdown()
-        if self.connections and self.grace_s > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._all_closed), self.grace_s)
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+        left_s = self.grace_s - (self.loop.time() - started)
+        if self.connections and left_s > 0:
+            await self._wait_all_closed(left_s)
+        if busy and not self.connections:
+            log.info("every request in flight was answered (%.1f s)", self.loop.time() - started)
+        left = [conn for conn in self.connections if conn.transport is not None]
+        if left:
+            log.warning("closing %d connection(s) whose answers did not finish", len(left))
+        for conn in left:
+            conn.transport.abort()
         # Let the transports report their end before the app shuts down.
         await asyncio.sleep(0)
         if self._lifespan is not None:
             await self._lifespan.shutdown()
             self._lifespan = None
+
+    def _begin_app_shutdown(self) -> None:
+        begin_shutdown = getattr(self.app, "begin_shutdown", None)
+        if callable(begin_shutdown):
+            # First, so that the app fails its readiness before anything is drained.
+            try:
+                begin_shutdown()
+            except Exception:
+                log.exception("the app's begin_shutdown failed; stopping all the same")
+
+    async def _wait_all_closed(self, timeout_s: float) -> None:
+        """Until every connection has closed (or a second stop request), at most ``timeout_s``."""
+        assert self._all_closed is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._all_closed), timeout_s)
 
 
 class _Lifespan:
@@ -1087,25 +1188,36 @@ async def serve(
     port: int,
     *,
     handle_signals: bool = True,
+    on_ready: Callable[[], None] | None = None,
     **options: Any,
 ) -> None:
-    """Run ``app`` until SIGINT or SIGTERM; raise ``StartupFailed`` if its startup fails."""
+    """Run ``app`` until SIGINT or SIGTERM; raise ``StartupFailed`` if its startup fails.
+
+    The signal handlers come first: a signal during the start gives the start up (see
+    ``HTTPServer.start_unless_stopped``) instead of killing the process while the app
+    holds what it took at startup, the rollout controller's lease among it. ``on_ready``
+    is called once the app has started and the server accepts connections.
+    """
     server = HTTPServer(app, host, port, **options)
-    await server.start()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
     try:
         for number in signals:
             loop.add_signal_handler(number, server.request_stop)
-        log.info("listening on http://%s:%d", host, server.port)
-        await server._stop_requested.wait()
-    finally:
-        # Stopped by a signal or by anything else: the app's shutdown runs either way.
+        if not await server.start_unless_stopped():
+            log.info("stopped while starting: the start was given up and undone")
+            return
         try:
-            await server.stop()
+            if on_ready is not None:
+                on_ready()
+            log.info("listening on http://%s:%d", host, server.port)
+            await server._stop_requested.wait()
         finally:
-            for number in signals:
-                loop.remove_signal_handler(number)
+            # Stopped by a signal or by anything else: the app's shutdown runs either way.
+            await server.stop()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
 
 
 def limits_from(section: ServerSection) -> dict[str, Any]:
@@ -1115,6 +1227,7 @@ def limits_from(section: ServerSection) -> dict[str, Any]:
         "drain_timeout_s": section.drain_timeout_s,
         "max_connections": section.max_connections,
         "max_pipelined": section.max_pipelined,
+        "grace_s": section.shutdown_timeout_s,
     }
 
 

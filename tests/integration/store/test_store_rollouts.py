@@ -573,20 +573,23 @@ def test_acquire_refuses_bad_input(store: Store, holder: str, ttl_s: float, matc
 def test_racing_holders_never_get_the_same_epoch(
     store: Store, store_url: str, sharing: str
 ) -> None:
-    """Holders race for the lease on one logical clock; leases expire every few ticks,
-    so it changes hands often. Separate stores stand for separate processes."""
-    threads, rounds = 4, 60
+    """Holders race for the lease round by round on one logical clock. Each holder
+    sits out its own 4 rounds of every 16, longer than the lease lasts, so the lease
+    changes hands every cycle however the threads are scheduled, and the others race
+    for it then. Separate stores stand for separate processes."""
+    threads, rounds, away_rounds = 4, 64, 4
     stores = [store] * threads
     if sharing == "a store per thread":
         stores = [open_store(store_url) for _ in range(threads)]
-    clock = itertools.count(1)
-    clock_lock = threading.Lock()
+    barrier = threading.Barrier(threads)
     grants: list[list[Lease]] = [[] for _ in range(threads)]
 
     def work(index: int) -> None:
-        for _ in range(rounds):
-            with clock_lock:
-                now_s = float(next(clock))
+        for round_index in range(rounds):
+            barrier.wait(timeout=30)
+            if (round_index // away_rounds) % threads == index:
+                continue
+            now_s = float(round_index + 1)
             lease = stores[index].acquire_lease(LEASE, f"h{index}", now_s=now_s, ttl_s=3.0)
             if lease is not None:
                 grants[index].append(lease)

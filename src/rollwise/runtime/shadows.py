@@ -1,0 +1,233 @@
+"""Mirrored requests: copied to the shadow versions due for them, run at low priority,
+and recorded off the request path.
+
+The request path only appends a job to its shadow's queue (``Shadows.offer``): no task,
+no await, no model code, no recording. The queued calls start in a later turn of the
+loop, after what the loop already had waiting, and the answers that come back are
+recorded a few at a time in later turns still: metrics, the comparison with the served
+answer and the prediction log all happen there, never between a request's arrival and
+its reply, and never as one long stretch that a new request would wait behind.
+In-process shadow calls run in the shadows' own thread pool, which gives way to served
+calls (``rollwise.backends.executor``).
+
+Each shadow holds at most ``mirror_concurrency`` mirrored requests at once, queued,
+running or waiting to be recorded; beyond, a mirrored request is dropped and counted in
+its shadow window's ``dropped``, so that a slow shadow sheds its own load instead of
+delaying replies or crowding out the other shadows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from rollwise.backends.base import InferenceRequest, InferenceResponse
+from rollwise.backends.executor import enter_shadow_lane
+from rollwise.domain import Role
+from rollwise.errors import BackendTimeout, ValidationError
+from rollwise.metrics.scoring import compare_outputs
+from rollwise.routing import ModelTable
+from rollwise.runtime.context import Context
+from rollwise.runtime.telemetry import Telemetry
+from rollwise.runtime.versions import Versions
+from rollwise.store.base import PredictionRecord
+
+RECORD_SLICE = 4
+"""Answers recorded in one turn of the loop: a few tens of µs each, so that a request
+arriving meanwhile waits for a slice, never for a whole backlog."""
+
+ShadowKey = tuple[str, str]
+"""(model, version) of a shadow."""
+_Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+
+
+@dataclass(slots=True)
+class ShadowJob:
+    """One mirrored request for one shadow, and the served answer to compare with."""
+
+    model: str
+    version: str
+    request: InferenceRequest
+    request_id: str
+    served: InferenceResponse | None
+    """None when the served version failed or refused: nothing to compare with."""
+
+
+@dataclass(slots=True)
+class ShadowAnswer:
+    """What the shadow did with a job: its answer or its error, timed."""
+
+    job: ShadowJob
+    latency_ms: float
+    at_s: float
+    response: InferenceResponse | None
+    error: Exception | None
+
+
+def has_room(held: int, limit: int) -> bool:
+    """Whether a shadow holding ``held`` mirrored requests may take one more."""
+    return held < limit
+
+
+class Shadows:
+    """The shadow versions' queues, their runner, and the recording of their answers."""
+
+    def __init__(self, ctx: Context, versions: Versions, telemetry: Telemetry) -> None:
+        self.ctx = ctx
+        self.versions = versions
+        self.telemetry = telemetry
+        self.limit = ctx.config.server.mirror_concurrency
+        """Mirrored requests one shadow holds at most: queued, running or unrecorded."""
+        self._queued: deque[ShadowJob] = deque()
+        self._answers: deque[ShadowAnswer] = deque()
+        self._held: dict[ShadowKey, int] = {}
+        self._held_total = 0
+        self._emptied: asyncio.Event | None = None
+        """Set when the shadows hold nothing any more, while ``drain`` waits for it."""
+        self._calls: set[asyncio.Task[None]] = set()
+        self._start_due = False
+        self._record_due = False
+
+    @property
+    def held(self) -> int:
+        """Mirrored requests queued, running or waiting to be recorded, all shadows."""
+        return self._held_total
+
+    # the request path -----------------------------------------------------------------
+    def offer(
+        self,
+        table: ModelTable,
+        request: InferenceRequest,
+        request_id: str,
+        served: InferenceResponse | None,
+    ) -> None:
+        """Queue the request for the shadows due for it; never waits, never raises."""
+        rng = self.ctx.rng
+        queued = False
+        for version, percent in table.mirrors:
+            if percent < 100 and rng.random() * 100.0 >= percent:
+                continue
+            key = (table.model, version)
+            held = self._held.get(key, 0)
+            if not has_room(held, self.limit):
+                self._drop(key)
+                continue
+            self._held[key] = held + 1
+            self._held_total += 1
+            self._queued.append(ShadowJob(table.model, version, request, request_id, served))
+            queued = True
+        if queued and not self._start_due:
+            self._start_due = True
+            asyncio.get_running_loop().call_soon(self._start_queued)
+
+    # calls and answers ------------------------------------------------------------------
+    def _start_queued(self) -> None:
+        self._start_due = False
+        loop = asyncio.get_running_loop()
+        while self._queued:
+            job = self._queued.popleft()
+            backend = self.versions.backends.get((job.model, job.version))
+            if backend is None:
+                # Unloaded between the mirror decision and now.
+                self._release((job.model, job.version))
+                self._drop((job.model, job.version))
+                continue
+            task = loop.create_task(self._call(job, backend.predict))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _call(self, job: ShadowJob, predict: _Predict) -> None:
+        enter_shadow_lane()
+        started = time.perf_counter()
+        response: InferenceResponse | None = None
+        error: Exception | None = None
+        try:
+            response = await predict(job.request)
+        except asyncio.CancelledError:
+            # Only a stopping replica cancels shadow calls: the request was dropped.
+            self._release((job.model, job.version))
+            self._drop((job.model, job.version))
+            raise
+        except Exception as failure:
+            error = failure
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self._answers.append(ShadowAnswer(job, latency_ms, self.ctx.clock(), response, error))
+        if not self._record_due:
+            self._record_due = True
+            asyncio.get_running_loop().call_soon(self._record_some)
+
+    def _record_some(self) -> None:
+        """Record a slice of the answers; the rest in a later turn of the loop."""
+        answers = self._answers
+        for _ in range(min(RECORD_SLICE, len(answers))):
+            self._record(answers.popleft())
+        if answers:
+            asyncio.get_running_loop().call_soon(self._record_some)
+        else:
+            self._record_due = False
+
+    # recording ------------------------------------------------------------------------
+    def _record(self, answer: ShadowAnswer) -> None:
+        job = answer.job
+        key = (job.model, job.version)
+        self._release(key)
+        # Looked up now: the window may have been swapped out since the call began.
+        window = self.telemetry.metrics.window(job.model, job.version, Role.SHADOW)
+        error = answer.error
+        if isinstance(error, ValidationError):
+            window.record_refusal()
+            return
+        window.record_call(
+            answer.latency_ms,
+            failed=error is not None,
+            timed_out=isinstance(error, BackendTimeout),
+        )
+        if answer.response is None:
+            return
+        model = self.ctx.models.get(job.model)
+        if model is None:  # the model left the catalog meanwhile
+            return
+        outputs = list(answer.response.primary())
+        window.record_outputs(outputs, model.task == "classification")
+        self.telemetry.predictions.remember(
+            PredictionRecord(
+                job.request_id, job.model, job.version, Role.SHADOW, outputs, answer.at_s
+            )
+        )
+        if job.served is not None:
+            compared, agreed = compare_outputs(
+                job.served.primary(), outputs, model.agreement_tolerance
+            )
+            window.compared += compared
+            window.agreed += agreed
+
+    def _drop(self, key: ShadowKey) -> None:
+        self.telemetry.metrics.window(key[0], key[1], Role.SHADOW).dropped += 1
+
+    def _release(self, key: ShadowKey) -> None:
+        self._held[key] -= 1
+        self._held_total -= 1
+        if self._held_total == 0 and self._emptied is not None:
+            self._emptied.set()
+
+    # stopping -------------------------------------------------------------------------
+    async def drain(self, timeout_s: float) -> None:
+        """Let the shadows finish what they hold, for up to ``timeout_s``; then record
+        the answers that came back and drop (and count) the rest."""
+        if self._held_total and timeout_s > 0:
+            self._emptied = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), timeout_s)
+            self._emptied = None
+        while self._answers:
+            self._record(self._answers.popleft())
+        while self._queued:
+            job = self._queued.popleft()
+            self._release((job.model, job.version))
+            self._drop((job.model, job.version))
+        for task in list(self._calls):
+            task.cancel()
