@@ -43,9 +43,7 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +55,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import gateway as gw  # noqa: E402 - bench/ is not a package
+
 RESULTS = HERE / "results"
 MODEL = "bench"
 PATH = f"/models/{MODEL}/predict"
@@ -115,13 +117,6 @@ models:
 # -- the gateway ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def proc_cpu_seconds(pid: int, thread: int | None = None) -> float:
     """utime + stime of process ``pid`` (all its threads, or only ``thread``), in seconds."""
     path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
@@ -149,18 +144,18 @@ def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
         return int(error.code), bytes(error.read())
 
 
-class Gateway:
+class Gateway(gw.Server):
     """``rollwise serve`` on the bench config, pinned to ``cpu``, its output in a log file."""
 
     def __init__(
         self, work: Path, cpu: int | None, work_us: float, slow_us: float, switch_us: float = 0
     ) -> None:
-        self.port = free_port()
+        port = gw.free_port()
         config = work / "shadows.yaml"
         config.write_text(
             CONFIG.format(
                 dir=work,
-                port=self.port,
+                port=port,
                 model=MODEL,
                 work_us=work_us,
                 slow_us=slow_us,
@@ -192,12 +187,7 @@ class Gateway:
             "--log-level",
             "warning",
         ]
-        self.log_path = work / "gateway.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("gateway", command, port, work)
 
     def wait_ready(self, limit_s: float = 60.0) -> None:
         deadline = time.monotonic() + limit_s
@@ -231,26 +221,9 @@ class Gateway:
             counts[0 if name == "rollwise_requests_total" else 1] = int(float(value))
         return {version: (counts[0], counts[1]) for version, counts in found.items()}
 
-    def cpu_seconds(self) -> float:
-        return proc_cpu_seconds(self.proc.pid)
-
     def loop_cpu_seconds(self) -> float:
         """The main thread's, which runs the event loop."""
         return proc_cpu_seconds(self.proc.pid, self.proc.pid)
-
-    def log_tail(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
 
 
 _SAMPLE = re.compile(

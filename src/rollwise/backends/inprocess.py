@@ -279,6 +279,13 @@ class InProcessBackend:
             return None
         return self._refused_input(error)
 
+    def _refusal_or_failure(
+        self, error: Exception, matrix: npt.NDArray[Any]
+    ) -> BackendError | RequestRejected:
+        """A ValueError or TypeError from model code: text the model could not take is
+        the caller's mistake; anything else is the version's failure."""
+        return self._text_refusal(error, matrix) or self._predict_error(error)
+
     def _predict_error(self, error: Exception) -> BackendError:
         return BackendError(
             f"version {self.name!r} ({self.kind}) failed to predict: "

@@ -40,10 +40,8 @@ from rollwise.backends.tensors import (
     request_matrix,
 )
 from rollwise.errors import (
-    BackendError,
     BackendLoadError,
     BackendTimeout,
-    RequestRejected,
     RollwiseError,
 )
 
@@ -176,13 +174,6 @@ class PythonBackend(InProcessBackend):
         except (ValueError, TypeError) as error:
             raise self._refusal_or_failure(error, matrix) from None
         return self._to_tensors(result, probabilities, matrix.shape[0])
-
-    def _refusal_or_failure(
-        self, error: Exception, matrix: npt.NDArray[Any]
-    ) -> BackendError | RequestRejected:
-        """Text the model could not take is the caller's mistake; anything else is the
-        version's failure."""
-        return self._text_refusal(error, matrix) or self._predict_error(error)
 
     def _to_tensors(self, result: Any, probabilities: Any, rows: int) -> list[Tensor]:
         outputs: list[Tensor]

@@ -158,10 +158,7 @@ class SklearnBackend(InProcessBackend):
             predicted = model.predict(matrix)
             probabilities = model.predict_proba(matrix) if self._proba else None
         except (ValueError, TypeError) as error:
-            refusal = self._text_refusal(error, matrix)
-            if refusal is None:
-                raise
-            raise refusal from None
+            raise self._refusal_or_failure(error, matrix) from None
         return estimator_outputs(predicted, probabilities, classifier=self._classes is not None)
 
     def metadata(self) -> ModelMetadata:

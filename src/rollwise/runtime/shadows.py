@@ -68,11 +68,6 @@ class ShadowAnswer:
     error: Exception | None
 
 
-def has_room(held: int, limit: int) -> bool:
-    """Whether a shadow holding ``held`` mirrored requests may take one more."""
-    return held < limit
-
-
 class Shadows:
     """The shadow versions' queues, their runner, and the recording of their answers."""
 
@@ -113,7 +108,7 @@ class Shadows:
                 continue
             key = (table.model, version)
             held = self._held.get(key, 0)
-            if not has_room(held, self.limit):
+            if held >= self.limit:
                 self._drop(key)
                 continue
             self._held[key] = held + 1

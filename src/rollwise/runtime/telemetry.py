@@ -23,6 +23,7 @@ from rollwise.metrics.recorder import (
     MetricsRecorder,
     VersionWindow,
     merge_by_version,
+    merge_windows,
     windows_by_version,
 )
 from rollwise.metrics.scoring import ClassKey, Score, check_labels, class_keys, labels_for, score
@@ -209,10 +210,7 @@ class Telemetry:
         """This replica's running totals since start (``/metrics``), late labels included."""
         merged = dict(self.metrics.totals())
         for key, window in self.late.totals().items():
-            if key in merged:
-                merged[key].merge(window)
-            else:
-                merged[key] = window
+            merged[key] = merge_windows([merged[key], window]) if key in merged else window
         for key in sorted(merged):
             yield key, merged[key]
 
