@@ -14,18 +14,32 @@ One run measures, with wrk as the load generator and every figure the median of 
 (e) ``model_direct``: a model-like OIP server (``oip_upstream.py --work-us``, default 250 µs
     of CPU per inference, what a small model behind a model server costs) called directly;
 (f) ``model_rollwise``: rollwise in front of it, split 90/10 over two ``http`` versions on its
-    own HTTP server, as in (c).
+    own HTTP server, as in (c);
+(g), (h) ``workers_model_1``, ``workers_model_2``: the same gateway as (f) run as
+    ``rollwise serve --workers 1`` and ``--workers 2``, in front of the same model-like server;
+(i), (j) ``workers_inproc_1``, ``workers_inproc_2``: the in-process iris gateway of (d) run as
+    ``rollwise serve --workers 1`` and ``--workers 2``.
 
-For (a) to (c'), (e) and (f): requests/s at 64 connections, p50/p99 latency at 1 and at 64
+``--workers 1`` starts no supervisor: one worker is the gateway process itself, as without
+the option. ``--workers 2`` is a supervisor (it owns the socket, loads no models) and two
+worker processes; their CPU time is counted with the supervisor's.
+
+Every request carries a sticky user (``X-User: u0`` to ``u9999``, the next one on each
+request, from requests formatted once when wrk starts), and every rollwise config reads its
+sticky key from that header, so that rollwise hashes a user on every request as it does in a
+real rollout. nginx and the direct rows get the same requests.
+
+For (a) to (c') and (e) to (h): requests/s at 64 connections, p50/p99 latency at 1 and at 64
 connections, and the CPU time the proxy process spent per request (utime + stime from /proc,
 before and after the 64-connection load, divided by the requests wrk completed; nginx's
 master and worker added up). Then rollwise against its targets, each marked PASS or MISS.
 
-Pinning on two CPUs (taskset): wrk and this script run on the second CPU and nothing else
-does; the first CPU is the server side: the OIP server, and in rows (b) to (d) the server
-under test beside it. Every row then crosses between the CPUs the same way (wrk to the
-server side and back), so what a proxy adds is its own work plus a loopback hop on its own
-CPU, not extra cross-CPU wake-ups; and the load generator never competes with the servers.
+Pinning on two CPUs (taskset): wrk and this script run on the second CPU, and of the
+servers only the gateways of (f) to (j) (see below); the first CPU is the server side: the
+OIP server, and in rows (b) to (d) the server under test beside it. Every row then crosses
+between the CPUs the same way (wrk to the server side and back), so what a proxy adds is its
+own work plus a loopback hop on its own CPU, not extra cross-CPU wake-ups; and the load
+generator never competes with the servers.
 ``--upstream-cpu load`` moves the OIP server next to wrk instead.
 
 Rows (e) and (f) are pinned the other way, whatever ``--upstream-cpu`` says: the model-like
@@ -33,8 +47,20 @@ server alone on the first CPU (the model server's core), wrk and rollwise on the
 That is the deployment the throughput target is about: the gateway runs beside the load,
 and the question is whether it takes throughput away from the model server.
 
-    .venv/bin/python bench/gateway.py            # about 3.5 minutes
-    .venv/bin/python bench/gateway.py --quick    # a smoke check, about 30 s
+Rows (g) to (j) compare one worker with two, so the gateway under test may run on both CPUs
+in all four (two workers need two CPUs; one worker gets the same choice, so that the count
+of workers is the only difference); wrk stays on the second CPU, and in (g), (h) the
+model-like server on the first. The CPU wrk itself uses is printed with them: two workers
+cannot have it, so on two CPUs they stay below twice one worker's throughput.
+
+After the runs, before each server stops: the longest garbage-collector pause each rollwise
+server reports in ``/metrics`` (``rollwise_gc_longest_pause_seconds``; one scrape reaches
+one worker, so a server with workers is scraped until each has answered), and the memory
+of each process of rows (g) to (j) (RSS from ``/proc/<pid>/status``, PSS and USS from
+``/proc/<pid>/smaps_rollup``).
+
+    .venv/bin/python bench/gateway.py            # about 6 minutes
+    .venv/bin/python bench/gateway.py --quick    # a smoke check, about 2 minutes
 
 Needs wrk (``apt-get install -y wrk``); nginx (``apt-get install -y nginx-light``) is
 optional: without it the nginx row is skipped. Results also go to
@@ -81,11 +107,17 @@ OIP_BODY = json.dumps(
 PLAIN_PATH = "/models/iris/predict"
 PLAIN_BODY = json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]]})
 SPLIT = {"a": 90, "b": 10}
+# Every request is one of this many users, named in this header; rollwise's configs read
+# their sticky key from it.
+STICKY_HEADER = "X-User"
+STICKY_USERS = 10_000
 
 # What rollwise holds itself to, as a proxy in front of a model server.
 TARGET_CPU_US = 75.0
 TARGET_ADDED_P50_MS = 0.1
 TARGET_THROUGHPUT_RATIO = 0.8
+# In-process throughput of two workers over one (serve --workers 2 vs 1), on two CPUs.
+TARGET_WORKERS_RATIO = 1.5
 
 # CPU the model-like upstream of rows (e) and (f) spends per inference by default.
 DEFAULT_WORK_US = 250.0
@@ -143,8 +175,13 @@ def parse_wrk(output: str, connections: int) -> WrkResult:
     )
 
 
-def lua_post_script(body: str) -> str:
-    """A wrk script that POSTs ``body`` as JSON on every request."""
+def lua_post_script(body: str, users: int = STICKY_USERS) -> str:
+    """A wrk script that POSTs ``body`` as JSON on every request, each as the next of
+    ``users`` users (``X-User: u0`` .. ``u<users - 1>``, then ``u0`` again).
+
+    The requests are formatted once, in ``init``: ``request`` only hands out the next
+    string, which is what wrk's documentation advises for a fast server (formatting a
+    request per call would make wrk, not the server, the bottleneck)."""
     level = 0
     while f"]{'=' * level}]" in body:
         level += 1
@@ -153,10 +190,32 @@ def lua_post_script(body: str) -> str:
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = [{eq}[{body}]{eq}]\n"
+        f"local users = {users}\n"
+        "local requests = {}\n"
+        "local next_user = 0\n"
+        "function init(args)\n"
+        "  for i = 0, users - 1 do\n"
+        f'    wrk.headers["{STICKY_HEADER}"] = "u" .. i\n'
+        "    requests[i] = wrk.format()\n"
+        "  end\n"
+        "end\n"
+        "function request()\n"
+        "  local r = requests[next_user]\n"
+        "  next_user = (next_user + 1) % users\n"
+        "  return r\n"
+        "end\n"
     )
 
 
 # -- processes -----------------------------------------------------------------------------------
+
+
+def taskset(cpu: int | Sequence[int] | None) -> list[str]:
+    """The command prefix that runs a process on ``cpu`` (one CPU or several); none for None."""
+    if cpu is None:
+        return []
+    cpus = [cpu] if isinstance(cpu, int) else list(cpu)
+    return ["taskset", "-c", ",".join(str(c) for c in cpus)] if cpus else []
 
 
 @dataclass
@@ -166,8 +225,15 @@ class Pinning:
     upstream_cpu: int | None
     note: str
 
-    def prefix(self, cpu: int | None) -> list[str]:
-        return ["taskset", "-c", str(cpu)] if cpu is not None else []
+    def prefix(self, cpu: int | Sequence[int] | None) -> list[str]:
+        return taskset(cpu)
+
+    @property
+    def both(self) -> list[int] | None:
+        """The two CPUs, for the gateway of the worker rows (g) to (j)."""
+        if self.server_cpu is None or self.load_cpu is None:
+            return None
+        return sorted({self.server_cpu, self.load_cpu})
 
 
 def choose_pinning(upstream_side: str = "server") -> Pinning:
@@ -196,6 +262,18 @@ def model_like_note(pin: Pinning) -> str:
     return (
         f"the model-like OIP server alone on CPU {pin.server_cpu}, where the other rows' "
         f"servers sit idle; wrk, rollwise and this script on CPU {pin.load_cpu}"
+    )
+
+
+def workers_note(pin: Pinning) -> str:
+    """Where rows (g) to (j) run: the gateway on both CPUs, with one worker or two."""
+    if pin.server_cpu is None:
+        return "no pinning, every process shares every CPU"
+    both = ",".join(str(c) for c in pin.both or [])
+    return (
+        f"the gateway (supervisor and workers) on CPUs {both} with one worker as with two; "
+        f"wrk and this script on CPU {pin.load_cpu}; in (g), (h) the model-like server on "
+        f"CPU {pin.server_cpu}"
     )
 
 
@@ -278,6 +356,9 @@ class Server:
         self.name = name
         self.port = port
         self.with_children = with_children
+        # Worker processes of a rollwise server (serve --workers N); 1 for any other.
+        self.workers = 1
+        self.is_rollwise = False
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -297,7 +378,12 @@ class Server:
         return [pid, *children_of(pid)] if self.with_children else [pid]
 
     def cpu_seconds(self) -> float:
-        return sum(proc_cpu_seconds(pid) for pid in self.pids())
+        total = 0.0
+        for pid in self.pids():
+            # A child listed a moment ago may have exited since (a worker restarted).
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += proc_cpu_seconds(pid)
+        return total
 
     def wait_listening(self, limit_s: float = 60.0) -> None:
         deadline = time.monotonic() + limit_s
@@ -449,9 +535,10 @@ def start_nginx(work: Path, pin: Pinning, upstream: Server) -> Server:
 
 ROLLWISE_HTTP_CONFIG = """\
 store: sqlite:///{dir}/{name}.db
-server: {{host: 127.0.0.1, port: {port}}}
+server: {{host: 127.0.0.1, port: {port}, routing_poll_interval_s: {poll}}}
 models:
   {model}:
+    sticky_key: header:{sticky}
     stable: a
     versions:
       a: {{backend: http, url: "{upstream}", model: {model}}}
@@ -459,10 +546,11 @@ models:
 """
 
 ROLLWISE_IRIS_CONFIG = """\
-store: sqlite:///{dir}/rollwise-iris.db
+store: sqlite:///{dir}/{name}.db
 server: {{host: 127.0.0.1, port: {port}}}
 models:
   iris:
+    sticky_key: header:{sticky}
     stable: v1
     versions:
       v1: {{backend: sklearn, path: "{model_path}"}}
@@ -479,16 +567,17 @@ def rollwise_command() -> list[str]:
 def start_rollwise(
     name: str,
     work: Path,
-    pin: Pinning,
     config_text: str,
     port: int,
+    cpus: int | Sequence[int] | None,
     http: str | None = None,
-    beside_load: bool = False,
+    workers: int | None = None,
 ) -> Server:
+    """``rollwise serve`` on ``cpus``; ``workers``: its ``--workers`` (None: not given)."""
     config = work / f"{name}.yaml"
     config.write_text(config_text)
     command = [
-        *pin.prefix(pin.load_cpu if beside_load else pin.server_cpu),
+        *taskset(cpus),
         *rollwise_command(),
         "serve",
         "--config",
@@ -497,27 +586,59 @@ def start_rollwise(
         "--log-level",
         "warning",
         *(["--http", http] if http else []),
+        *(["--workers", str(workers)] if workers is not None else []),
     ]
-    server = Server(name, command, port, work)
+    # With workers, its CPU is the supervisor's and theirs.
+    server = Server(name, command, port, work, with_children=workers is not None)
+    server.workers = workers or 1
+    server.is_rollwise = True
     wait_ready(server, "/v2/health/ready")
+    if server.workers > 1:
+        wait_replicas(server, server.workers)
     return server
+
+
+def wait_replicas(server: Server, count: int, limit_s: float = 60.0) -> None:
+    """Wait until ``count`` replicas of the gateway are live: each worker heartbeats once
+    it has started, and a readiness answer came from only one of them."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            _, answer = http("GET", f"{server.url}/api/v1/replicas")
+            live = [r for r in json.loads(answer)["replicas"] if r["live"] and not r["stopped"]]
+            if len(live) >= count:
+                return
+        if server.proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name}: {count} workers did not start:\n{server.log_tail()}")
+
+
+# How often the bench's rollwise servers read routing from the store: a worker learns the
+# routing another worker was given within this.
+ROUTING_POLL_S = 1.0
 
 
 def start_rollwise_http(
     work: Path,
-    pin: Pinning,
     upstream: Server,
+    cpus: int | Sequence[int] | None,
     name: str = "rollwise",
     server: str = "rollwise",
-    beside_load: bool = False,
+    workers: int | None = None,
 ) -> Server:
-    """rollwise with two ``http`` versions of the bench model, routed 90/10; ``beside_load``
-    pins it on wrk's CPU (rows (e), (f)) instead of the server side."""
+    """rollwise with two ``http`` versions of the bench model, routed 90/10, on ``cpus``."""
     port = free_port()
     text = ROLLWISE_HTTP_CONFIG.format(
-        dir=work, name=name, port=port, model=MODEL, upstream=upstream.url
+        dir=work,
+        name=name,
+        port=port,
+        model=MODEL,
+        upstream=upstream.url,
+        sticky=STICKY_HEADER,
+        poll=ROUTING_POLL_S,
     )
-    gateway = start_rollwise(name, work, pin, text, port, server, beside_load)
+    gateway = start_rollwise(name, work, text, port, cpus, server, workers)
     status, answer = http(
         "PUT",
         f"{gateway.url}/api/v1/models/{MODEL}/routing",
@@ -525,10 +646,15 @@ def start_rollwise_http(
     )
     if status != 200:
         raise RuntimeError(f"rollwise refused the routing: {status} {answer!r}")
-    status, answer = http("GET", f"{gateway.url}/api/v1/models/{MODEL}")
-    weights = {v["name"]: v["effective_weight"] for v in json.loads(answer)["versions"]}
-    if weights != SPLIT:
-        raise RuntimeError(f"rollwise routes {weights}, not {SPLIT}")
+    if gateway.workers > 1:
+        # One worker took the change; the others apply it at their next read of the store.
+        time.sleep(2.5 * ROUTING_POLL_S)
+    # Asked over a new connection each time, so that with workers several of them answer.
+    for _ in range(gateway.workers * 3):
+        status, answer = http("GET", f"{gateway.url}/api/v1/models/{MODEL}")
+        weights = {v["name"]: v["effective_weight"] for v in json.loads(answer)["versions"]}
+        if weights != SPLIT:
+            raise RuntimeError(f"rollwise routes {weights}, not {SPLIT}")
     return gateway
 
 
@@ -551,10 +677,18 @@ def write_iris_model(work: Path) -> Path:
     return path
 
 
-def start_rollwise_iris(work: Path, pin: Pinning, model_path: Path) -> Server:
+def start_rollwise_iris(
+    work: Path,
+    model_path: Path,
+    cpus: int | Sequence[int] | None,
+    name: str = "rollwise-iris",
+    workers: int | None = None,
+) -> Server:
     port = free_port()
-    text = ROLLWISE_IRIS_CONFIG.format(dir=work, port=port, model_path=model_path)
-    return start_rollwise("rollwise-iris", work, pin, text, port)
+    text = ROLLWISE_IRIS_CONFIG.format(
+        dir=work, name=name, port=port, model_path=model_path, sticky=STICKY_HEADER
+    )
+    return start_rollwise(name, work, text, port, cpus, workers=workers)
 
 
 def start_starlette(work: Path, pin: Pinning, model_path: Path) -> Server:
@@ -571,6 +705,84 @@ def start_starlette(work: Path, pin: Pinning, model_path: Path) -> Server:
     server = Server("starlette", command, port, work)
     server.wait_listening()
     return server
+
+
+# -- what a rollwise server reports of itself, read before it stops ------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's memory in kB: resident (RSS), its share of pages shared with other
+    processes (PSS), and the pages only it maps (USS), which its exit would free."""
+
+    pid: int
+    role: str
+    rss_kb: int | None
+    pss_kb: int | None
+    uss_kb: int | None
+
+
+def _kb_fields(path: str, names: Sequence[str]) -> dict[str, int]:
+    """``Name:  123 kB`` lines of a /proc file, for the names asked; {} if unreadable."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError, IndexError), open(path) as file:
+        for line in file:
+            key, _, rest = line.partition(":")
+            if key in names:
+                found[key] = int(rest.split()[0])
+    return found
+
+
+_PRIVATE = ("Private_Clean", "Private_Dirty", "Private_Hugetlb")
+
+
+def process_memory(pid: int, role: str) -> ProcessMemory:
+    rss = _kb_fields(f"/proc/{pid}/status", ("VmRSS",)).get("VmRSS")
+    # smaps_rollup: Linux 4.14 or later; older kernels leave PSS and USS unknown.
+    rollup = _kb_fields(f"/proc/{pid}/smaps_rollup", ("Pss", *_PRIVATE))
+    uss = sum(rollup.get(k, 0) for k in _PRIVATE) if "Private_Dirty" in rollup else None
+    return ProcessMemory(pid, role, rss, rollup.get("Pss"), uss)
+
+
+def server_memory(server: Server) -> list[ProcessMemory]:
+    """Every process of a rollwise server: with workers the supervisor and each worker."""
+    pid = server.proc.pid
+    if server.workers == 1:
+        return [process_memory(pid, "gateway")]
+    return [
+        process_memory(pid, "supervisor"),
+        *(process_memory(child, "worker") for child in sorted(children_of(pid))),
+    ]
+
+
+def gc_longest_pause(server: Server) -> dict[str, Any]:
+    """The longest garbage-collector pause a rollwise server's processes report in
+    /metrics since they started serving, per replica. A scrape reaches one worker of
+    several, whichever accepts the connection: a server with workers is scraped over new
+    connections until each has answered (or 20 tries per worker)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    per_replica: dict[str, float | None] = {}
+    for _ in range(1 if server.workers == 1 else 20 * server.workers):
+        status, body = http("GET", f"{server.url}/metrics")
+        if status != 200:
+            break
+        replica, longest = "", None
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == "rollwise_replica_info":
+                    replica = sample.labels.get("replica", "")
+                elif sample.name == "rollwise_gc_longest_pause_seconds":
+                    longest = max(longest or 0.0, sample.value)
+        per_replica[replica] = longest
+        if len(per_replica) >= server.workers:
+            break
+    known = [v for v in per_replica.values() if v is not None]
+    return {
+        "longest_s": max(known) if known else None,
+        "per_replica_s": per_replica,
+        "workers": server.workers,
+    }
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -596,6 +808,7 @@ class Bench:
         self.args = args
         self.pin = pin
         self.wrk = wrk
+        self.wrk_cpus = 0.0
 
     def wrk_run(self, target: Target, connections: int, seconds: int) -> WrkResult:
         command = [
@@ -626,10 +839,17 @@ class Bench:
     def measured(
         self, target: Target, connections: int, seconds: int
     ) -> tuple[WrkResult, float | None, float | None]:
-        """One wrk run; CPU µs per request of the server and of the upstream behind it."""
+        """One wrk run; CPU µs per request of the server and of the upstream behind it.
+        The CPUs wrk itself used (its CPU time over the run's) go to ``self.wrk_cpus``."""
         cpu0 = target.server.cpu_seconds()
         up0 = target.upstream.cpu_seconds() if target.upstream else 0.0
+        # wrk is this script's only child that ends during the run: the growth of the
+        # children's usage is its CPU time.
+        children0 = _children_cpu_seconds()
         result = self.wrk_run(target, connections, seconds)
+        self.wrk_cpus = (
+            (_children_cpu_seconds() - children0) / result.duration_s if result.duration_s else 0.0
+        )
         cpu = target.server.cpu_seconds() - cpu0
         up = target.upstream.cpu_seconds() - up0 if target.upstream else None
         if not result.requests:
@@ -653,6 +873,7 @@ class Bench:
             "cpu_us_per_req_c1": cpu_one,
             "cpu_us_per_req_cN": cpu_many,
             "upstream_cpu_us_per_req_cN": up_many,
+            "wrk_cpus_cN": self.wrk_cpus,
         }
         target.runs.append(run)
         print(
@@ -666,13 +887,25 @@ class Bench:
     def run_throughput_round(self, target: Target, number: int) -> None:
         args = self.args
         many, cpu_many, _ = self.measured(target, args.connections, args.duration)
-        target.runs.append({"run": number, "cN": asdict(many), "cpu_us_per_req_cN": cpu_many})
+        target.runs.append(
+            {
+                "run": number,
+                "cN": asdict(many),
+                "cpu_us_per_req_cN": cpu_many,
+                "wrk_cpus_cN": self.wrk_cpus,
+            }
+        )
         print(
             f"# run {number} {target.label:<32} {many.rps:>8.0f} req/s@{args.connections}  "
             f"p50@{args.connections} {many.p50_ms:.2f} ms  CPU {_fmt(cpu_many, '.1f')} µs/req",
             file=sys.stderr,
             flush=True,
         )
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -691,6 +924,7 @@ def summarize(target: Target) -> dict[str, Any]:
         "p50_ms_cN": med(runs, lambda r: r["cN"]["p50_ms"]),
         "p99_ms_cN": med(runs, lambda r: r["cN"]["p99_ms"]),
         "cpu_us_per_req_cN": med(runs, lambda r: r["cpu_us_per_req_cN"]),
+        "wrk_cpus_cN": med(runs, lambda r: r.get("wrk_cpus_cN")),
     }
     if runs and "c1" in runs[0]:
         summary |= {
@@ -770,6 +1004,24 @@ def ratios(summaries: dict[str, dict[str, Any]], pin: Pinning) -> dict[str, Any]
             "value": summaries["inproc_rollwise"]["rps_cN"]
             / summaries["inproc_starlette"]["rps_cN"]
         }
+    one, two = summaries.get("workers_inproc_1"), summaries.get("workers_inproc_2")
+    if one and two and one["rps_cN"]:
+        scaling = two["rps_cN"] / one["rps_cN"]
+        out["inproc_workers_2_vs_1_rps_cN"] = {
+            "value": scaling,
+            "target": f">= {TARGET_WORKERS_RATIO}",
+            "verdict": verdict(scaling >= TARGET_WORKERS_RATIO),
+        }
+    one_model, two_model = summaries.get("workers_model_1"), summaries.get("workers_model_2")
+    if one_model and two_model and one_model["rps_cN"]:
+        out["model_like_workers_2_vs_1_rps_cN"] = {
+            "value": two_model["rps_cN"] / one_model["rps_cN"]
+        }
+        direct_model = summaries.get("model_direct")
+        if direct_model and direct_model["rps_cN"]:
+            out["model_like_workers_2_vs_direct_rps_cN"] = {
+                "value": two_model["rps_cN"] / direct_model["rps_cN"]
+            }
     return out
 
 
@@ -780,11 +1032,13 @@ def print_report(
     notes: Sequence[str],
     args: argparse.Namespace,
     model_note: str = "",
+    own: OwnReport | None = None,
 ) -> None:
     n = args.connections
     model_like = [t for t in targets if t.key.startswith("model_")]
-    proxied = [t for t in targets if not t.key.startswith(("inproc", "model_"))]
+    proxied = [t for t in targets if not t.key.startswith(("inproc", "model_", "workers_"))]
     inproc = [t for t in targets if t.key.startswith("inproc")]
+    workers = [t for t in targets if t.key.startswith("workers_")]
 
     def proxy_table(title: str, rows: Sequence[Target]) -> None:
         header = (
@@ -903,8 +1157,101 @@ def print_report(
             ".2f",
             "",
         )
+    if workers:
+        print()
+        header = (
+            f"{'rollwise serve --workers N':<34} {'req/s @' + str(n):>10} "
+            f"{'p50 @' + str(n):>8} {'p99 @' + str(n):>8} {'CPU µs/req':>11} {'wrk CPUs':>9}"
+        )
+        print(header)
+        print("-" * len(header))
+        for target in workers:
+            s = summaries[target.key]
+            print(
+                f"{target.label:<34} {s['rps_cN']:>10.0f} {s['p50_ms_cN']:>8.2f} "
+                f"{s['p99_ms_cN']:>8.2f} {_fmt(s['cpu_us_per_req_cN'], '.1f'):>11} "
+                f"{_fmt(s['wrk_cpus_cN'], '.2f'):>9}"
+            )
+        print(
+            "(CPU: the gateway's processes together, supervisor and workers; wrk CPUs: the "
+            "CPUs wrk itself used, which two workers cannot have)"
+        )
+        if own is not None:
+            print(f"(pinning of (g) to (j): {own.workers_note})")
+        line(
+            f"throughput @{n}, in-process, 2 workers / 1 worker",
+            "inproc_workers_2_vs_1_rps_cN",
+            "×",
+            ".2f",
+            f"≥ {TARGET_WORKERS_RATIO}×",
+            55,
+        )
+        line(
+            f"throughput @{n}, model-like, 2 workers / 1 worker",
+            "model_like_workers_2_vs_1_rps_cN",
+            "×",
+            ".2f",
+            "",
+            55,
+        )
+        line(
+            f"throughput @{n}, model-like, 2 workers / direct",
+            "model_like_workers_2_vs_direct_rps_cN",
+            "×",
+            ".2f",
+            "",
+            55,
+        )
+    if own is not None:
+        print_own(targets, own)
     for note in notes:
         print(f"note: {note}")
+
+
+@dataclass
+class OwnReport:
+    """What the rollwise servers said of themselves before they stopped."""
+
+    gc: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memory: dict[str, list[ProcessMemory]] = field(default_factory=dict)
+    workers_note: str = ""
+
+
+def print_own(targets: Sequence[Target], own: OwnReport) -> None:
+    labels = {t.key: t.label for t in targets}
+    if own.memory:
+        print()
+        header = (
+            f"{'memory after the runs (MB)':<34} {'process':>16} {'RSS':>7} {'PSS':>7} {'USS':>7}"
+        )
+        print(header)
+        print("-" * len(header))
+
+        def mb(kb: int | None) -> str:
+            return "-" if kb is None else f"{kb / 1024:.1f}"
+
+        for key, processes in own.memory.items():
+            for number, process in enumerate(processes):
+                label = labels[key] if number == 0 else ""
+                print(
+                    f"{label:<34} {process.role + ' ' + str(process.pid):>16} "
+                    f"{mb(process.rss_kb):>7} {mb(process.pss_kb):>7} {mb(process.uss_kb):>7}"
+                )
+        print(
+            "(RSS counts every page a process maps; PSS shares each shared page among its "
+            "mappers; USS, the pages only that process maps, is what one more worker costs)"
+        )
+    if own.gc:
+        print()
+        print("longest GC pause of each rollwise server since it started serving (/metrics)")
+        for key, found in own.gc.items():
+            longest = found["longest_s"]
+            value = "n/a" if longest is None else f"{longest * 1e3:.2f} ms"
+            seen = ""
+            if found["workers"] > 1:
+                reached = len(found["per_replica_s"])
+                seen = f"   (the longest of the {reached} of {found['workers']} workers reached)"
+            print(f"  {labels[key]:<46} {value:>10}{seen}")
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -959,7 +1306,10 @@ def main() -> None:
         f"(default {DEFAULT_WORK_US:g})",
     )
     parser.add_argument(
-        "--no-model-like", action="store_true", help="skip the model-like rows (e), (f)"
+        "--no-model-like", action="store_true", help="skip the model-like rows (e), (f), (g), (h)"
+    )
+    parser.add_argument(
+        "--no-workers", action="store_true", help="skip the serve --workers rows (g) to (j)"
     )
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/gateway-*)")
     args = parser.parse_args()
@@ -993,6 +1343,7 @@ def main() -> None:
         plain_lua = work / "post-plain.lua"
         plain_lua.write_text(lua_post_script(PLAIN_BODY))
 
+        own = OwnReport(workers_note="" if args.no_workers else workers_note(pin))
         upstream = start_upstream(work, pin)
         servers.append(upstream)
         check_answer(upstream, OIP_PATH, OIP_BODY, b'"outputs"')
@@ -1010,7 +1361,7 @@ def main() -> None:
             targets.append(
                 Target("nginx", "(b) nginx → OIP server", nginx, OIP_PATH, oip_lua, upstream)
             )
-        gateway = start_rollwise_http(work, pin, upstream)
+        gateway = start_rollwise_http(work, upstream, pin.server_cpu)
         servers.append(gateway)
         check_answer(gateway, OIP_PATH, OIP_BODY, b'"outputs"')
         targets.append(
@@ -1018,7 +1369,9 @@ def main() -> None:
                 "rollwise", "(c) rollwise 90/10 → OIP server", gateway, OIP_PATH, oip_lua, upstream
             )
         )
-        on_uvicorn = start_rollwise_http(work, pin, upstream, "rollwise-uvicorn", "uvicorn")
+        on_uvicorn = start_rollwise_http(
+            work, upstream, pin.server_cpu, "rollwise-uvicorn", "uvicorn"
+        )
         servers.append(on_uvicorn)
         check_answer(on_uvicorn, OIP_PATH, OIP_BODY, b'"outputs"')
         targets.append(
@@ -1037,7 +1390,7 @@ def main() -> None:
             servers.append(model_upstream)
             check_answer(model_upstream, OIP_PATH, OIP_BODY, b'"outputs"')
             model_gateway = start_rollwise_http(
-                work, pin, model_upstream, "rollwise-model", beside_load=True
+                work, model_upstream, pin.load_cpu, "rollwise-model"
             )
             servers.append(model_gateway)
             check_answer(model_gateway, OIP_PATH, OIP_BODY, b'"outputs"')
@@ -1058,10 +1411,27 @@ def main() -> None:
                     model_upstream,
                 ),
             ]
+            if not args.no_workers:
+                for count, letter in ((1, "g"), (2, "h")):
+                    server = start_rollwise_http(
+                        work, model_upstream, pin.both, f"rollwise-model-w{count}", workers=count
+                    )
+                    servers.append(server)
+                    check_answer(server, OIP_PATH, OIP_BODY, b'"outputs"')
+                    targets.append(
+                        Target(
+                            f"workers_model_{count}",
+                            f"({letter}) --workers {count} → model-like",
+                            server,
+                            OIP_PATH,
+                            oip_lua,
+                            model_upstream,
+                        )
+                    )
         inproc: list[Target] = []
         if not args.no_inprocess:
             model_path = write_iris_model(work)
-            iris = start_rollwise_iris(work, pin, model_path)
+            iris = start_rollwise_iris(work, model_path, pin.server_cpu)
             servers.append(iris)
             starlette = start_starlette(work, pin, model_path)
             servers.append(starlette)
@@ -1077,6 +1447,22 @@ def main() -> None:
                     plain_lua,
                 ),
             ]
+            if not args.no_workers:
+                for count, letter in ((1, "i"), (2, "j")):
+                    server = start_rollwise_iris(
+                        work, model_path, pin.both, f"rollwise-iris-w{count}", count
+                    )
+                    servers.append(server)
+                    check_answer(server, PLAIN_PATH, PLAIN_BODY, b'"outputs"')
+                    inproc.append(
+                        Target(
+                            f"workers_inproc_{count}",
+                            f"({letter}) --workers {count}, in-process",
+                            server,
+                            PLAIN_PATH,
+                            plain_lua,
+                        )
+                    )
             targets.extend(inproc)
         print(
             f"# {len(targets)} rows, {args.runs} run(s) each: {args.latency_duration:g} s at 1 "
@@ -1099,6 +1485,12 @@ def main() -> None:
         split = served_split(gateway)
         model_split = served_split(model_gateway) if model_gateway is not None else {}
         foreign_cpus = foreign.cpus()
+        # Read while the servers still run: they stop when this block ends.
+        for target in targets:
+            if target.server.is_rollwise:
+                own.gc[target.key] = gc_longest_pause(target.server)
+            if target.key.startswith("workers_"):
+                own.memory[target.key] = server_memory(target.server)
 
     if foreign_cpus > 0.1:
         notes.append(
@@ -1114,7 +1506,7 @@ def main() -> None:
             shares = ", ".join(f"{v} {100 * n / total:.1f} %" for v, n in served.items())
             notes.append(f"rollwise{row} served {total} requests: {shares} (configured {SPLIT})")
     elapsed = time.perf_counter() - started
-    print_report(targets, summaries, result_ratios, notes, args, model_note)
+    print_report(targets, summaries, result_ratios, notes, args, model_note, own)
     print(
         f"\n{args.runs} run(s) per row, medians; wrk -t1; {os.cpu_count()} CPUs; "
         f"python {platform.python_version()}; {elapsed:.0f} s"
@@ -1137,6 +1529,8 @@ def main() -> None:
             "model_like": None
             if args.no_model_like
             else {"work_us": args.work_us, "pinning": model_note},
+            "workers": None if args.no_workers else {"pinning": own.workers_note},
+            "sticky": {"header": STICKY_HEADER, "users": STICKY_USERS},
         },
         "versions": tool_versions(wrk),
         "targets": {
@@ -1149,6 +1543,8 @@ def main() -> None:
             for t in targets
         },
         "ratios": result_ratios,
+        "gc_longest_pause": own.gc,
+        "memory_kb": {key: [asdict(p) for p in found] for key, found in own.memory.items()},
         "rollwise_served_split": split,
         "rollwise_model_like_served_split": model_split,
         "foreign_load_cpus": foreign_cpus,

@@ -36,6 +36,7 @@ from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMet
 from rollwise.backends.http import decode_response
 from rollwise.config import parse_config
 from rollwise.server.app import create_app
+from rollwise.server.gc_policy import settle_heap
 
 MODEL = "bench"
 BODY = (
@@ -61,10 +62,15 @@ SCOPE: dict[str, Any] = {
         (b"host", b"127.0.0.1:8080"),
         (b"content-type", b"application/json"),
         (b"content-length", str(len(BODY)).encode()),
+        (b"x-user", b"user-0"),
     ],
     "client": ("127.0.0.1", 50000),
     "server": ("127.0.0.1", 8080),
 }
+
+HEADERS = SCOPE["headers"][:-1]
+USERS = 10_000
+"""Distinct sticky users the requests cycle over, as bench/gateway.py sends them."""
 
 
 class UpstreamStandIn:
@@ -99,6 +105,7 @@ async def drive(requests: int, profile: int) -> None:
                 "models": {
                     MODEL: {
                         "stable": "a",
+                        "sticky_key": "header:X-User",
                         "versions": {
                             "a": {"backend": "http", "url": "http://127.0.0.1:9"},
                             "b": {"backend": "http", "url": "http://127.0.0.1:9"},
@@ -111,6 +118,8 @@ async def drive(requests: int, profile: int) -> None:
         app = create_app(config, insecure_dev=True, backend_factory=UpstreamStandIn)
         gateway = app.gateway
         await gateway.start()
+        # The server's own collector settings, as its start-up leaves them.
+        settle_heap()
         try:
             await gateway.set_routing(MODEL, {"a": 90, "b": 10}, {}, actor="bench")
             await run(app, requests // 10, check=True)
@@ -195,8 +204,11 @@ async def run(app: Any, requests: int, *, check: bool) -> None:
         if check:
             sent.append(message)
 
+    users = [(b"x-user", f"user-{n}".encode()) for n in range(USERS)]
     for number in range(requests):
-        await app(dict(SCOPE), receive, send)
+        scope = dict(SCOPE)
+        scope["headers"] = [*HEADERS, users[number % USERS]]
+        await app(scope, receive, send)
         if number % 64 == 63:
             # Let the gateway's background jobs (the flushes to the store) run, as they do
             # between requests in a real server.

@@ -14,6 +14,12 @@ against one gateway (``--rows`` picks some):
 - ``slow``: 100 % of requests mirrored to ``slow``;
 - ``sleepy``: 100 % of requests mirrored to ``sleepy``.
 
+In-process shadows run where ``--shadow-process`` (``server.shadow_process``) puts them:
+``on`` (the default here), in the gateway's shadow host, a child process of lowest
+priority; ``off``, in the shadows' thread pool inside the gateway process, to compare.
+The child inherits the gateway's pinning: it shares the gateway's one CPU, and only the
+operating system's scheduler keeps it out of the served requests' way.
+
 Each row sends ``--rate`` (300) requests a second for ``--seconds`` (10) from an open-loop
 client: requests leave on a fixed schedule whether or not earlier answers came back (on
 as many keep-alive connections as that takes), so a stall of the gateway shows in the
@@ -22,13 +28,14 @@ reading its whole answer. The rows run ``--rounds`` (3) times in a rotating orde
 table shows, per row, the median over rounds of the served p50/p99, the ratio of that
 p99 to the ``none`` row's, the share of mirrored requests the gateway dropped (from its
 own ``/metrics``: ``rollwise_mirror_dropped_total`` against the mirrored requests), and
-the gateway's CPU per request.
+the CPU per request of the gateway's process and of its shadow host.
 
 Pinning on two CPUs (taskset): the gateway alone on the first CPU; this script, which is
 also the load generator, on the second.
 
     .venv/bin/python bench/shadows.py             # about 2.5 minutes
     .venv/bin/python bench/shadows.py --quick     # a smoke check, about 30 s
+    .venv/bin/python bench/shadows.py --shadow-process off   # the in-thread way
 
 Results also go to ``bench/results/shadows-<timestamp>.json``.
 """
@@ -99,7 +106,7 @@ class SpinModel:
 
 CONFIG = """\
 store: sqlite:///{dir}/shadows.db
-server: {{host: 127.0.0.1, port: {port}}}
+server: {{host: 127.0.0.1, port: {port}, shadow_process: "{shadow_process}"}}
 models:
   {model}:
     stable: served
@@ -148,7 +155,13 @@ class Gateway(gw.Server):
     """``rollwise serve`` on the bench config, pinned to ``cpu``, its output in a log file."""
 
     def __init__(
-        self, work: Path, cpu: int | None, work_us: float, slow_us: float, switch_us: float = 0
+        self,
+        work: Path,
+        cpu: int | None,
+        work_us: float,
+        slow_us: float,
+        switch_us: float = 0,
+        shadow_process: str = "on",
     ) -> None:
         port = gw.free_port()
         config = work / "shadows.yaml"
@@ -161,6 +174,7 @@ class Gateway(gw.Server):
                 slow_us=slow_us,
                 slow_ms=slow_us / 1000.0,
                 here=HERE,
+                shadow_process=shadow_process,
             )
         )
         script = Path(sys.executable).with_name("rollwise")
@@ -220,6 +234,14 @@ class Gateway(gw.Server):
             counts = found.setdefault(fields["version"], [0, 0])
             counts[0 if name == "rollwise_requests_total" else 1] = int(float(value))
         return {version: (counts[0], counts[1]) for version, counts in found.items()}
+
+    def host_cpu_seconds(self) -> float:
+        """The shadow host's (the gateway's child processes), while they live."""
+        total = 0.0
+        for pid in gw.children_of(self.proc.pid):
+            with contextlib.suppress(OSError):
+                total += proc_cpu_seconds(pid)
+        return total
 
     def loop_cpu_seconds(self) -> float:
         """The main thread's, which runs the event loop."""
@@ -349,6 +371,8 @@ class Run:
     dropped: int
     gateway_cpu_us: float
     loop_cpu_us: float
+    host_cpu_us: float
+    """The shadow host's CPU per served request."""
     late_p99_ms: float
     connections: int
     foreign_cpus: float
@@ -362,11 +386,13 @@ async def measure(
     gateway.route(mirrors)
     before = gateway.shadow_counts()
     cpu0, loop0 = gateway.cpu_seconds(), gateway.loop_cpu_seconds()
+    host0 = gateway.host_cpu_seconds()
     busy0, own0, wall0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
     load = await client.run(rate, seconds)
     cpu = gateway.cpu_seconds() - cpu0
     loop_cpu = gateway.loop_cpu_seconds() - loop0
-    own = cpu + time.process_time() - own0
+    host_cpu = max(0.0, gateway.host_cpu_seconds() - host0)
+    own = cpu + host_cpu + time.process_time() - own0
     foreign = max(0.0, machine_busy_seconds() - busy0 - own) / (time.perf_counter() - wall0)
     # Shadows still running finish before the counts are read (at most 10 s).
     deadline = time.monotonic() + 10.0
@@ -396,6 +422,7 @@ async def measure(
         dropped=dropped,
         gateway_cpu_us=cpu * 1e6 / load.sent,
         loop_cpu_us=loop_cpu * 1e6 / load.sent,
+        host_cpu_us=host_cpu * 1e6 / load.sent,
         late_p99_ms=load.late_p99_ms,
         connections=load.connections,
         foreign_cpus=foreign,
@@ -404,7 +431,7 @@ async def measure(
         f"# round {round_} {row:5} p50 {run.p50_ms:.3f} ms  p99 {run.p99_ms:.3f} ms  "
         f"p99.9 {run.p999_ms:.3f} ms  mirrored {run.mirrored}  dropped {run.dropped}  "
         f"failed {run.failed}  CPU {run.gateway_cpu_us:.0f} µs/req "
-        f"(loop {run.loop_cpu_us:.0f})  "
+        f"(loop {run.loop_cpu_us:.0f}, shadow host {run.host_cpu_us:.0f})  "
         f"client late p99 {run.late_p99_ms:.3f} ms  others {run.foreign_cpus:.2f} CPU",
         file=sys.stderr,
         flush=True,
@@ -448,6 +475,7 @@ def summarise(runs: list[Run], names: Sequence[str]) -> dict[str, dict[str, floa
             "dropped": sum(r.dropped for r in mine),
             "dropped_share": sum(r.dropped for r in mine) / mirrored if mirrored else 0.0,
             "gateway_cpu_us": statistics.median(r.gateway_cpu_us for r in mine),
+            "host_cpu_us": statistics.median(r.host_cpu_us for r in mine),
         }
     base = rows["none"]["p99_ms"]
     for figures in rows.values():
@@ -464,7 +492,8 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
     }
     header = (
         f"{'served at ' + format(args.rate, 'g') + ' req/s':34} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'p99.9 ms':>8} {'p99 vs none':>11} {'mirrored':>9} {'dropped':>8} {'CPU µs/req':>10}"
+        f"{'p99.9 ms':>8} {'p99 vs none':>11} {'mirrored':>9} {'dropped':>8} {'CPU µs/req':>10} "
+        f"{'host µs/req':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -474,11 +503,12 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
         print(
             f"{labels[row]:34} {figures['p50_ms']:7.3f} {figures['p99_ms']:7.3f} "
             f"{figures['p999_ms']:8.3f} {figures['p99_ratio']:10.2f}× {mirrored:>9} "
-            f"{dropped:>8} {figures['gateway_cpu_us']:10.0f}"
+            f"{dropped:>8} {figures['gateway_cpu_us']:10.0f} {figures['host_cpu_us']:11.0f}"
         )
     print(
         f"(medians of {args.rounds} round(s) of {args.seconds:g} s per row; mirrored and "
-        "dropped summed over the rounds; CPU: the gateway's process per served request)"
+        "dropped summed over the rounds; CPU: the gateway's process per served request; "
+        f"host: its shadow host's, shadow_process {args.shadow_process})"
     )
     print()
     print("rollwise against its targets")
@@ -514,6 +544,13 @@ def main() -> None:
         default=list(ROWS),
         help=f"rows to run besides none, comma-separated (default: {','.join(ROWS)})",
     )
+    parser.add_argument(
+        "--shadow-process",
+        choices=("on", "off", "auto"),
+        default="on",
+        help="server.shadow_process: in-process shadows in a child process (on) or in the "
+        "gateway's shadow threads (off)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of 4 s per row")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -537,6 +574,7 @@ def main() -> None:
             args.work_us,
             args.work_us * args.slow_factor,
             args.switch_interval_us,
+            args.shadow_process,
         )
         try:
             gateway.wait_ready()
@@ -545,7 +583,7 @@ def main() -> None:
 
                 uvloop.install()
             runs = asyncio.run(bench(args, gateway))
-            own = gateway.cpu_seconds() + time.process_time()
+            own = gateway.cpu_seconds() + gateway.host_cpu_seconds() + time.process_time()
         finally:
             gateway.stop()
     wall = time.perf_counter() - started

@@ -41,6 +41,13 @@ class ServerSection(_Strict):
     max_control_body_bytes: int = Field(DEFAULT_MAX_CONTROL_BODY_BYTES, ge=1024)
     """Control API bodies (rollout specs, versions, routing) at most; larger get 413."""
     mirror_concurrency: int = Field(64, ge=1, le=100_000)
+    shadow_process: Literal["auto", "on", "off"] = "auto"
+    """Where the model code of in-process shadow versions (sklearn, onnx, python) runs:
+    ``on``, in a child process of lowest priority that loads them a second time, so
+    that a mirrored request never holds the interpreter a served request needs;
+    ``off``, in a thread pool of the gateway's own process (less memory, and the
+    served latency pays for the shadow's CPU); ``auto``, on when the machine has more
+    than one CPU."""
     flush_interval_s: float = Field(1.0, gt=0, le=60)
     routing_poll_interval_s: float = Field(1.0, gt=0, le=60)
     prediction_retention_s: float = Field(7 * 86400.0, gt=0)

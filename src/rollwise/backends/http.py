@@ -285,7 +285,7 @@ def decode_response(body: bytes) -> InferenceResponse:
     outputs = document.get("outputs")
     if not isinstance(outputs, list):
         raise ValueError("'outputs' is missing or not a list")
-    tensors = tuple(_output_tensor(item, index) for index, item in enumerate(outputs))
+    tensors = tuple([_output_tensor(item, index) for index, item in enumerate(outputs)])
     version = document.get("model_version")
     parameters = document.get("parameters")
     return InferenceResponse(
@@ -306,10 +306,12 @@ def _output_tensor(item: Any, index: int) -> Tensor:
         raise ValueError(f"outputs[{index}].name is not a string")
     if not isinstance(datatype, str):
         raise ValueError(f"output {name!r}: datatype is not a string")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, list):
         raise ValueError(f"output {name!r}: shape is not a list of non-negative integers")
+    # A loop, not all() over a generator: this runs for every answer.
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise ValueError(f"output {name!r}: shape is not a list of non-negative integers")
     if not isinstance(data, list):
         raise ValueError(f"output {name!r}: data is not a list")
     if data and isinstance(data[0], list):

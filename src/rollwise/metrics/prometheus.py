@@ -1,11 +1,31 @@
-"""Prometheus exposition of the gateway's metrics, built at scrape time from the totals."""
+"""Prometheus exposition of the gateway's metrics, built at scrape time from the totals.
+
+Every figure is this process's own. A gateway alone is its own scrape target, so its
+series carry no label naming it (the target's ``instance`` does). The workers of
+``serve --workers N`` share one port, so one target: a scrape reaches whichever worker
+accepts the connection, and an exposition without a label naming the worker would
+interleave N processes' counters in one series, each switch read by ``rate()`` as a
+counter reset. Their collectors are given ``Replica(label_series=True)``: every series
+carries ``replica``, the worker's id in the fleet (as ``/api/v1/replicas`` lists it).
+``rollwise_replica_info{replica, pid}`` says in every case which process answered. The
+fleet-wide figures, summed over every replica from the store, are the status API's
+(``/api/v1/models/{m}``), not /metrics'.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from rollwise.metrics.recorder import MetricKey, VersionWindow
@@ -16,6 +36,33 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 
 
+REPLICA_LABEL = "replica"
+
+
+class GcRecord(Protocol):
+    """The garbage collector's pauses, per generation (0, 1, 2), since timing began: as
+    ``rollwise.server.gc_policy.GcPauses`` keeps them (metrics cannot import server)."""
+
+    @property
+    def passes(self) -> Sequence[int]: ...
+
+    @property
+    def seconds(self) -> Sequence[float]: ...
+
+    @property
+    def longest_s(self) -> Sequence[float]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """The process a scrape reaches: its id in the fleet and its pid; ``label_series``
+    when it shares its scrape target with others (a worker of ``serve --workers N``)."""
+
+    id: str
+    pid: int
+    label_series: bool = False
+
+
 class GatewayCollector(Collector):
     def __init__(
         self,
@@ -23,13 +70,61 @@ class GatewayCollector(Collector):
         weights: Callable[[], Mapping[tuple[str, str], tuple[int, int, bool]]],
         fallbacks: Callable[[], Mapping[tuple[str, str], int]] = dict,
         dropped_predictions: Callable[[], int] = int,
+        *,
+        gc_pauses: Callable[[], GcRecord] | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self._totals = totals
         self._weights = weights
         self._fallbacks = fallbacks
         self._dropped_predictions = dropped_predictions
+        self._gc_pauses = gc_pauses
+        self._replica = replica
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
+        families = [*self._traffic(), *self._routing(), self._dropped(), *self._gc()]
+        replica = self._replica
+        if replica is not None:
+            if replica.label_series:
+                for family in families:
+                    _add_label(family, REPLICA_LABEL, replica.id)
+            info = InfoMetricFamily(
+                "rollwise_replica",
+                "The gateway process that answered this scrape: its replica id in the "
+                "fleet and its pid (with serve --workers N, any one of the N)",
+                value={REPLICA_LABEL: replica.id, "pid": str(replica.pid)},
+            )
+            families.append(info)
+        yield from families
+
+    def _gc(self) -> list[Metric]:
+        if self._gc_pauses is None:
+            return []
+        record = self._gc_pauses()
+        labels = ["generation"]
+        seconds = CounterMetricFamily(
+            "rollwise_gc_pause_seconds",
+            "Time the garbage collector's passes stopped this process, per generation",
+            labels=labels,
+        )
+        passes = CounterMetricFamily(
+            "rollwise_gc_passes", "Garbage collector passes, per generation", labels=labels
+        )
+        longest = GaugeMetricFamily(
+            "rollwise_gc_longest_pause_seconds",
+            "Longest single pass of the garbage collector since the process started serving",
+            labels=labels,
+        )
+        for generation, (count, total, most) in enumerate(
+            zip(record.passes, record.seconds, record.longest_s, strict=True)
+        ):
+            values = [str(generation)]
+            passes.add_metric(values, count)
+            seconds.add_metric(values, total)
+            longest.add_metric(values, most)
+        return [seconds, passes, longest]
+
+    def _traffic(self) -> list[Metric]:
         labels = ["model", "version", "role"]
         requests = CounterMetricFamily(
             "rollwise_requests",
@@ -89,7 +184,7 @@ class GatewayCollector(Collector):
             ]
             buckets.append(("+Inf", float(window.latency_ms.count)))
             latency.add_metric(values, buckets, window.latency_sum_ms / 1000.0)
-        yield from (
+        return [
             requests,
             errors,
             timeouts,
@@ -100,7 +195,9 @@ class GatewayCollector(Collector):
             feedback,
             correct,
             latency,
-        )
+        ]
+
+    def _routing(self) -> list[Metric]:
         weight = GaugeMetricFamily(
             "rollwise_routing_weight",
             "Percent of traffic routed to the version",
@@ -127,14 +224,24 @@ class GatewayCollector(Collector):
         )
         for (model, version), count in sorted(self._fallbacks().items()):
             fallback.add_metric([model, version], count)
-        yield from (weight, mirror, ready, fallback)
+        return [weight, mirror, ready, fallback]
+
+    def _dropped(self) -> Metric:
         # The name gets its "_total" suffix from the exposition format.
-        yield CounterMetricFamily(
+        return CounterMetricFamily(
             "rollwise_predictions_dropped",
             "Logged predictions dropped unwritten because the store did not take them "
             "in time (their feedback answers 404)",
             value=self._dropped_predictions(),
         )
+
+
+def _add_label(family: Metric, name: str, value: str) -> None:
+    """Give every sample of ``family`` the label ``name=value`` (families build their
+    samples from their own label names, so a label common to all is added after)."""
+    family.samples = [
+        sample._replace(labels={**sample.labels, name: value}) for sample in family.samples
+    ]
 
 
 def render(collector: Collector) -> bytes:

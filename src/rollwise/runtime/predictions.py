@@ -3,12 +3,20 @@
 Every answer (served or shadow) is queued for the next flush to the store, where
 feedback can find it for the retention period; the most recent ones are also kept in
 memory so that feedback arriving before that flush is joined at once.
+
+Both are kept as flat tuples of strings and numbers, never as objects or nested
+tuples: the collector stops tracking such a tuple at the first pass it survives, so
+thousands of answers waiting for the store add nothing to later passes. (As
+``PredictionRecord``s with a list inside each they made a full pass take over 100 ms;
+a tuple holding a tuple is untracked one level per pass, so it reached the older
+generations first.)
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from rollwise.domain import Role
@@ -22,8 +30,37 @@ beyond, the oldest are dropped, counted and logged once per outage."""
 MAX_CACHED_ROWS = 1_000
 """Answers with more rows are joined to feedback from the store, not from memory."""
 
-_Answer = tuple[str, str, str, tuple[Any, ...], float]
-"""(model, version, role, outputs, at_s) of one answer kept in memory."""
+LoggedAnswer = tuple[Any, ...]
+"""One answer due for the store: (request_id, model, version, role, at_s, *outputs)."""
+_Answers = tuple[Any, ...]
+"""The answers to one request kept in memory, one after the other, each as
+(model, version, role, at_s, number of outputs, *outputs)."""
+_HEAD = 5
+"""Items before the outputs of an answer in ``_Answers``."""
+
+
+def as_records(batch: list[LoggedAnswer]) -> list[PredictionRecord]:
+    """A batch as the store's records."""
+    return list(RecordsOf(batch))
+
+
+class RecordsOf(Collection[PredictionRecord]):
+    """A batch as the store takes it, each record made only as the store reads it: a
+    backlog of 100,000 answers never becomes 100,000 objects at once (whose collector
+    passes would stall the event loop)."""
+
+    def __init__(self, batch: list[LoggedAnswer]) -> None:
+        self._batch = batch
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+    def __iter__(self) -> Iterator[PredictionRecord]:
+        for row in self._batch:
+            yield PredictionRecord(row[0], row[1], row[2], Role(row[3]), list(row[5:]), row[4])
+
+    def __contains__(self, item: object) -> bool:
+        return any(record == item for record in self)
 
 
 class PredictionLog:
@@ -34,14 +71,12 @@ class PredictionLog:
         self.max_pending = max_pending
         # A deque: while the store is down, every new answer beyond the bound pushes
         # out the oldest one, which must cost O(1) on the request path.
-        self._pending: deque[PredictionRecord] = deque()
+        self._pending: deque[LoggedAnswer] = deque()
         self.dropped_total = 0
         """Answers dropped unwritten since start (a Prometheus counter)."""
         self._dropped_in_outage = 0
         """Answers dropped since the store last took a batch; > 0 means "dropping"."""
-        # Plain tuples of plain values: the garbage collector stops tracking them, so a
-        # cache of 100,000 requests adds nothing to its full passes.
-        self._recent: OrderedDict[str, tuple[_Answer, ...]] = OrderedDict()
+        self._recent: OrderedDict[str, _Answers] = OrderedDict()
 
     @property
     def pending(self) -> int:
@@ -49,47 +84,74 @@ class PredictionLog:
         return len(self._pending)
 
     def remember(self, record: PredictionRecord) -> None:
-        self._pending.append(record)
-        if len(self._pending) > self.max_pending:
-            self._drop_oldest()
-        if self.cache_size <= 0 or len(record.outputs) > MAX_CACHED_ROWS:
-            return
-        answer = (
+        self.log(
+            record.request_id,
             record.model,
             record.version,
-            record.role.value,
-            tuple(record.outputs),
+            record.role,
+            record.outputs,
             record.at_s,
         )
-        recent = self._recent.get(record.request_id)
-        if recent is None or record.role is Role.SERVED:
+
+    def log(
+        self,
+        request_id: str,
+        model: str,
+        version: str,
+        role: Role,
+        outputs: Sequence[Any],
+        at_s: float,
+    ) -> None:
+        """Queue one answer for the store and keep it for feedback (``outputs`` holds
+        plain values: strings and numbers)."""
+        role_value = role.value
+        self._pending.append((request_id, model, version, role_value, at_s, *outputs))
+        if len(self._pending) > self.max_pending:
+            self._drop_oldest()
+        if self.cache_size <= 0 or len(outputs) > MAX_CACHED_ROWS:
+            return
+        recent = self._recent.get(request_id)
+        if recent is None or role is Role.SERVED:
             # A served answer starts the entry afresh: a caller who reuses a request id
             # gets feedback joined to its latest request, and entries stay small.
-            self._recent.pop(record.request_id, None)
-            self._recent[record.request_id] = (answer,)
+            self._recent.pop(request_id, None)
+            self._recent[request_id] = (model, version, role_value, at_s, len(outputs), *outputs)
             if len(self._recent) > self.cache_size:
                 self._recent.popitem(last=False)
         else:
-            self._recent[record.request_id] = (*recent, answer)
+            self._recent[request_id] = (
+                *recent,
+                model,
+                version,
+                role_value,
+                at_s,
+                len(outputs),
+                *outputs,
+            )
 
     def recent(self, request_id: str) -> list[PredictionRecord] | None:
         """The answers to ``request_id`` still in memory, or None when none are."""
         answers = self._recent.get(request_id)
         if answers is None:
             return None
-        return [
-            PredictionRecord(request_id, model, version, Role(role), list(outputs), at_s)
-            for model, version, role, outputs, at_s in answers
-        ]
+        records = []
+        start = 0
+        while start < len(answers):
+            model, version, role, at_s, count = answers[start : start + _HEAD]
+            outputs = list(answers[start + _HEAD : start + _HEAD + count])
+            records.append(PredictionRecord(request_id, model, version, Role(role), outputs, at_s))
+            start += _HEAD + count
+        return records
 
-    def take_batch(self) -> list[PredictionRecord]:
-        """The answers due for the store, oldest first; the caller writes them and
-        then calls ``written`` or, when the store refused them, ``give_back``."""
+    def take_batch(self) -> list[LoggedAnswer]:
+        """The answers due for the store, oldest first (``as_records`` makes them the
+        store's records); the caller writes them and then calls ``written`` or, when
+        the store refused them, ``give_back``."""
         batch = list(self._pending)
         self._pending.clear()
         return batch
 
-    def give_back(self, batch: list[PredictionRecord]) -> None:
+    def give_back(self, batch: list[LoggedAnswer]) -> None:
         """A batch the store did not take: it goes out first at the next flush, as far
         as the bound allows (the oldest answers are dropped first)."""
         self._pending.extendleft(reversed(batch))

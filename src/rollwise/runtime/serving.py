@@ -26,7 +26,6 @@ from rollwise.runtime.routing_state import USERS_TRACKED, RoutingState
 from rollwise.runtime.shadows import Shadows
 from rollwise.runtime.telemetry import Telemetry
 from rollwise.runtime.versions import Versions, describe
-from rollwise.store.base import PredictionRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +68,8 @@ class Serving:
                 for v in self.ctx.models[model].versions
             )
             raise BackendUnavailable(f"model {model!r} has no ready version ({detail})")
-        random_bucket = self.ctx.rng.randrange(BUCKETS)
+        # random() and a product: randrange costs several Python calls per request.
+        random_bucket = int(self.ctx.rng.random() * BUCKETS)
         version = table.choose(key, random_bucket)
         if table.fallbacks:
             meant = table.fallback_for(key, random_bucket)
@@ -143,11 +143,9 @@ class Serving:
         request_id: str,
         response: InferenceResponse,
     ) -> None:
-        outputs = list(response.primary())
+        outputs = response.primary()
         window.record_outputs(outputs, self.ctx.models[model].task == "classification")
-        self.telemetry.predictions.remember(
-            PredictionRecord(request_id, model, version, role, outputs, self.ctx.clock())
-        )
+        self.telemetry.predictions.log(request_id, model, version, role, outputs, self.ctx.clock())
 
     def mirror(
         self, table: ModelTable, request: InferenceRequest, request_id: str, served: Outcome | None

@@ -7,8 +7,12 @@ loop, after what the loop already had waiting, and the answers that come back ar
 recorded a few at a time in later turns still: metrics, the comparison with the served
 answer and the prediction log all happen there, never between a request's arrival and
 its reply, and never as one long stretch that a new request would wait behind.
-In-process shadow calls run in the shadows' own thread pool, which gives way to served
-calls (``rollwise.backends.executor``).
+In-process shadow versions (sklearn, onnx, python) run in the shadow host, a child
+process of lowest priority, when ``server.shadow_process`` is on
+(``rollwise.backends.shadow_host``): their model code then never holds the interpreter
+that serves requests. Otherwise, for the other kinds, and while the host starts or
+loads the model, shadow calls run in the shadows' own thread pool, which gives way to
+served calls (``rollwise.backends.executor``).
 
 Each shadow holds at most ``mirror_concurrency`` mirrored requests at once, queued,
 running or waiting to be recorded; beyond, a mirrored request is dropped and counted in
@@ -20,13 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from rollwise.backends.base import InferenceRequest, InferenceResponse
+from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
 from rollwise.backends.executor import enter_shadow_lane
+from rollwise.backends.inprocess import InProcessBackend
+from rollwise.backends.shadow_host import (
+    HostedModel,
+    ShadowHost,
+    TimedAnswer,
+    hostable,
+    hosted_model,
+    shadow_process_enabled,
+)
 from rollwise.domain import Role
 from rollwise.errors import BackendTimeout, ValidationError
 from rollwise.metrics.scoring import compare_outputs
@@ -40,9 +54,15 @@ RECORD_SLICE = 4
 """Answers recorded in one turn of the loop: a few tens of µs each, so that a request
 arriving meanwhile waits for a slice, never for a whole backlog."""
 
+SWEEP_S = 5.0
+"""How often the models the shadow host holds are checked against the loaded versions,
+so that one unloaded here is unloaded there too (at the next mirrored request)."""
+
 ShadowKey = tuple[str, str]
 """(model, version) of a shadow."""
-_Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+_Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse | TimedAnswer]]
+"""A shadow's call: its answer, or, from the shadow host, its answer and the model's own
+time there (which is then its latency)."""
 
 
 @dataclass(slots=True)
@@ -86,6 +106,13 @@ class Shadows:
         self._calls: set[asyncio.Task[None]] = set()
         self._start_due = False
         self._record_due = False
+        self.host: ShadowHost | None = (
+            ShadowHost() if shadow_process_enabled(ctx.config.server.shadow_process) else None
+        )
+        """Runs in-process shadows' model code in a child process; None when off."""
+        self._hosted: dict[ShadowKey, tuple[Backend, _Predict, HostedModel]] = {}
+        """Per shadow, the backend last sent to the host, and how it is called there."""
+        self._swept_s = 0.0
 
     @property
     def held(self) -> int:
@@ -131,17 +158,54 @@ class Shadows:
                 self._release((job.model, job.version))
                 self._drop((job.model, job.version))
                 continue
-            task = loop.create_task(self._call(job, backend.predict))
+            predict: _Predict = backend.predict
+            if self.host is not None and hostable(backend):
+                predict = self._hosted_predict((job.model, job.version), backend)
+            task = loop.create_task(self._call(job, predict))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
+
+    def _hosted_predict(self, key: ShadowKey, backend: Backend) -> _Predict:
+        """How a call to ``backend`` goes to the shadow host; a backend new for its
+        version (reloaded, replaced) is a new model there and the old one is unloaded.
+        Until the host has the model loaded, the call runs here as without a host, so
+        that the seconds a start or a load takes there drop no mirrored request."""
+        host = self.host
+        assert host is not None and isinstance(backend, InProcessBackend)
+        hosted = self._hosted.get(key)
+        if hosted is None or hosted[0] is not backend:
+            if hosted is not None:
+                host.forget(hosted[2])
+            model = hosted_model(backend)
+            hosted = (backend, functools.partial(host.predict_timed, model), model)
+            self._hosted[key] = hosted
+        now = time.monotonic()
+        if now - self._swept_s > SWEEP_S:
+            self._swept_s = now
+            self._sweep_hosted()
+        return hosted[1] if host.prepare(hosted[2]) else backend.predict
+
+    def _sweep_hosted(self) -> None:
+        """Unload in the host the models of versions no longer loaded here."""
+        assert self.host is not None
+        loaded = self.versions.backends
+        for key, (backend, _, model) in list(self._hosted.items()):
+            if loaded.get(key) is not backend:
+                del self._hosted[key]
+                self.host.forget(model)
 
     async def _call(self, job: ShadowJob, predict: _Predict) -> None:
         enter_shadow_lane()
         started = time.perf_counter()
         response: InferenceResponse | None = None
+        model_ms: float | None = None
         error: Exception | None = None
         try:
-            response = await predict(job.request)
+            answer = await predict(job.request)
+            if isinstance(answer, TimedAnswer):
+                response, model_ms = answer.response, answer.model_ms
+            else:
+                response = answer
         except asyncio.CancelledError:
             # Only a stopping replica cancels shadow calls: the request was dropped.
             self._release((job.model, job.version))
@@ -149,7 +213,7 @@ class Shadows:
             raise
         except Exception as failure:
             error = failure
-        latency_ms = (time.perf_counter() - started) * 1000.0
+        latency_ms = (time.perf_counter() - started) * 1000.0 if model_ms is None else model_ms
         self._answers.append(ShadowAnswer(job, latency_ms, self.ctx.clock(), response, error))
         if not self._record_due:
             self._record_due = True
@@ -226,3 +290,8 @@ class Shadows:
             self._drop((job.model, job.version))
         for task in list(self._calls):
             task.cancel()
+        if self.host is not None:
+            # Only a stopping replica drains: its shadow host stops with it (the next
+            # mirrored request, if any, starts a new one).
+            self._hosted.clear()
+            await self.host.close()

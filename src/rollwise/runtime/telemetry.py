@@ -29,7 +29,7 @@ from rollwise.metrics.recorder import (
 from rollwise.metrics.scoring import ClassKey, Score, check_labels, class_keys, labels_for, score
 from rollwise.runtime.context import Context
 from rollwise.runtime.late_labels import FeedbackSums, LateLabels
-from rollwise.runtime.predictions import PredictionLog
+from rollwise.runtime.predictions import LoggedAnswer, PredictionLog, RecordsOf
 from rollwise.store.base import FeedbackRecord, MetricBucketRow, Store
 
 MAX_METRICS_WINDOW_S = 7 * 86400
@@ -167,7 +167,7 @@ class Telemetry:
             self.late.written()
         if predictions:
             try:
-                await ctx.db(ctx.store.log_predictions, predictions)
+                await ctx.db(log_answers, ctx.store, predictions)
             except Exception:
                 self.predictions.give_back(predictions)
                 raise
@@ -213,6 +213,12 @@ class Telemetry:
             merged[key] = merge_windows([merged[key], window]) if key in merged else window
         for key in sorted(merged):
             yield key, merged[key]
+
+
+def log_answers(store: Store, batch: list[LoggedAnswer]) -> None:
+    """Write a batch of logged answers in one transaction; runs in the store's thread,
+    where each answer becomes the store's record only as it is written."""
+    store.log_predictions(RecordsOf(batch))
 
 
 def read_merged_buckets(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import socket
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Authenticator
 from rollwise.server.control import build_control_app
 from rollwise.server.dataplane import DataPlane, Receive, Scope, Send
+from rollwise.server.gc_policy import settle_heap
 
 if TYPE_CHECKING:
     import uvicorn
@@ -55,9 +55,7 @@ class RollwiseApp:
                     return
                 # Models, imports and config are loaded for good: move them out of the
                 # collector's sight, so that its full passes only walk what requests make.
-                gc.collect()
-                gc.freeze()
-                gc.set_threshold(20_000, 20, 20)
+                settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # After the server's drain (``begin_shutdown`` came at its start).

@@ -15,6 +15,7 @@ own users the names to use.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,13 +31,14 @@ from starlette.routing import Route
 import rollwise
 from rollwise.domain import BUCKETS, VersionHealth
 from rollwise.errors import RollwiseError, ValidationError
-from rollwise.metrics.prometheus import GatewayCollector, render
+from rollwise.metrics.prometheus import GatewayCollector, Replica, render
 from rollwise.routing import known_version
 from rollwise.runtime.gateway import Gateway
 from rollwise.runtime.telemetry import MAX_METRICS_WINDOW_S
 from rollwise.server.auth import Authenticator, Principal
 from rollwise.server.dataplane import DataPlane, Receive, Scope, Send
 from rollwise.server.errors import error_reply
+from rollwise.server.gc_policy import GC_PAUSES
 from rollwise.server.guard import ControlGuard, control_body_limit
 from rollwise.server.openapi import openapi_document
 from rollwise.server.params import query_flag, query_int, read_json, validated
@@ -106,6 +108,12 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         lambda: _weights(gateway),
         lambda: dict(gateway.telemetry.fallbacks),
         lambda: gateway.telemetry.predictions.dropped_total,
+        gc_pauses=lambda: GC_PAUSES,
+        # Only a worker of ``serve --workers N`` is given ``on_hangup`` (to ask its
+        # supervisor for a rolling restart), and only workers share their port, so their
+        # scrape target: each labels its series with its replica id, or a scrape reaching
+        # another worker would look to Prometheus like a reset of the same counters.
+        replica=Replica(gateway.replica, os.getpid(), label_series=gateway.on_hangup is not None),
     )
 
     def principal(request: Request, role: str) -> Principal:

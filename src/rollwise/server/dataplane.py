@@ -95,10 +95,25 @@ if hasattr(os, "register_at_fork"):
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
+    value = _header_bytes(scope, name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _header_bytes(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
-            return str(value.decode("latin-1"))
+            return bytes(value)
     return None
+
+
+def _header_map(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by name, the first of a repeated name winning as in
+    ``_header``: one pass in C instead of a loop per header read."""
+    headers = scope["headers"]
+    found = dict(headers)
+    if len(found) != len(headers):
+        found = dict(reversed(headers))
+    return found
 
 
 def _cookie(scope: Scope, name: str) -> str | None:
@@ -112,8 +127,13 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    declared = _header(scope, b"content-length")
+async def _read_body(
+    scope: Scope, receive: Receive, limit: int, declared: bytes | None = None
+) -> bytes:
+    """The whole body, refused beyond ``limit`` bytes; ``declared``: the Content-Length
+    header when the caller has it at hand."""
+    if declared is None:
+        declared = _header_bytes(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"the request body has {int(declared)} bytes; the limit is {limit} bytes"
@@ -201,19 +221,26 @@ class DataPlane:
         oip: bool,
     ) -> None:
         serving = self.serving
-        header_id = _header(scope, b"x-request-id")
+        headers = _header_map(scope)
+        raw_id = headers.get(b"x-request-id")
+        header_id = None if raw_id is None else raw_id.decode("latin-1")
         # Known before the body is read, so that even a refused request can be traced.
         request_id = self._request_id(header_id)
         version_header: list[tuple[bytes, bytes]] = []
         try:
-            body = await _read_body(scope, receive, self.max_body)
+            body = await _read_body(scope, receive, self.max_body, headers.get(b"content-length"))
             request, data = parse_oip_request(body) if oip else parse_plain_request(body)
             if header_id is None and request.id:
                 request_id = self._request_id(request.id)
-            forced = path_version or _header(scope, b"x-rollwise-version")
+            forced = path_version
+            if forced is None:
+                raw_version = headers.get(b"x-rollwise-version")
+                if raw_version is not None:
+                    forced = raw_version.decode("latin-1")
             if forced is not None:
                 self.auth.require(_header(scope, b"authorization"), "operator")
-            table, version = serving.choose(model, self._sticky(scope, model, data), forced)
+            key = self._sticky(scope, model, data, headers)
+            table, version = serving.choose(model, key, forced)
             version_header = [(b"x-rollwise-version", version.encode())]
         except RollwiseError as error:
             await self._fail(send, error, request_id, version_header)
@@ -243,15 +270,26 @@ class DataPlane:
         if table.mirrors and forced is None:
             serving.mirror(table, request, request_id, outcome)
 
-    def _sticky(self, scope: Scope, model: str, data: dict[str, Any]) -> str | None:
-        """The request's sticky key, at most ``MAX_STICKY_KEY_BYTES`` long (else 400)."""
-        sticky = self.gateway.models[model].sticky_key if model in self.gateway.models else None
+    def _sticky(
+        self,
+        scope: Scope,
+        model: str,
+        data: dict[str, Any],
+        headers: dict[bytes, bytes] | None = None,
+    ) -> str | None:
+        """The request's sticky key, at most ``MAX_STICKY_KEY_BYTES`` long (else 400);
+        ``headers``: the request's ``_header_map`` when the caller has made it."""
+        found = self.gateway.models.get(model)
+        sticky = None if found is None else found.sticky_key
         if sticky is None:
             return None
         key: str | None
         if sticky.kind is StickyKind.HEADER:
             # Header values are decoded as latin-1: one character per byte.
-            key = _header(scope, sticky.name.encode())
+            if headers is None:
+                headers = _header_map(scope)
+            raw = headers.get(sticky.name.encode())
+            key = None if raw is None else raw.decode("latin-1")
             where = f"header {sticky.name}"
         elif sticky.kind is StickyKind.COOKIE:
             key = _cookie(scope, sticky.name)

@@ -12,7 +12,7 @@ store it needs; ``Store`` is all of them together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from rollwise.domain import (
@@ -235,7 +235,8 @@ class MetricsStore(Protocol):
 class PredictionStore(Protocol):
     """Predictions and the feedback joined to them."""
 
-    def log_predictions(self, records: Sequence[PredictionRecord]) -> None: ...
+    def log_predictions(self, records: Collection[PredictionRecord]) -> None:
+        """Log answers for feedback to find; ``records`` is iterated once."""
 
     def get_predictions(self, request_id: str) -> list[PredictionRecord]:
         """Every version's answer to one request (served first, then shadows)."""

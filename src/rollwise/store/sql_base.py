@@ -15,8 +15,9 @@ events), so they never deadlock.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -35,6 +36,9 @@ from rollwise.store.rows import routing_values
 # PostgreSQL advisory lock keys; 0x726F6C6C77697365 is "rollwise" in ASCII.
 MIGRATE_LOCK_KEY = 0x726F6C6C77697365
 EVENTS_LOCK_KEY = MIGRATE_LOCK_KEY + 1
+
+_SQLITE_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+"""Parameters SQLite takes in one statement by default (999 before version 3.32)."""
 
 PRUNE_CHUNK = 5_000
 """Rows deleted per transaction when pruning, so that a large prune never holds the
@@ -177,13 +181,22 @@ class SqlBase:
         if known is None:
             raise NotFound(f"model {model!r} is not in the store")
 
-    def _insert_many(self, action: str, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """Insert a batch in one transaction: executemany on SQLite, COPY on PostgreSQL."""
+    def _insert_many(
+        self,
+        action: str,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
+        """Insert a batch in one transaction: multi-row INSERTs on SQLite, COPY on
+        PostgreSQL. ``rows`` hold values in ``columns`` order (JSON columns not yet
+        encoded) and are read once, as the statements go: a batch of any size never
+        has more than one statement's worth of encoded values in memory."""
         with self._tx(action, write=True) as conn:
             if self._postgres:
-                _copy_rows(conn, table, rows)
+                _copy_rows(conn, table, columns, rows)
             else:
-                _executemany_rows(conn, table, rows)
+                _insert_rows(conn, table, columns, rows)
 
     def _prune(
         self,
@@ -203,30 +216,40 @@ class SqlBase:
                 return deleted
 
 
-def _executemany_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    # The driver's own executemany with JSON encoded up front: these batches arrive every
-    # second from the request path, and SQLAlchemy's per-row bind processing costs the
-    # gateway's threads several times more than the insert itself.
-    columns = list(rows[0])
+def _insert_rows(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    # Many rows per statement, bound by the driver in C, with JSON encoded here: with
+    # executemany, one statement per row, the driver let go of the GIL and took it back
+    # around every row, and under load each row then waited for the event loop's thread
+    # to hand the GIL over, so the flush of a second's predictions slowed the requests
+    # and fell behind them. SQLAlchemy's own bind processing cost several times the
+    # insert itself.
     encode = [isinstance(table.c[name].type, sa.JSON) for name in columns]
-    statement = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join('?' for _ in columns)})"
-    )
-    values = [
-        tuple(
-            dumps_json(row[name]) if json else row[name]
-            for name, json in zip(columns, encode, strict=True)
-        )
-        for row in rows
-    ]
-    conn.exec_driver_sql(statement, values)
+    per_statement = max(1, _SQLITE_MAX_VARIABLES // len(columns))
+    head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+    one = f"({', '.join('?' for _ in columns)})"
+    full = head + ", ".join([one] * per_statement)
+    values: list[Any] = []
+    count = 0
+    for row in rows:
+        values += [
+            dumps_json(value) if json else value for value, json in zip(row, encode, strict=True)
+        ]
+        count += 1
+        if count == per_statement:
+            conn.exec_driver_sql(full, tuple(values))
+            values = []
+            count = 0
+    if count:
+        conn.exec_driver_sql(head + ", ".join([one] * count), tuple(values))
 
 
-def _copy_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+def _copy_rows(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
     # COPY takes a batch several times faster than executemany (which sends one
     # statement per row) and costs the shared database far less work per row.
-    columns = list(rows[0])
     encode = [isinstance(table.c[name].type, sa.JSON) for name in columns]
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
     driver = conn.connection.driver_connection
@@ -241,8 +264,8 @@ def _copy_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) ->
             for row in rows:
                 copy.write_row(
                     [
-                        dumps_json(row[name]) if is_json else row[name]
-                        for name, is_json in zip(columns, encode, strict=True)
+                        dumps_json(value) if is_json else value
+                        for value, is_json in zip(row, encode, strict=True)
                     ]
                 )
     except driver_error as exc:

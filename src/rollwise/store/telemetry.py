@@ -7,7 +7,7 @@ the state lock, and prunes them in chunks so that a large prune never stalls a f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,22 +56,23 @@ class Telemetry(SqlBase):
     def write_metric_buckets(self, rows: Sequence[MetricBucketRow]) -> None:
         if not rows:
             return
-        params = [
-            {
-                "model": r.model,
-                "version": r.version,
-                "role": Role(r.role).value,
-                "start_s": r.start_s,
-                "width_s": r.width_s,
-                "replica": r.replica,
-                "payload": _stored_payload(r),
-            }
+        columns = ("model", "version", "role", "start_s", "width_s", "replica", "payload")
+        values = (
+            (
+                r.model,
+                r.version,
+                Role(r.role).value,
+                r.start_s,
+                r.width_s,
+                r.replica,
+                _stored_payload(r),
+            )
             for r in rows
-        ]
+        )
         # No unique key: two rows of the same (model, version, role, start_s, replica),
         # such as a window and the late labels flushed with it, are both kept and summed
         # by every reader.
-        self._insert_many(f"writing {len(rows)} metric buckets", t.metric_buckets, params)
+        self._insert_many(f"writing {len(rows)} metric buckets", t.metric_buckets, columns, values)
 
     def read_metric_buckets(
         self,
@@ -106,21 +107,17 @@ class Telemetry(SqlBase):
         )
 
     # predictions and feedback -------------------------------------------------------
-    def log_predictions(self, records: Sequence[PredictionRecord]) -> None:
+    def log_predictions(self, records: Collection[PredictionRecord]) -> None:
+        """Log answers; ``records`` is read once, as the rows are written, so a batch
+        can make each record only when it is written (see ``runtime.telemetry``)."""
         if not records:
             return
-        params = [
-            {
-                "request_id": r.request_id,
-                "model": r.model,
-                "version": r.version,
-                "role": Role(r.role).value,
-                "outputs": r.outputs,
-                "at_s": r.at_s,
-            }
+        columns = ("request_id", "model", "version", "role", "outputs", "at_s")
+        values = (
+            (r.request_id, r.model, r.version, Role(r.role).value, r.outputs, r.at_s)
             for r in records
-        ]
-        self._insert_many(f"logging {len(records)} predictions", t.predictions, params)
+        )
+        self._insert_many(f"logging {len(records)} predictions", t.predictions, columns, values)
 
     def get_predictions(self, request_id: str) -> list[PredictionRecord]:
         """Every version's answer to one request (served first, then shadows)."""

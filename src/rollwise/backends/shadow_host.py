@@ -1,0 +1,367 @@
+"""The shadow host, seen from the gateway: a child process (``shadow_child``) that runs
+the model code of in-process shadow versions, so that mirrored work never competes with
+served requests for the gateway's interpreter.
+
+In the gateway's own process a shadow's model code (scikit-learn, onnxruntime, a Python
+callable) holds the GIL while it runs, and every served request waits for it in turn,
+however the thread pools are arranged. Here each in-process shadow version is loaded a
+second time, in one child process per gateway process, and mirrored requests are sent
+to it over a socket pair that the gateway's event loop reads itself: no extra thread in
+the gateway, a pickle of the request out and of the answer back (``shadow_wire``). The
+child runs at the lowest scheduling priority, so the shadow gets only what the gateway
+leaves.
+
+``ShadowHost`` starts the child on first use and again on the first call after it died
+(calls in flight then fail as the shadow's errors, never a served request's);
+``predict`` sends one request for a ``HostedModel``, which names one backend object of
+the gateway (``hosted_model``): a version reloaded or replaced is a new backend, so a
+new model in the child, and ``forget`` unloads the old one there. ``prepare`` says
+whether a model is loaded in the child and, when not, starts what is missing in the
+background: the shadows send calls to the host only once it says yes, and meanwhile run
+them in the gateway as before, so that starting the child and loading a model there (a
+second or more) never drops mirrored requests, and a model the child cannot load (its
+file changed on disk since the gateway loaded it) is still mirrored to, by the gateway's
+own copy. What the child answers comes back as the answer or as the same kind of error
+the backend would have raised in the gateway.
+
+The cost: each hosted shadow version is in memory twice, and a call costs a few tens of
+µs of the gateway's CPU to pickle and unpickle (``bench/shadows.py`` measures both rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Literal, cast
+
+from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
+from rollwise.backends.inprocess import DEFAULT_TIMEOUT_S, InProcessBackend
+from rollwise.backends.shadow_wire import HostedModel, _frame, _Frames, _WireError, decode_error
+from rollwise.errors import BackendError, BackendTimeout
+
+__all__ = [
+    "CLOSE_WAIT_S",
+    "HOSTED_KINDS",
+    "HOST_MARGIN_S",
+    "RESTART_BACKOFF_S",
+    "HostedModel",
+    "ShadowHost",
+    "ShadowProcessSetting",
+    "hostable",
+    "hosted_model",
+    "shadow_process_enabled",
+]
+
+log = logging.getLogger("rollwise.shadow_host")
+
+HOSTED_KINDS = frozenset({"sklearn", "onnx", "python"})
+"""Backends whose model code runs in the shadow host. ``fake`` stays in the gateway: it
+runs no model code (it sleeps), so a second process would only add a round trip."""
+
+ShadowProcessSetting = Literal["auto", "on", "off"]
+
+HOST_MARGIN_S = 5.0
+"""How much longer than the version's own ``timeout_s`` the gateway waits for the child:
+the child times the model out itself; this catches a child that stopped answering."""
+RESTART_BACKOFF_S = 1.0
+"""A child is started at most this often: a child that dies at once (a model that
+crashes the interpreter as it loads) does not become a loop of process starts."""
+CLOSE_WAIT_S = 5.0
+"""How long ``close`` waits for the child to exit before killing it."""
+
+_tokens = itertools.count(1)
+
+
+def shadow_process_enabled(setting: ShadowProcessSetting) -> bool:
+    """Whether in-process shadows run in the shadow host: ``auto`` when the machine has
+    more than one CPU (on one, the child could only take turns with the gateway)."""
+    if setting == "auto":
+        return (os.cpu_count() or 1) > 1
+    return setting == "on"
+
+
+def hostable(backend: Backend) -> bool:
+    """True for a backend whose model code the shadow host can run instead."""
+    return isinstance(backend, InProcessBackend) and backend.kind in HOSTED_KINDS
+
+
+def hosted_model(backend: InProcessBackend) -> HostedModel:
+    """The ``HostedModel`` of one loaded backend (call once per backend object)."""
+    options = dict(backend.options)
+    timeout = options.get("timeout_s", DEFAULT_TIMEOUT_S)
+    return HostedModel(
+        token=next(_tokens),
+        kind=backend.kind,
+        name=backend.name,
+        options=options,
+        base_dir=str(backend.base_dir),
+        artifact_sha256=backend.artifact_sha256,
+        timeout_s=float(timeout) if isinstance(timeout, int | float) else DEFAULT_TIMEOUT_S,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TimedAnswer:
+    """A hosted model's answer and the time its call took in the child, in ms: the
+    version's latency, without the trip to the child and its waits for a CPU."""
+
+    response: InferenceResponse
+    model_ms: float
+
+
+class _Connection(asyncio.Protocol):
+    """One running child, seen from the gateway's event loop."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.pending: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+        self.introduced: set[int] = set()
+        """Tokens of the models this child was told about (and is loading or holds)."""
+        self.ready: set[int] = set()
+        """Tokens of the models loaded in the child."""
+        self._ids = itertools.count(1)
+        self._frames = _Frames()
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not derive from asyncio's classes: no isinstance here.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._frames.feed(data)
+        except Exception:
+            log.exception("the shadow host sent an unreadable answer; restarting it")
+            self.abort()
+            return
+        pending = self.pending
+        for status, number, payload in messages:
+            if status == "loaded":
+                self._loaded(number, payload)
+            elif status == "unloaded":
+                self.ready.discard(number)
+                self.introduced.discard(number)
+            else:
+                future = pending.pop(number, None)
+                if future is not None and not future.done():
+                    future.set_result((status, payload))
+
+    def _loaded(self, token: int, error: _WireError | None) -> None:
+        if error is None:
+            self.ready.add(token)
+            return
+        # Stays introduced: not tried again by this child, whose answer would be the
+        # same; the gateway's own copy answers instead.
+        log.warning(
+            "the shadow host cannot load a version (%s); its mirrored requests run in the "
+            "gateway process instead",
+            error[1],
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        code = self.process.poll()
+        how = "stopped" if code is None else f"exited with code {code}"
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(
+                    BackendError(f"the shadow host process {how} before it answered")
+                )
+        self.pending.clear()
+
+    # calls
+    async def call(self, model: HostedModel, request: InferenceRequest) -> TimedAnswer:
+        transport = self.transport
+        if self.closed or transport is None:
+            raise BackendError("the shadow host process is not running", version=model.name)
+        self.introduce(model)
+        call_id = next(self._ids)
+        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        self.pending[call_id] = future
+        # The body as received is for HTTP backends only: not worth pickling.
+        sent = request if request.raw is None else replace(request, raw=None)
+        transport.write(_frame(("predict", call_id, model.token, sent)))
+        try:
+            async with asyncio.timeout(model.timeout_s + HOST_MARGIN_S):
+                status, payload = await future
+        except TimeoutError:
+            raise BackendTimeout(
+                f"version {model.name!r} did not answer within {model.timeout_s:g} s "
+                "in the shadow host",
+                version=model.name,
+            ) from None
+        finally:
+            self.pending.pop(call_id, None)
+        if status == "ok":
+            response, model_ms = payload
+            assert isinstance(response, InferenceResponse)
+            return TimedAnswer(response, float(model_ms))
+        raise decode_error(payload)
+
+    def introduce(self, model: HostedModel) -> None:
+        """Have the child load ``model``, unless it was told already."""
+        if model.token not in self.introduced and self.transport is not None:
+            self.introduced.add(model.token)
+            self.transport.write(_frame(("model", model)))
+
+    def forget(self, model: HostedModel) -> None:
+        self.ready.discard(model.token)
+        if model.token in self.introduced and not self.closed and self.transport is not None:
+            self.introduced.discard(model.token)
+            self.transport.write(_frame(("forget", model.token)))
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+
+
+class ShadowHost:
+    """The gateway's handle on its shadow host process: started on first use, started
+    again after it died, stopped by ``close``. Use it from one event loop."""
+
+    def __init__(self) -> None:
+        self._connection: _Connection | None = None
+        self._starting: asyncio.Lock | None = None
+        self._last_start_s = -RESTART_BACKOFF_S
+        self._warming: asyncio.Task[None] | None = None
+        self.starts = 0
+        """Child processes started so far."""
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id; None when none runs."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            return None
+        return connection.process.pid
+
+    async def predict(self, model: HostedModel, request: InferenceRequest) -> InferenceResponse:
+        """``model``'s answer to ``request``, computed in the child."""
+        return (await self.predict_timed(model, request)).response
+
+    async def predict_timed(self, model: HostedModel, request: InferenceRequest) -> TimedAnswer:
+        """``model``'s answer to ``request`` and the time the model took in the child."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await self._start()
+        return await connection.call(model, request)
+
+    def prepare(self, model: HostedModel) -> bool:
+        """True when ``model`` is loaded in the child, so that a call to it is answered
+        at once; else start the child, or the model's load in it, in the background."""
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            if model.token in connection.ready:
+                return True
+            connection.introduce(model)
+        elif self._warming is None or self._warming.done():
+            self._warming = asyncio.get_running_loop().create_task(self._warm(model))
+        return False
+
+    async def _warm(self, model: HostedModel) -> None:
+        try:
+            connection = await self._start()
+        except Exception:
+            log.exception("the shadow host process could not be started")
+            return
+        connection.introduce(model)
+
+    def forget(self, model: HostedModel) -> None:
+        """Unload ``model`` in the child (a version unloaded or replaced in the gateway);
+        the calls already sent for it still finish."""
+        if self._connection is not None:
+            self._connection.forget(model)
+
+    async def close(self) -> None:
+        """Stop the child: it finishes nothing more, its calls in flight fail."""
+        if self._warming is not None:
+            self._warming.cancel()
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        process = connection.process
+        if connection.transport is not None:
+            connection.transport.close()
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        try:
+            # The child exits when it reads the end of its socket.
+            await asyncio.to_thread(process.wait, CLOSE_WAIT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("the shadow host did not exit within %g s; killing it", CLOSE_WAIT_S)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.to_thread(process.wait)
+
+    async def _start(self) -> _Connection:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            connection = self._connection
+            if connection is not None and not connection.closed:
+                return connection
+            if connection is not None:
+                log.warning(
+                    "the shadow host process exited (code %s); starting a new one",
+                    connection.process.poll(),
+                )
+                # Reaped off the loop: it is gone, or killed now.
+                connection.abort()
+                asyncio.get_running_loop().run_in_executor(None, connection.process.wait)
+            wait_s = self._last_start_s + RESTART_BACKOFF_S - time.monotonic()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            self._last_start_s = time.monotonic()
+            self._connection = await self._spawn()
+            self.starts += 1
+            return self._connection
+
+    async def _spawn(self) -> _Connection:
+        ours, theirs = socket.socketpair()
+        try:
+            # Off the loop: starting a process takes milliseconds.
+            process = await asyncio.to_thread(_start_child, theirs.fileno())
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(lambda: _Connection(process), sock=ours)
+        except BaseException:
+            ours.close()
+            process.kill()
+            raise
+        log.info("shadow host process %d started", process.pid)
+        return connection
+
+
+_CHILD_CODE = (
+    "import sys, json; sys.path[:0] = [p for p in json.loads(sys.argv[2]) if p not in sys.path]; "
+    "from rollwise.backends.shadow_child import serve_child; serve_child(int(sys.argv[1]))"
+)
+
+
+def _start_child(fd: int) -> subprocess.Popen[bytes]:
+    # The parent's import path goes along: a model's module may be importable only from
+    # a folder the gateway added (tests, a bench script, ``python -c``).
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD_CODE, str(fd), json.dumps(sys.path)],
+        pass_fds=(fd,),
+        stdin=subprocess.DEVNULL,
+    )
