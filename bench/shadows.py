@@ -15,10 +15,8 @@ against one gateway (``--rows`` picks some):
 - ``sleepy``: 100 % of requests mirrored to ``sleepy``.
 
 In-process shadows run where ``--shadow-process`` (``server.shadow_process``) puts them:
-``on`` (the default here), in the gateway's shadow host, a child process of lowest
-priority; ``off``, in the shadows' thread pool inside the gateway process, to compare.
-The child inherits the gateway's pinning: it shares the gateway's one CPU, and only the
-operating system's scheduler keeps it out of the served requests' way.
+``on`` (the default here), in the gateway's shadow host, a child process; ``off``, in
+the shadows' thread pool inside the gateway process, to compare.
 
 Each row sends ``--rate`` (300) requests a second for ``--seconds`` (10) from an open-loop
 client: requests leave on a fixed schedule whether or not earlier answers came back (on
@@ -31,7 +29,9 @@ own ``/metrics``: ``rollwise_mirror_dropped_total`` against the mirrored request
 the CPU per request of the gateway's process and of its shadow host.
 
 Pinning on two CPUs (taskset): the gateway alone on the first CPU; this script, which is
-also the load generator, on the second.
+also the load generator, on the second, and the gateway's shadow host beside it (moved
+there as each row starts): the core the operating system would give it beside a gateway
+that keeps its own busy.
 
     .venv/bin/python bench/shadows.py             # about 2.5 minutes
     .venv/bin/python bench/shadows.py --quick     # a smoke check, about 30 s
@@ -243,6 +243,16 @@ class Gateway(gw.Server):
                 total += proc_cpu_seconds(pid)
         return total
 
+    def pin_host(self, cpu: int | None) -> None:
+        """Move every thread of the shadow host onto ``cpu``."""
+        if cpu is None:
+            return
+        for pid in gw.children_of(self.proc.pid):
+            with contextlib.suppress(OSError):
+                for thread in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(OSError):
+                        os.sched_setaffinity(int(thread), {cpu})
+
     def loop_cpu_seconds(self) -> float:
         """The main thread's, which runs the event loop."""
         return proc_cpu_seconds(self.proc.pid, self.proc.pid)
@@ -379,11 +389,16 @@ class Run:
     """CPUs other processes used meanwhile: above ~0.1 the round is disturbed."""
 
 
+HOST_CPU: int | None = None
+"""Where the shadow host runs (see Pinning); None when nothing is pinned."""
+
+
 async def measure(
     gateway: Gateway, client: Client, row: str, round_: int, rate: float, seconds: float
 ) -> Run:
     mirrors = ROWS[row]
     gateway.route(mirrors)
+    gateway.pin_host(HOST_CPU)
     before = gateway.shadow_counts()
     cpu0, loop0 = gateway.cpu_seconds(), gateway.loop_cpu_seconds()
     host0 = gateway.host_cpu_seconds()
@@ -557,11 +572,16 @@ def main() -> None:
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 4.0, 1.0
 
+    global HOST_CPU
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2 and shutil.which("taskset"):
         gateway_cpu: int | None = cpus[0]
         os.sched_setaffinity(0, {cpus[1]})
-        pinning = f"the gateway alone on CPU {cpus[0]}; this script (the load) on CPU {cpus[1]}"
+        HOST_CPU = cpus[1]
+        pinning = (
+            f"the gateway alone on CPU {cpus[0]}; this script (the load) and the gateway's "
+            f"shadow host on CPU {cpus[1]}"
+        )
     else:
         gateway_cpu = None
         pinning = "no pinning: every process shares every CPU"

@@ -43,8 +43,8 @@ class ServerSection(_Strict):
     mirror_concurrency: int = Field(64, ge=1, le=100_000)
     shadow_process: Literal["auto", "on", "off"] = "auto"
     """Where the model code of in-process shadow versions (sklearn, onnx, python) runs:
-    ``on``, in a child process of lowest priority that loads them a second time, so
-    that a mirrored request never holds the interpreter a served request needs;
+    ``on``, in a child process that loads them a second time, so that a mirrored
+    request never holds the interpreter a served request needs;
     ``off``, in a thread pool of the gateway's own process (less memory, and the
     served latency pays for the shadow's CPU); ``auto``, on when the machine has more
     than one CPU."""

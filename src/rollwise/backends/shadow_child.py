@@ -5,9 +5,9 @@ shadow versions, answering the gateway (``shadow_host``) over its socket.
 did (``create_backend``), loads it once, and refuses to answer with a model file whose
 sha256 differs from the one the gateway loaded. It keeps at most ``MAX_LOADED`` models,
 unloads one unused for ``IDLE_UNLOAD_S``, and exits when the gateway closes the socket
-or dies. It runs at the lowest scheduling priority (``SCHED_IDLE``, else ``nice 19``),
-so that even on a core it shares with the gateway the operating system hands the core
-to a served request at once, and the shadow gets only what the gateway leaves.
+or dies. It runs at the gateway's own priority: lowered, it was held up in the middle
+of its calls whenever the machine was busy, and the shadow looked slower than it is, so
+that a latency gate rolled back a candidate for what the isolation did.
 """
 
 from __future__ import annotations
@@ -43,32 +43,21 @@ every mirrored request."""
 
 def serve_child(fd: int) -> None:
     """The child's main: answer the gateway on socket ``fd`` until it closes."""
-    _lower_priority()
     # Ctrl-C in a terminal reaches the whole process group: the gateway decides when
     # its child stops (it closes the socket).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # So do SIGTERM and SIGHUP sent to the group (systemd, a closed terminal): the
+    # gateway drains first, then closes the socket.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
+    # Processes the model code starts must not hold the socket: the gateway would never
+    # see this process's end.
+    os.set_inheritable(fd, False)
     logging.basicConfig(level=logging.WARNING, format="shadow host: %(levelname)s %(message)s")
     asyncio.run(_Child(socket.socket(fileno=fd)).run())
     # Model threads still running (a hung model) must not keep the process alive.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _lower_priority() -> None:
-    """Run at the lowest priority there is. Threads started later inherit it; those
-    already started (a numeric library's pool, started as it was imported) are set
-    one by one."""
-    try:
-        threads = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        threads = [0]
-    for thread in threads:
-        try:
-            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            with contextlib.suppress(AttributeError, OSError):
-                os.setpriority(os.PRIO_PROCESS, thread, 19)
 
 
 @dataclass
@@ -113,7 +102,15 @@ class _Child:
         kind = message[0]
         if kind == "predict":
             _, call_id, token, request = message
-            task = asyncio.get_running_loop().create_task(self._predict(call_id, token, request))
+            # The model and its entry are taken now, not when the task starts: a "forget"
+            # read in the same burst must not fail a call sent before it.
+            hosted = self.models.get(token)
+            entry = None if hosted is None else self._entry(hosted)
+            if entry is not None:
+                entry.in_flight += 1
+            task = asyncio.get_running_loop().create_task(
+                self._predict(call_id, hosted, entry, request)
+            )
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif kind == "model":
@@ -126,19 +123,21 @@ class _Child:
             if entry is not None:
                 self._drop(entry)
 
-    async def _predict(self, call_id: int, token: int, request: InferenceRequest) -> None:
-        model = self.models.get(token)
+    async def _predict(
+        self,
+        call_id: int,
+        model: HostedModel | None,
+        entry: _Entry | None,
+        request: InferenceRequest,
+    ) -> None:
         name = model.name if model is not None else "?"
         try:
-            if model is None:
+            if model is None or entry is None:
                 raise BackendError("the shadow host was not told about this version")
-            entry = self._entry(model)
-            entry.in_flight += 1
             try:
                 backend = await asyncio.shield(entry.load)
                 # The model's own time, as the gateway times a version's call: the trip
-                # here and back, and the waits of this low-priority process for a CPU
-                # served work holds, are not the version's latency.
+                # here and back is not the version's latency.
                 started = time.perf_counter()
                 response = await backend.predict(request)
                 model_ms = (time.perf_counter() - started) * 1000.0
@@ -180,6 +179,8 @@ class _Child:
         return entry
 
     def _loaded(self, entry: _Entry, done: asyncio.Task[Backend]) -> None:
+        if entry.dropped:
+            return  # unloaded already, and the gateway told so: not "ready" again
         if done.cancelled():
             entry.failed_s = time.monotonic()
             return

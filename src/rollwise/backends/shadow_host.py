@@ -8,8 +8,7 @@ however the thread pools are arranged. Here each in-process shadow version is lo
 second time, in one child process per gateway process, and mirrored requests are sent
 to it over a socket pair that the gateway's event loop reads itself: no extra thread in
 the gateway, a pickle of the request out and of the answer back (``shadow_wire``). The
-child runs at the lowest scheduling priority, so the shadow gets only what the gateway
-leaves.
+operating system runs the child on another core while the gateway keeps its own.
 
 ``ShadowHost`` starts the child on first use and again on the first call after it died
 (calls in flight then fail as the shadow's errors, never a served request's);
@@ -73,8 +72,12 @@ HOST_MARGIN_S = 5.0
 """How much longer than the version's own ``timeout_s`` the gateway waits for the child:
 the child times the model out itself; this catches a child that stopped answering."""
 RESTART_BACKOFF_S = 1.0
-"""A child is started at most this often: a child that dies at once (a model that
-crashes the interpreter as it loads) does not become a loop of process starts."""
+"""The shortest time between two starts of a child. A child that dies within
+``SHORT_LIFE_S`` of its start (a model that crashes the interpreter as it loads) doubles
+the wait before the next, up to ``MAX_RESTART_BACKOFF_S``, so it never becomes a loop
+of process starts."""
+MAX_RESTART_BACKOFF_S = 60.0
+SHORT_LIFE_S = 10.0
 CLOSE_WAIT_S = 5.0
 """How long ``close`` waits for the child to exit before killing it."""
 
@@ -85,7 +88,13 @@ def shadow_process_enabled(setting: ShadowProcessSetting) -> bool:
     """Whether in-process shadows run in the shadow host: ``auto`` when the machine has
     more than one CPU (on one, the child could only take turns with the gateway)."""
     if setting == "auto":
-        return (os.cpu_count() or 1) > 1
+        # The CPUs this process may run on (a container or taskset may allow fewer
+        # than the machine has).
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return cpus > 1
     return setting == "on"
 
 
@@ -132,6 +141,9 @@ class _Connection(asyncio.Protocol):
         """Tokens of the models loaded in the child."""
         self._ids = itertools.count(1)
         self._frames = _Frames()
+        self.started_s = time.monotonic()
+        self.heard_s = self.started_s
+        """When the child last sent anything."""
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,6 +151,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self.heard_s = time.monotonic()
         try:
             messages = self._frames.feed(data)
         except Exception:
@@ -188,14 +201,22 @@ class _Connection(asyncio.Protocol):
         self.introduce(model)
         call_id = next(self._ids)
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
-        self.pending[call_id] = future
         # The body as received is for HTTP backends only: not worth pickling.
         sent = request if request.raw is None else replace(request, raw=None)
-        transport.write(_frame(("predict", call_id, model.token, sent)))
+        sent_s = time.monotonic()
         try:
+            frame = _frame(("predict", call_id, model.token, sent))
+            self.pending[call_id] = future
+            transport.write(frame)
             async with asyncio.timeout(model.timeout_s + HOST_MARGIN_S):
                 status, payload = await future
         except TimeoutError:
+            if self.heard_s < sent_s:
+                # Not a word from the child since: it hangs (model code that never lets
+                # go, a CPU it never gets). The next call starts a new one, instead of
+                # every call waiting out its timeout.
+                log.warning("the shadow host stopped answering; starting a new one")
+                self.abort()
             raise BackendTimeout(
                 f"version {model.name!r} did not answer within {model.timeout_s:g} s "
                 "in the shadow host",
@@ -222,6 +243,9 @@ class _Connection(asyncio.Protocol):
             self.transport.write(_frame(("forget", model.token)))
 
     def abort(self) -> None:
+        # Closed from now on, not only once the loop reports the connection lost: the
+        # next call must start a new child, not write to this one.
+        self.closed = True
         if self.transport is not None:
             self.transport.abort()
         with contextlib.suppress(ProcessLookupError):
@@ -236,6 +260,7 @@ class ShadowHost:
         self._connection: _Connection | None = None
         self._starting: asyncio.Lock | None = None
         self._last_start_s = -RESTART_BACKOFF_S
+        self._backoff_s = RESTART_BACKOFF_S
         self._warming: asyncio.Task[None] | None = None
         self.starts = 0
         """Child processes started so far."""
@@ -322,7 +347,12 @@ class ShadowHost:
                 # Reaped off the loop: it is gone, or killed now.
                 connection.abort()
                 asyncio.get_running_loop().run_in_executor(None, connection.process.wait)
-            wait_s = self._last_start_s + RESTART_BACKOFF_S - time.monotonic()
+                lived_s = connection.heard_s - connection.started_s
+                if lived_s < SHORT_LIFE_S:
+                    self._backoff_s = min(self._backoff_s * 2, MAX_RESTART_BACKOFF_S)
+                else:
+                    self._backoff_s = RESTART_BACKOFF_S
+            wait_s = self._last_start_s + self._backoff_s - time.monotonic()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
             self._last_start_s = time.monotonic()
@@ -332,14 +362,17 @@ class ShadowHost:
 
     async def _spawn(self) -> _Connection:
         ours, theirs = socket.socketpair()
+        # Off the loop: starting a process takes milliseconds. The thread closes the
+        # child's end once the child holds it, even when this start is given up (the
+        # gateway stopping), so that its number is never reused for another socket
+        # while the child may still inherit it; a child started anyway is killed.
+        started = asyncio.ensure_future(asyncio.to_thread(_start_child, theirs))
         try:
-            # Off the loop: starting a process takes milliseconds.
-            process = await asyncio.to_thread(_start_child, theirs.fileno())
+            process = await asyncio.shield(started)
         except BaseException:
             ours.close()
+            started.add_done_callback(_kill_unwanted)
             raise
-        finally:
-            theirs.close()
         loop = asyncio.get_running_loop()
         try:
             _, connection = await loop.create_connection(lambda: _Connection(process), sock=ours)
@@ -357,11 +390,23 @@ _CHILD_CODE = (
 )
 
 
-def _start_child(fd: int) -> subprocess.Popen[bytes]:
+def _kill_unwanted(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if started.cancelled() or started.exception() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        started.result().kill()
+
+
+def _start_child(theirs: socket.socket) -> subprocess.Popen[bytes]:
     # The parent's import path goes along: a model's module may be importable only from
-    # a folder the gateway added (tests, a bench script, ``python -c``).
-    return subprocess.Popen(
-        [sys.executable, "-c", _CHILD_CODE, str(fd), json.dumps(sys.path)],
-        pass_fds=(fd,),
-        stdin=subprocess.DEVNULL,
-    )
+    # a folder the gateway added (tests, a bench script, ``python -c``). ``-P``: not the
+    # working directory, where a stray json.py would run in the child.
+    fd = theirs.fileno()
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-P", "-c", _CHILD_CODE, str(fd), json.dumps(sys.path)],
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        theirs.close()

@@ -8,7 +8,7 @@ recorded a few at a time in later turns still: metrics, the comparison with the 
 answer and the prediction log all happen there, never between a request's arrival and
 its reply, and never as one long stretch that a new request would wait behind.
 In-process shadow versions (sklearn, onnx, python) run in the shadow host, a child
-process of lowest priority, when ``server.shadow_process`` is on
+process, when ``server.shadow_process`` is on
 (``rollwise.backends.shadow_host``): their model code then never holds the interpreter
 that serves requests. Otherwise, for the other kinds, and while the host starts or
 loads the model, shadow calls run in the shadows' own thread pool, which gives way to

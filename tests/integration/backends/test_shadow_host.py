@@ -6,6 +6,7 @@ unloads a model the gateway forgot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -25,7 +26,13 @@ from rollwise.backends.registry import create_backend
 from rollwise.backends.shadow_host import ShadowHost, hosted_model
 from rollwise.config import parse_config
 from rollwise.domain import Role, Routing, VersionSpec
-from rollwise.errors import BackendError, BackendLoadError, RequestRejected, ValidationError
+from rollwise.errors import (
+    BackendError,
+    BackendLoadError,
+    BackendTimeout,
+    RequestRejected,
+    ValidationError,
+)
 from rollwise.example_models import iris_holdout, iris_train, train_v1
 from rollwise.routing.table import build_table
 from rollwise.runtime.context import Context
@@ -328,5 +335,53 @@ def test_a_hosted_call_is_timed_by_the_model_not_by_the_trip(folder: Path) -> No
             await host.close()
         assert list(answer.response.primary()) == [0]
         assert 50.0 <= answer.model_ms < trip_ms / 2, (answer.model_ms, trip_ms)
+
+    asyncio.run(scenario())
+
+
+def test_a_call_sent_before_its_model_is_forgotten_still_finishes(folder: Path) -> None:
+    """The child reads a call and the "forget" right behind it in one burst: the call
+    was sent first, so it is answered."""
+
+    async def scenario() -> None:
+        host = ShadowHost()
+        pid = hosted_model(await loaded(folder, "python", **python_options("Pid")))
+        try:
+            await host.predict(pid, rows_request([[0.0]]))
+            in_flight = asyncio.ensure_future(host.predict(pid, rows_request([[0.0]])))
+            await asyncio.sleep(0)  # the call is written
+            host.forget(pid)
+            answer = await asyncio.wait_for(in_flight, 10)
+        finally:
+            await host.close()
+        assert len(answer.primary()) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_child_that_stops_answering_is_replaced(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that sends nothing until a call times out (here: stopped) is not waited
+    on again: the next call starts another."""
+    monkeypatch.setattr(shadow_host, "HOST_MARGIN_S", 0.3)
+
+    async def scenario() -> None:
+        host = ShadowHost()
+        options = {**python_options("Pid"), "timeout_s": 0.2}
+        pid = hosted_model(await loaded(folder, "python", **options))
+        try:
+            first = (await host.predict(pid, rows_request([[0.0]]))).primary()[0]
+            os.kill(first, signal.SIGSTOP)
+            try:
+                with pytest.raises(BackendTimeout):
+                    await host.predict(pid, rows_request([[0.0]]))
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(first, signal.SIGCONT)
+            second = (await host.predict(pid, rows_request([[0.0]]))).primary()[0]
+        finally:
+            await host.close()
+        assert second != first and host.starts == 2
 
     asyncio.run(scenario())
