@@ -36,7 +36,7 @@ from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMet
 from rollwise.backends.http import decode_response
 from rollwise.config import parse_config
 from rollwise.server.app import create_app
-from rollwise.server.gc_policy import settle_heap
+from rollwise.server.gc_policy import GcPauses, settle_heap
 
 MODEL = "bench"
 BODY = (
@@ -125,7 +125,9 @@ async def drive(requests: int, profile: int) -> None:
             await run(app, requests // 10, check=True)
             store_cpu = _store_cpu_seconds()
             thread0, process0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
-            collector = GcTimer()
+            # The server's own record of its passes, for the timed requests only.
+            collector = GcPauses()
+            gc.callbacks.append(collector.callback)
             profiler = cProfile.Profile() if profile else None
             if profiler is not None:
                 profiler.enable()
@@ -134,7 +136,7 @@ async def drive(requests: int, profile: int) -> None:
                 profiler.disable()
             thread = time.thread_time() - thread0
             wall = time.perf_counter() - wall0
-            collector.stop()
+            gc.callbacks.remove(collector.callback)
             await gateway.telemetry.flush()
             process = time.process_time() - process0
             store = _store_cpu_seconds() - store_cpu
@@ -145,8 +147,9 @@ async def drive(requests: int, profile: int) -> None:
     print(f"  event loop thread: {thread * per:6.1f} µs CPU per request")
     print(f"  store threads:     {store * per:6.1f} µs CPU per request (metrics, prediction log)")
     print(f"  whole process:     {process * per:6.1f} µs CPU per request")
-    print(f"  of which the garbage collector: {collector.seconds() * per:.1f} µs per request;")
-    for generation, (count, seconds, longest) in enumerate(collector.passes):
+    print(f"  of which the garbage collector: {collector.total_s * per:.1f} µs per request;")
+    passes = zip(collector.passes, collector.seconds, collector.longest_s, strict=True)
+    for generation, (count, seconds, longest) in enumerate(passes):
         print(
             f"    generation {generation}: {count} passes, {seconds * 1e3:.0f} ms in all, "
             f"longest {longest * 1e3:.1f} ms"
@@ -154,29 +157,6 @@ async def drive(requests: int, profile: int) -> None:
     if profiler is not None:
         print()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(profile)
-
-
-class GcTimer:
-    """Counts and times the garbage collector's passes, per generation."""
-
-    def __init__(self) -> None:
-        self.passes: list[tuple[int, float, float]] = [(0, 0.0, 0.0)] * 3
-        self._started = 0.0
-        gc.callbacks.append(self._callback)
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-            return
-        took = time.perf_counter() - self._started
-        count, seconds, longest = self.passes[info["generation"]]
-        self.passes[info["generation"]] = (count + 1, seconds + took, max(longest, took))
-
-    def stop(self) -> None:
-        gc.callbacks.remove(self._callback)
-
-    def seconds(self) -> float:
-        return sum(seconds for _, seconds, _ in self.passes)
 
 
 def _store_cpu_seconds() -> float:

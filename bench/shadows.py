@@ -177,7 +177,6 @@ class Gateway(gw.Server):
                 shadow_process=shadow_process,
             )
         )
-        script = Path(sys.executable).with_name("rollwise")
         if switch_us:
             # The whole process with a shorter switch interval, from its start.
             rollwise = [
@@ -186,13 +185,10 @@ class Gateway(gw.Server):
                 f"import sys; sys.setswitchinterval({switch_us / 1e6!r}); sys.argv[0] = "
                 "'rollwise'; from rollwise.cli import main; main()",
             ]
-        elif script.exists():
-            rollwise = [str(script)]
         else:
-            rollwise = [sys.executable, "-c", "from rollwise.cli import main; main()"]
-        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+            rollwise = gw.rollwise_command()
         command = [
-            *pin,
+            *gw.taskset(cpu),
             *rollwise,
             "serve",
             "--config",

@@ -146,3 +146,19 @@ def gateway_config(models_dir: Path, **server: Any) -> dict[str, Any]:
             },
         },
     }
+
+
+def workers_of(supervisor: int) -> set[int]:
+    """The live child processes of ``supervisor`` (a ``serve --workers`` supervisor), from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == supervisor and state != "Z":
+            found.add(int(entry))
+    return found

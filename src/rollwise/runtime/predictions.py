@@ -39,11 +39,6 @@ _HEAD = 5
 """Items before the outputs of an answer in ``_Answers``."""
 
 
-def as_records(batch: list[LoggedAnswer]) -> list[PredictionRecord]:
-    """A batch as the store's records."""
-    return list(RecordsOf(batch))
-
-
 class RecordsOf(Collection[PredictionRecord]):
     """A batch as the store takes it, each record made only as the store reads it: a
     backlog of 100,000 answers never becomes 100,000 objects at once (whose collector
@@ -144,7 +139,7 @@ class PredictionLog:
         return records
 
     def take_batch(self) -> list[LoggedAnswer]:
-        """The answers due for the store, oldest first (``as_records`` makes them the
+        """The answers due for the store, oldest first (``RecordsOf`` makes them the
         store's records); the caller writes them and then calls ``written`` or, when
         the store refused them, ``give_back``."""
         batch = list(self._pending)

@@ -48,7 +48,6 @@ from rollwise.routing import ModelTable
 from rollwise.runtime.context import Context
 from rollwise.runtime.telemetry import Telemetry
 from rollwise.runtime.versions import Versions
-from rollwise.store.base import PredictionRecord
 
 RECORD_SLICE = 4
 """Answers recorded in one turn of the loop: a few tens of µs each, so that a request
@@ -250,12 +249,10 @@ class Shadows:
         model = self.ctx.models.get(job.model)
         if model is None:  # the model left the catalog meanwhile
             return
-        outputs = list(answer.response.primary())
+        outputs = answer.response.primary()
         window.record_outputs(outputs, model.task == "classification")
-        self.telemetry.predictions.remember(
-            PredictionRecord(
-                job.request_id, job.model, job.version, Role.SHADOW, outputs, answer.at_s
-            )
+        self.telemetry.predictions.log(
+            job.request_id, job.model, job.version, Role.SHADOW, outputs, answer.at_s
         )
         if job.served is not None:
             compared, agreed = compare_outputs(

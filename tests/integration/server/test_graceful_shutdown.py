@@ -266,18 +266,6 @@ def test_readiness_fails_the_moment_a_stop_begins_while_a_request_in_flight_is_a
 # -- a signal while the gateway starts ------------------------------------------------------
 
 
-@pytest.fixture
-def sigterm_fallback() -> Iterator[list[int]]:
-    """SIGTERM that reaches no handler of the server lands here (not in pytest's default,
-    which would end the whole run)."""
-    missed: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda number, frame: missed.append(number))
-    try:
-        yield missed
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class SignalledOnceLeading:
     """The gateway's app, sending this process SIGTERM once its startup is done and its
     controller holds the lease, but before the server hears of it (so before it listens)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,18 +21,6 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     headers = [(b"content-length", b"5")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"hello"})
-
-
-@pytest.fixture
-def sigterm_fallback() -> Iterator[list[int]]:
-    """SIGTERM that reaches no handler of the server lands here (not in pytest's default,
-    which would end the whole run)."""
-    missed: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda number, frame: missed.append(number))
-    try:
-        yield missed
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def test_a_request_sent_on_an_idle_keep_alive_connection_as_the_stop_begins_is_answered() -> None:

@@ -24,7 +24,7 @@ from prometheus_client.samples import Sample
 from rollwise.config import parse_config
 from rollwise.server.app import RollwiseApp, create_app
 from rollwise.server.gc_policy import GC_PAUSES, time_pauses
-from support.gateway import GatewayProcess, eventually
+from support.gateway import GatewayProcess, eventually, workers_of
 
 MODELS = {"m": {"stable": "a", "versions": {"a": {"backend": "fake", "label": 0}}}}
 
@@ -111,23 +111,8 @@ def test_a_worker_labels_every_series_with_its_replica_id(tmp_path: Path) -> Non
     assert {s.labels.get("replica") for s in found} == {replica}
     served = value(found, "rollwise_requests_total", model="m", version="a", role="served")
     assert served == 1
-    assert value(found, "rollwise_gc_passes_total", generation="0", replica=replica) >= 0
-
-
-def workers_of(supervisor: int) -> set[int]:
-    """The live child processes of ``supervisor``, from /proc."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        state, parent = stat.rsplit(")", 1)[1].split()[:2]
-        if int(parent) == supervisor and state != "Z":
-            found.add(int(entry))
-    return found
+    # The process series carry the label too (``value`` asserts exactly one is there).
+    value(found, "rollwise_gc_passes_total", generation="0", replica=replica)
 
 
 def test_each_worker_of_serve_workers_2_answers_metrics_for_itself_labelled(

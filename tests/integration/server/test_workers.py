@@ -27,7 +27,7 @@ import yaml
 
 from rollwise.controller import LEASE_NAME
 from rollwise.store import open_store
-from support.gateway import GatewayProcess, eventually
+from support.gateway import GatewayProcess, eventually, workers_of
 
 SLOW_MS = 1000
 """How long a request to the ``slow`` model takes: it is surely in flight when its worker
@@ -177,22 +177,6 @@ class Traffic:
 
 
 # -- the processes, from /proc ---------------------------------------------------------------
-
-
-def workers_of(supervisor: int) -> set[int]:
-    """The live child processes of ``supervisor``."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        state, parent = stat.rsplit(")", 1)[1].split()[:2]
-        if int(parent) == supervisor and state != "Z":
-            found.add(int(entry))
-    return found
 
 
 def client_ports(pid: int, server_port: int) -> set[int]:

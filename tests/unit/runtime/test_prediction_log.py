@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from rollwise.domain import Role
-from rollwise.runtime.predictions import MAX_CACHED_ROWS, PredictionLog, as_records
+from rollwise.runtime.predictions import MAX_CACHED_ROWS, PredictionLog, RecordsOf
 from rollwise.store.base import PredictionRecord
 
 
@@ -45,7 +45,7 @@ def test_large_answers_go_to_the_store_only() -> None:
     log = PredictionLog(cache_size=10)
     log.remember(answer("big", rows=MAX_CACHED_ROWS + 1))
     assert log.recent("big") is None
-    assert [r.request_id for r in as_records(log.take_batch())] == ["big"]
+    assert [r.request_id for r in RecordsOf(log.take_batch())] == ["big"]
 
 
 def test_a_batch_the_store_refused_goes_out_first_next_time() -> None:
@@ -54,7 +54,7 @@ def test_a_batch_the_store_refused_goes_out_first_next_time() -> None:
     failed = log.take_batch()
     log.remember(answer("b"))
     log.give_back(failed)
-    assert [r.request_id for r in as_records(log.take_batch())] == ["a", "b"]
+    assert [r.request_id for r in RecordsOf(log.take_batch())] == ["a", "b"]
     assert log.take_batch() == []
 
 
@@ -75,5 +75,5 @@ def test_answers_waiting_for_the_store_are_not_tracked_either() -> None:
         gc.collect()
     (pending,) = log._pending
     assert not gc.is_tracked(pending)
-    (record,) = as_records(log.take_batch())
+    (record,) = RecordsOf(log.take_batch())
     assert record == answer("r1", rows=3)
