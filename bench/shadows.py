@@ -26,7 +26,11 @@ reading its whole answer. The rows run ``--rounds`` (3) times in a rotating orde
 table shows, per row, the median over rounds of the served p50/p99, the ratio of that
 p99 to the ``none`` row's, the share of mirrored requests the gateway dropped (from its
 own ``/metrics``: ``rollwise_mirror_dropped_total`` against the mirrored requests), and
-the CPU per request of the gateway's process and of its shadow host.
+the CPU per request of the gateway's process and of its shadow host. A second table
+shows the latencies rollwise itself recorded while each row ran (from its status API),
+p50/p95: the served version's, timed in the gateway, and the row's shadow's, a hosted
+shadow's being its model's time in the shadow host less its waits there for a CPU, to
+set against what its model takes per call.
 
 Pinning on two CPUs (taskset): the gateway alone on the first CPU; this script, which is
 also the load generator, on the second, and the gateway's shadow host beside it (moved
@@ -231,6 +235,25 @@ class Gateway(gw.Server):
             counts[0 if name == "rollwise_requests_total" else 1] = int(float(value))
         return {version: (counts[0], counts[1]) for version, counts in found.items()}
 
+    def latencies(self, window_s: float) -> dict[tuple[str, str], tuple[float, float]]:
+        """(version, role) → (p50, p95) in ms of the latency rollwise recorded over the
+        last ``window_s``: a served version's time in the gateway, a shadow's own time
+        (in the shadow host, for a hosted one)."""
+        url = f"{self.url}/api/v1/models/{MODEL}?window_s={max(1, round(window_s))}"
+        status, answer = http("GET", url)
+        if status != 200:
+            raise RuntimeError(f"the gateway refused the status read: {status} {answer!r}")
+        found: dict[tuple[str, str], tuple[float, float]] = {}
+        for version in json.loads(answer)["versions"]:
+            for role in ("served", "shadow"):
+                summary = version.get(role) or {}
+                if summary.get("latency_p50_ms") is not None:
+                    found[(version["name"], role)] = (
+                        summary["latency_p50_ms"],
+                        summary["latency_p95_ms"],
+                    )
+        return found
+
     def host_cpu_seconds(self) -> float:
         """The shadow host's (the gateway's child processes), while they live."""
         total = 0.0
@@ -381,6 +404,10 @@ class Run:
     """The shadow host's CPU per served request."""
     late_p99_ms: float
     connections: int
+    served_latency_ms: tuple[float, float]
+    """p50, p95 of the latency rollwise recorded for the served version in this row."""
+    shadow_latency_ms: tuple[float, float]
+    """p50, p95 of the latency rollwise recorded for the row's shadow (NaN: none)."""
     foreign_cpus: float
     """CPUs other processes used meanwhile: above ~0.1 the round is disturbed."""
 
@@ -400,6 +427,7 @@ async def measure(
     host0 = gateway.host_cpu_seconds()
     busy0, own0, wall0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
     load = await client.run(rate, seconds)
+    ended = time.monotonic()
     cpu = gateway.cpu_seconds() - cpu0
     loop_cpu = gateway.loop_cpu_seconds() - loop0
     host_cpu = max(0.0, gateway.host_cpu_seconds() - host0)
@@ -418,6 +446,11 @@ async def measure(
         if mirrored >= load.sent * len(mirrors) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
+    # Once the row's last answers are in the gateway's metrics (flushed every second).
+    await asyncio.sleep(1.5)
+    recorded = gateway.latencies(seconds + time.monotonic() - ended)
+    nothing = (float("nan"), float("nan"))
+    shadow = next(iter(mirrors), None)
     lat = load.latencies_ms
     run = Run(
         row=row,
@@ -436,6 +469,8 @@ async def measure(
         host_cpu_us=host_cpu * 1e6 / load.sent,
         late_p99_ms=load.late_p99_ms,
         connections=load.connections,
+        served_latency_ms=recorded.get(("served", "served"), nothing),
+        shadow_latency_ms=recorded.get((shadow, "shadow"), nothing) if shadow else nothing,
         foreign_cpus=foreign,
     )
     print(
@@ -487,6 +522,10 @@ def summarise(runs: list[Run], names: Sequence[str]) -> dict[str, dict[str, floa
             "dropped_share": sum(r.dropped for r in mine) / mirrored if mirrored else 0.0,
             "gateway_cpu_us": statistics.median(r.gateway_cpu_us for r in mine),
             "host_cpu_us": statistics.median(r.host_cpu_us for r in mine),
+            "served_p50_ms": statistics.median(r.served_latency_ms[0] for r in mine),
+            "served_p95_ms": statistics.median(r.served_latency_ms[1] for r in mine),
+            "shadow_p50_ms": statistics.median(r.shadow_latency_ms[0] for r in mine),
+            "shadow_p95_ms": statistics.median(r.shadow_latency_ms[1] for r in mine),
         }
     base = rows["none"]["p99_ms"]
     for figures in rows.values():
@@ -522,6 +561,8 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
         f"host: its shadow host's, shadow_process {args.shadow_process})"
     )
     print()
+    print_recorded(rows, args)
+    print()
     print("rollwise against its targets")
     for row in (r for r in rows if r != "none"):
         figures = rows[row]
@@ -533,6 +574,40 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
             f"{100 * figures['dropped_share']:5.2f}%  target ≤ {100 * TARGET_DROPPED_SHARE:g}%  "
             f"{'PASS' if drops_ok else 'MISS'}"
         )
+
+
+def print_recorded(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    """The latencies rollwise recorded, next to what the row's shadow model takes."""
+    slow_ms = args.work_us * args.slow_factor / 1000.0
+    takes = {
+        "fast": f"{args.work_us / 1000.0:.3f} CPU",
+        "slow": f"{slow_ms:.3f} CPU",
+        "sleepy": f"{slow_ms:.3f} asleep",
+    }
+    header = (
+        f"{'latency rollwise recorded, ms':34} {'served p50':>10} {'served p95':>10} "
+        f"{'shadow p50':>10} {'shadow p95':>10} {'its model takes':>16}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row, figures in rows.items():
+        label = "no mirror" if row == "none" else f"shadow {row}"
+        model = takes.get(row, "-")
+        shadow = (
+            f"{figures['shadow_p50_ms']:10.3f} {figures['shadow_p95_ms']:10.3f}"
+            if row != "none"
+            else f"{'-':>10} {'-':>10}"
+        )
+        print(
+            f"{label:34} {figures['served_p50_ms']:10.3f} {figures['served_p95_ms']:10.3f} "
+            f"{shadow} {model:>16}"
+        )
+    print(
+        f"(medians over the rounds of each row's p50/p95; served: the stable version "
+        f"'served', timed in the gateway; shadow: the row's shadow version, timed in the "
+        f"shadow host for a hosted one (fast, slow) when shadow_process is "
+        f"{args.shadow_process})"
+    )
 
 
 def main() -> None:

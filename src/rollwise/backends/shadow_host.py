@@ -8,7 +8,14 @@ however the thread pools are arranged. Here each in-process shadow version is lo
 second time, in one child process per gateway process, and mirrored requests are sent
 to it over a socket pair that the gateway's event loop reads itself: no extra thread in
 the gateway, a pickle of the request out and of the answer back (``shadow_wire``). The
-operating system runs the child on another core while the gateway keeps its own.
+operating system runs the child on another core while the gateway keeps its own, and,
+since the child runs at the lowest priority (``SCHED_IDLE``, else nice 19), gives a
+served request the core at once where the two share one. The time a hosted call reports
+is the model's own, less its waits for a CPU in the child (``shadow_child``), so that a
+busy machine does not make a shadow look slower than it is. The numeric libraries'
+thread pools (OpenMP, BLAS) have one thread in the child unless their environment
+variables say otherwise, so that a call's work stays in the thread whose waits are
+counted (onnxruntime's pool is the version's ``intra_op_threads``, 1 by default).
 
 ``ShadowHost`` starts the child on first use and again on the first call after it died
 (calls in flight then fail as the shadow's errors, never a served request's);
@@ -121,7 +128,8 @@ def hosted_model(backend: InProcessBackend) -> HostedModel:
 @dataclass(frozen=True, slots=True)
 class TimedAnswer:
     """A hosted model's answer and the time its call took in the child, in ms: the
-    version's latency, without the trip to the child and its waits for a CPU."""
+    version's latency, without the trip to the child and the time the call waited there
+    for a CPU (where Linux tells it: else the child's wall time)."""
 
     response: InferenceResponse
     model_ms: float
@@ -384,6 +392,19 @@ class ShadowHost:
         return connection
 
 
+_ONE_THREAD = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+"""The numeric libraries' thread-pool sizes, 1 in the child unless set. A model that
+hands its work to a pool blocks while the pool's threads wait for a CPU, and that wait,
+in other threads, would count as the model's time; in a process of the lowest priority
+their spinning between calls would also take what little CPU is left to it."""
+
 _CHILD_CODE = (
     "import sys, json; sys.path[:0] = [p for p in json.loads(sys.argv[2]) if p not in sys.path]; "
     "from rollwise.backends.shadow_child import serve_child; serve_child(int(sys.argv[1]))"
@@ -407,6 +428,7 @@ def _start_child(theirs: socket.socket) -> subprocess.Popen[bytes]:
             [sys.executable, "-P", "-c", _CHILD_CODE, str(fd), json.dumps(sys.path)],
             pass_fds=(fd,),
             stdin=subprocess.DEVNULL,
+            env={**dict.fromkeys(_ONE_THREAD, "1"), **os.environ},
         )
     finally:
         theirs.close()
