@@ -1279,7 +1279,21 @@ def tool_versions(wrk: str) -> dict[str, str]:
         import rollwise
 
         versions["rollwise"] = rollwise.__version__
+        versions["rollwise_build"] = build_kind()
     return versions
+
+
+def build_kind() -> str:
+    """Which rollwise the gateways run: compiled (``make bench`` puts the wheel's tree
+    first on PYTHONPATH) or the pure Python source."""
+    try:
+        from rollwise.compilation import COMPILED_MODULES, compiled_here
+    except ImportError:
+        return "pure Python (a version without rollwise.compilation)"
+    compiled = len(compiled_here())
+    if compiled == 0:
+        return "pure Python (no compiled module)"
+    return f"compiled with mypyc ({compiled} of {len(COMPILED_MODULES)} request-path modules)"
 
 
 def main() -> None:
@@ -1509,7 +1523,7 @@ def main() -> None:
     print_report(targets, summaries, result_ratios, notes, args, model_note, own)
     print(
         f"\n{args.runs} run(s) per row, medians; wrk -t1; {os.cpu_count()} CPUs; "
-        f"python {platform.python_version()}; {elapsed:.0f} s"
+        f"python {platform.python_version()}; {elapsed:.0f} s\nrollwise build: {build_kind()}"
     )
 
     document = {

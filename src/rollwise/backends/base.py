@@ -2,135 +2,34 @@
 
 A backend is ``load``, ``ready``, ``predict``, ``close`` and ``metadata`` and nothing
 more, plus ``artifact_sha256``: what it loaded, for the fleet to record. Requests and
-responses are Open Inference Protocol (V2) tensors; ``raw`` carries the request body as
-it arrived so that an HTTP backend can pass it through untouched.
+responses are Open Inference Protocol (V2) tensors (``rollwise.backends.messages``,
+re-exported here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-# Open Inference Protocol datatypes and the numpy dtype each maps to.
-OIP_DATATYPES: Mapping[str, str] = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-    "BYTES": "object",
-}
+from rollwise.backends.messages import (
+    OIP_DATATYPES,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    Tensor,
+    TensorSpec,
+    flatten,
+)
 
-
-def flatten(data: Sequence[Any]) -> list[Any]:
-    """OIP tensor data, nested or flat, as one flat row-major list."""
-    # Plain loops rather than any()/all() over generators: this runs on every request.
-    for item in data:
-        if isinstance(item, list):
-            break
-    else:
-        return data if isinstance(data, list) else list(data)
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
-
-
-@dataclass(frozen=True, slots=True)
-class Tensor:
-    """One named tensor; ``data`` is flat, row-major, as in the OIP JSON encoding."""
-
-    name: str
-    shape: tuple[int, ...]
-    datatype: str
-    data: Sequence[Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "datatype": self.datatype,
-            "data": self.data if isinstance(self.data, list) else list(self.data),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class InferenceRequest:
-    inputs: tuple[Tensor, ...]
-    id: str = ""
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-    outputs: tuple[str, ...] = ()
-    raw: bytes | None = None
-    """The OIP JSON body as received, when it may be forwarded unchanged."""
-
-    @property
-    def rows(self) -> int:
-        first = self.inputs[0]
-        return first.shape[0] if first.shape else 1
-
-
-@dataclass(frozen=True, slots=True)
-class InferenceResponse:
-    outputs: tuple[Tensor, ...]
-    model_version: str = ""
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-
-    def primary(self) -> Sequence[Any]:
-        """One value per row from the first output: the label, class or number predicted."""
-        if not self.outputs:
-            return []
-        first = self.outputs[0]
-        if len(first.shape) <= 1:
-            return first.data
-        width = 1
-        for dim in first.shape[1:]:
-            width *= dim
-        # A probability matrix per row: the primary value is the arg-max column.
-        data = first.data
-        rows = first.shape[0]
-        if width == 1:
-            return data
-        out: list[Any] = []
-        for r in range(rows):
-            row = data[r * width : (r + 1) * width]
-            best = max(range(width), key=row.__getitem__)
-            out.append(best)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
-
-
-@dataclass(frozen=True, slots=True)
-class ModelMetadata:
-    """What a backend can say about the model it serves (OIP model metadata)."""
-
-    platform: str
-    inputs: tuple[TensorSpec, ...] = ()
-    outputs: tuple[TensorSpec, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
+__all__ = [
+    "OIP_DATATYPES",
+    "Backend",
+    "InferenceRequest",
+    "InferenceResponse",
+    "ModelMetadata",
+    "Tensor",
+    "TensorSpec",
+    "flatten",
+]
 
 
 @runtime_checkable

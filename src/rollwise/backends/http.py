@@ -108,20 +108,21 @@ class HttpBackend:
             idle_timeout_s=limits.idle_timeout_s,
             headers=self._headers,
         )
+        failure: BaseException | None = None
         try:
             await self._check_ready(pool)
             metadata = await self._fetch_metadata(pool)
-        except BackendError as exc:
+        except BaseException as error:
+            failure = error
+        if failure is not None:
+            # Closed after the try, not in its handler (see rollwise.compilation).
             await pool.close()
-            if isinstance(exc, BackendLoadError):
-                raise
-            raise BackendLoadError(
-                f"version {self.name}: cannot load model {self.model!r}: {exc}",
-                version=self.name,
-            ) from exc
-        except BaseException:
-            await pool.close()
-            raise
+            if isinstance(failure, BackendError) and not isinstance(failure, BackendLoadError):
+                raise BackendLoadError(
+                    f"version {self.name}: cannot load model {self.model!r}: {failure}",
+                    version=self.name,
+                ) from failure
+            raise failure
         self._metadata = metadata
         self._pool = pool
         self._ready = True

@@ -197,19 +197,21 @@ class UpstreamPool:
             reused = conn.served > 0
             waiter = conn.send(head, body)
             timer = loop.call_at(deadline, conn.time_out, waiter, timeout)
+            # A flag, not a ``continue`` in the handler: compiled, a loop cannot be
+            # continued from inside a try with a finally.
+            stale = False
             try:
                 response = await waiter
             except Stale:
                 # The socket died before any byte of an answer. On a reused connection the
                 # usual cause is the server closing it while idle just as the request went
                 # out, so the request gets one more try on another connection.
-                if reused and not resent and not self._closed:
-                    resent = served_before = True
-                    continue
-                raise BackendError(
-                    f"upstream {self.origin} closed the connection without answering "
-                    f"{method} {path}"
-                ) from None
+                if not reused or resent or self._closed:
+                    raise BackendError(
+                        f"upstream {self.origin} closed the connection without answering "
+                        f"{method} {path}"
+                    ) from None
+                stale = True
             except BaseException:
                 # Timed out, cancelled or failed mid-request: the answer may still come, so
                 # the connection cannot carry another request.
@@ -217,6 +219,9 @@ class UpstreamPool:
                 raise
             finally:
                 timer.cancel()
+            if stale:
+                resent = served_before = True
+                continue
             if conn.opening:
                 # Its first answer: the upstream has taken the connection up, so another
                 # may be opened for the requests still in line.

@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from rollwise.domain import Role
+from rollwise.domain import ROLES, Role
 from rollwise.store.base import PredictionRecord
 
 log = logging.getLogger("rollwise.gateway")
@@ -52,7 +52,7 @@ class RecordsOf(Collection[PredictionRecord]):
 
     def __iter__(self) -> Iterator[PredictionRecord]:
         for row in self._batch:
-            yield PredictionRecord(row[0], row[1], row[2], Role(row[3]), list(row[5:]), row[4])
+            yield PredictionRecord(row[0], row[1], row[2], ROLES[row[3]], list(row[5:]), row[4])
 
     def __contains__(self, item: object) -> bool:
         return any(record == item for record in self)
@@ -134,7 +134,7 @@ class PredictionLog:
         while start < len(answers):
             model, version, role, at_s, count = answers[start : start + _HEAD]
             outputs = list(answers[start + _HEAD : start + _HEAD + count])
-            records.append(PredictionRecord(request_id, model, version, Role(role), outputs, at_s))
+            records.append(PredictionRecord(request_id, model, version, ROLES[role], outputs, at_s))
             start += _HEAD + count
         return records
 

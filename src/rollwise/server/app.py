@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import socket
 from collections.abc import Callable
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollwise.config import GatewayConfig, is_loopback
 from rollwise.errors import ConfigError, RollwiseError
@@ -18,9 +16,6 @@ from rollwise.server.auth import Authenticator
 from rollwise.server.control import build_control_app
 from rollwise.server.dataplane import DataPlane, Receive, Scope, Send
 from rollwise.server.gc_policy import settle_heap
-
-if TYPE_CHECKING:
-    import uvicorn
 
 log = logging.getLogger("rollwise.server")
 
@@ -43,15 +38,20 @@ class RollwiseApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # What failed is awaited on after the try, never inside its handler: see
+                # rollwise.compilation on awaiting in except and finally blocks.
+                failure: BaseException | None = None
                 try:
                     await self.gateway.start()
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, Exception) as error:
+                    failure = error
+                if isinstance(failure, asyncio.CancelledError):
                     # The server gave the start up (a signal came first): undo what it
                     # did, so that this replica leaves the fleet instead of lingering.
                     await self.gateway.stop()
-                    raise
-                except Exception as error:
-                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    raise failure
+                if failure is not None:
+                    await send({"type": "lifespan.startup.failed", "message": str(failure)})
                     return
                 # Models, imports and config are loaded for good: move them out of the
                 # collector's sight, so that its full passes only walk what requests make.
@@ -131,70 +131,14 @@ def run(
         except http11.StartupFailed as error:
             raise RollwiseError(f"the gateway failed to start: {error}") from error
         return
-    import uvicorn
+    from rollwise.server.uvicorn_server import run_uvicorn
 
-    options = {**_UVICORN_OPTIONS, "timeout_graceful_shutdown": config.server.shutdown_timeout_s}
-    uvicorn_server = _uvicorn_server(app, ready)(
-        uvicorn.Config(app, host=host, port=port, log_level=log_level, **options)
+    run_uvicorn(
+        app,
+        host,
+        port,
+        log_level=log_level,
+        sock=sock,
+        on_ready=ready,
+        shutdown_timeout_s=config.server.shutdown_timeout_s,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn_server.run(sockets=None if sock is None else [sock])
-    if not uvicorn_server.started:
-        raise RollwiseError("the gateway failed to start (see the log above)")
-
-
-def _uvicorn_server(app: RollwiseApp, on_ready: Callable[[], None] | None) -> type[uvicorn.Server]:
-    """``uvicorn.Server``, stopping as the built-in server does: the app told at the signal.
-
-    Built here so that uvicorn is imported only when it serves.
-    """
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        loop: asyncio.AbstractEventLoop | None = None
-
-        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-            self.loop = asyncio.get_running_loop()
-            await super().serve(sockets=sockets)
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # uvicorn tells the app only after its drain (the lifespan shutdown): readiness
-            # would answer 200 and the controller hold its lease while requests finish.
-            # This runs in a signal handler, between two steps of the loop: through the
-            # loop, not straight away.
-            if self.loop is not None:
-                with contextlib.suppress(RuntimeError):
-                    self.loop.call_soon_threadsafe(app.begin_shutdown)
-            super().handle_exit(sig, frame)
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started and on_ready is not None:
-                on_ready()
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            # Other workers take the connections still queued on a shared socket; those
-            # this one accepted a moment ago get their request read before uvicorn
-            # closes every idle connection (else they would be reset unanswered).
-            for listener in self.servers:
-                listener.close()
-            await asyncio.sleep(_UVICORN_LINGER_S)
-            await super().shutdown(sockets=sockets)
-
-    return Server
-
-
-_UVICORN_LINGER_S = 0.5
-"""A stopping uvicorn server stops accepting this long before it closes idle connections."""
-
-
-_UVICORN_OPTIONS: dict[str, Any] = {
-    "loop": "auto",
-    "http": "auto",
-    "lifespan": "on",
-    "access_log": False,
-    "server_header": False,
-    "date_header": False,
-    # The data plane reads no client address, so X-Forwarded-* needs no parsing.
-    "proxy_headers": False,
-}

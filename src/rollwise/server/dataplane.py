@@ -227,6 +227,9 @@ class DataPlane:
         # Known before the body is read, so that even a refused request can be traced.
         request_id = self._request_id(header_id)
         version_header: list[tuple[bytes, bytes]] = []
+        # Refusals are answered after each try, never inside its handler (see
+        # rollwise.compilation on awaiting in except blocks).
+        refusal: RollwiseError | None = None
         try:
             body = await _read_body(scope, receive, self.max_body, headers.get(b"content-length"))
             request, data = parse_oip_request(body) if oip else parse_plain_request(body)
@@ -243,19 +246,23 @@ class DataPlane:
             table, version = serving.choose(model, key, forced)
             version_header = [(b"x-rollwise-version", version.encode())]
         except RollwiseError as error:
-            await self._fail(send, error, request_id, version_header)
+            refusal = error
+        if refusal is not None:
+            await self._fail(send, refusal, request_id, version_header)
             return
         try:
             role = Role.SERVED if forced is None else Role.PREVIEW
             outcome = await serving.serve(table, version, request, request_id, role)
         except RollwiseError as error:
-            await self._fail(send, error, request_id, version_header)
+            refusal = error
+        if refusal is not None:
+            await self._fail(send, refusal, request_id, version_header)
             # The shadows still see a request the served version failed or refused: they
             # are judged on the same traffic, with nothing to compare their answer to.
             if (
                 table.mirrors
                 and forced is None
-                and isinstance(error, BackendError | ValidationError)
+                and isinstance(refusal, BackendError | ValidationError)
             ):
                 serving.mirror(table, request, request_id, None)
             return
@@ -322,6 +329,7 @@ class DataPlane:
         raise BadRequest(f"the sticky key (field {name!r}) must be a string or a number")
 
     async def _feedback(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
+        refusal: RollwiseError | None = None
         try:
             if not self.feedback_needs_token or self.auth.insecure_dev:
                 # Without a token to show, a label could come from any web page the
@@ -349,12 +357,13 @@ class DataPlane:
                 model, request_id, data["label"], self.classes.of(model)
             )
         except RollwiseError as error:
-            await self._fail(send, error, "", [])
-            return
+            refusal = error
         except RecursionError:
             # Belt and braces: checks never recurse into a label, but a refusal must
             # stay a 422 whatever a label's depth.
-            await self._fail(send, ValidationError("'label' is nested too deeply"), "", [])
+            refusal = ValidationError("'label' is nested too deeply")
+        if refusal is not None:
+            await self._fail(send, refusal, "", [])
             return
         await _reply(send, 200, orjson.dumps(result), [])
 

@@ -140,7 +140,7 @@ class _Notice:
             self.count = 0
 
 
-class StartupFailed(RuntimeError):
+class StartupFailed(Exception):
     """The app's lifespan startup failed: the server does not listen."""
 
 
@@ -946,13 +946,19 @@ class HTTPServer:
                 self._lifespan = _Lifespan(self.app, self.state)
                 await self._lifespan.startup()
             self._server = await self._listen()
-            sockets = self._server.sockets
+            # Read as Any: uvloop's servers give a list where asyncio's type says tuple.
+            sockets: Any = cast(Any, self._server).sockets
             if sockets:
                 self.port = sockets[0].getsockname()[1]
             self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
-        except BaseException:
+        except BaseException as error:
+            failure: BaseException | None = error
+        else:
+            failure = None
+        if failure is not None:
+            # Undone after the try, not in its handler (see rollwise.compilation).
             await self._abandon_start()
-            raise
+            raise failure
 
     async def start_unless_stopped(self) -> bool:
         """``start``, given up if a stop is asked for meanwhile: True once listening,
@@ -961,14 +967,20 @@ class HTTPServer:
         so a signal during a slow start neither waits for it nor leaves it half done."""
         starting = asyncio.ensure_future(self.start())
         asked = asyncio.ensure_future(self._stop_requested.wait())
+        # No await in a handler or a finally block (see rollwise.compilation): what
+        # interrupted the wait is raised again once the start is given up.
+        interrupted: BaseException | None = None
         try:
             await asyncio.wait((starting, asked), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            asked.cancel()
-            if not starting.done():
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starting
+        except BaseException as error:
+            interrupted = error
+        asked.cancel()
+        if not starting.done():
+            starting.cancel()
+            # asyncio.wait raises nothing of the task's own: its end is read below.
+            await asyncio.wait((starting,))
+        if interrupted is not None:
+            raise interrupted
         if starting.cancelled():
             return False
         starting.result()
@@ -1207,14 +1219,19 @@ async def serve(
         if not await server.start_unless_stopped():
             log.info("stopped while starting: the start was given up and undone")
             return
+        interrupted: BaseException | None = None
         try:
             if on_ready is not None:
                 on_ready()
             log.info("listening on http://%s:%d", host, server.port)
             await server._stop_requested.wait()
-        finally:
-            # Stopped by a signal or by anything else: the app's shutdown runs either way.
-            await server.stop()
+        except BaseException as error:
+            interrupted = error
+        # Stopped by a signal or by anything else: the app's shutdown runs either way
+        # (after the try, not in a finally block: see rollwise.compilation).
+        await server.stop()
+        if interrupted is not None:
+            raise interrupted
     finally:
         for number in signals:
             loop.remove_signal_handler(number)

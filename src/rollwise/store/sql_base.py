@@ -225,7 +225,7 @@ def _insert_rows(
     # to hand the GIL over, so the flush of a second's predictions slowed the requests
     # and fell behind them. SQLAlchemy's own bind processing cost several times the
     # insert itself.
-    encode = [isinstance(table.c[name].type, sa.JSON) for name in columns]
+    json_at = _json_positions(table, columns)
     per_statement = max(1, _SQLITE_MAX_VARIABLES // len(columns))
     head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
     one = f"({', '.join('?' for _ in columns)})"
@@ -233,9 +233,7 @@ def _insert_rows(
     values: list[Any] = []
     count = 0
     for row in rows:
-        values += [
-            dumps_json(value) if json else value for value, json in zip(row, encode, strict=True)
-        ]
+        values += _encoded(row, json_at, len(columns))
         count += 1
         if count == per_statement:
             conn.exec_driver_sql(full, tuple(values))
@@ -245,12 +243,28 @@ def _insert_rows(
         conn.exec_driver_sql(head + ", ".join([one] * count), tuple(values))
 
 
+def _json_positions(table: sa.Table, columns: Sequence[str]) -> list[int]:
+    return [i for i, name in enumerate(columns) if isinstance(table.c[name].type, sa.JSON)]
+
+
+def _encoded(row: Sequence[Any], json_at: list[int], width: int) -> list[Any]:
+    """``row`` as a list with its JSON columns encoded; per row of a batch, so only the
+    JSON positions are visited (a comprehension over every value cost more than the
+    insert's own binding)."""
+    if len(row) != width:
+        raise ValueError(f"a row has {len(row)} values for {width} columns")
+    values = list(row)
+    for i in json_at:
+        values[i] = dumps_json(values[i])
+    return values
+
+
 def _copy_rows(
     conn: Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
     # COPY takes a batch several times faster than executemany (which sends one
     # statement per row) and costs the shared database far less work per row.
-    encode = [isinstance(table.c[name].type, sa.JSON) for name in columns]
+    json_at = _json_positions(table, columns)
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
     driver = conn.connection.driver_connection
     if driver is None:
@@ -262,12 +276,7 @@ def _copy_rows(
             cursor.copy(statement) as copy,
         ):
             for row in rows:
-                copy.write_row(
-                    [
-                        dumps_json(value) if is_json else value
-                        for value, is_json in zip(row, encode, strict=True)
-                    ]
-                )
+                copy.write_row(_encoded(row, json_at, len(columns)))
     except driver_error as exc:
         # Raised straight from the driver, so wrapped here as SQLAlchemy would.
         raise DBAPIError.instance(statement, None, exc, driver_error) from exc

@@ -113,9 +113,10 @@ class Telemetry(SqlBase):
         if not records:
             return
         columns = ("request_id", "model", "version", "role", "outputs", "at_s")
+        # A StrEnum's str() is its value as a plain string, made in C: per row, where
+        # Role(...).value would run Python code.
         values = (
-            (r.request_id, r.model, r.version, Role(r.role).value, r.outputs, r.at_s)
-            for r in records
+            (r.request_id, r.model, r.version, str(r.role), r.outputs, r.at_s) for r in records
         )
         self._insert_many(f"logging {len(records)} predictions", t.predictions, columns, values)
 
