@@ -147,6 +147,8 @@ class _Connection(asyncio.Protocol):
         """Tokens of the models this child was told about (and is loading or holds)."""
         self.ready: set[int] = set()
         """Tokens of the models loaded in the child."""
+        self.refused: set[int] = set()
+        """Tokens of the models the child could not load."""
         self._ids = itertools.count(1)
         self._frames = _Frames()
         self.started_s = time.monotonic()
@@ -184,6 +186,7 @@ class _Connection(asyncio.Protocol):
             return
         # Stays introduced: not tried again by this child, whose answer would be the
         # same; the gateway's own copy answers instead.
+        self.refused.add(token)
         log.warning(
             "the shadow host cannot load a version (%s); its mirrored requests run in the "
             "gateway process instead",
@@ -246,6 +249,7 @@ class _Connection(asyncio.Protocol):
 
     def forget(self, model: HostedModel) -> None:
         self.ready.discard(model.token)
+        self.refused.discard(model.token)
         if model.token in self.introduced and not self.closed and self.transport is not None:
             self.introduced.discard(model.token)
             self.transport.write(_frame(("forget", model.token)))
@@ -311,6 +315,14 @@ class ShadowHost:
             log.exception("the shadow host process could not be started")
             return
         connection.introduce(model)
+
+    def refused(self, model: HostedModel) -> bool:
+        """True when the child could not load ``model`` (a file changed on disk since the
+        gateway loaded it, say): it will not load it later either."""
+        connection = self._connection
+        return (
+            connection is not None and not connection.closed and model.token in connection.refused
+        )
 
     def forget(self, model: HostedModel) -> None:
         """Unload ``model`` in the child (a version unloaded or replaced in the gateway);

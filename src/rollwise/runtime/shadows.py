@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,14 @@ from rollwise.runtime.versions import Versions
 RECORD_SLICE = 4
 """Answers recorded in one turn of the loop: a few tens of µs each, so that a request
 arriving meanwhile waits for a slice, never for a whole backlog."""
+
+HOST_WAIT_S = 10.0
+"""How long a shadow's calls run in the gateway while the shadow host loads its model (or
+starts again). The host runs at the lowest priority, so on a machine kept busy it may
+not load the model at all; its calls are then dropped (and counted) instead of running
+beside the served requests for as long as the machine stays busy."""
+
+log = logging.getLogger("rollwise.shadows")
 
 SWEEP_S = 5.0
 """How often the models the shadow host holds are checked against the loaded versions,
@@ -111,7 +120,14 @@ class Shadows:
         """Runs in-process shadows' model code in a child process; None when off."""
         self._hosted: dict[ShadowKey, tuple[Backend, _Predict, HostedModel]] = {}
         """Per shadow, the backend last sent to the host, and how it is called there."""
+        self._host_had_s: dict[ShadowKey, float] = {}
+        """Per hosted shadow, when the host last had its model (or was first asked to)."""
+        self._host_late: set[ShadowKey] = set()
+        """Hosted shadows whose calls are dropped: the host has not had their model for
+        ``HOST_WAIT_S``."""
         self._swept_s = 0.0
+        self.monotonic: Callable[[], float] = time.monotonic
+        """The clock of ``HOST_WAIT_S`` (tests put a fake one here)."""
 
     @property
     def held(self) -> int:
@@ -157,20 +173,27 @@ class Shadows:
                 self._release((job.model, job.version))
                 self._drop((job.model, job.version))
                 continue
-            predict: _Predict = backend.predict
+            predict: _Predict | None = backend.predict
             if self.host is not None and hostable(backend):
                 predict = self._hosted_predict((job.model, job.version), backend)
+            if predict is None:
+                self._release((job.model, job.version))
+                self._drop((job.model, job.version))
+                continue
             task = loop.create_task(self._call(job, predict))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
 
-    def _hosted_predict(self, key: ShadowKey, backend: Backend) -> _Predict:
+    def _hosted_predict(self, key: ShadowKey, backend: Backend) -> _Predict | None:
         """How a call to ``backend`` goes to the shadow host; a backend new for its
         version (reloaded, replaced) is a new model there and the old one is unloaded.
         Until the host has the model loaded, the call runs here as without a host, so
-        that the seconds a start or a load takes there drop no mirrored request."""
+        that the seconds a start or a load takes there drop no mirrored request; for
+        at most ``HOST_WAIT_S`` at a time, after which None: drop the call. A model the
+        host could not load runs here for good."""
         host = self.host
         assert host is not None and isinstance(backend, InProcessBackend)
+        now = self.monotonic()
         hosted = self._hosted.get(key)
         if hosted is None or hosted[0] is not backend:
             if hosted is not None:
@@ -178,11 +201,32 @@ class Shadows:
             model = hosted_model(backend)
             hosted = (backend, functools.partial(host.predict_timed, model), model)
             self._hosted[key] = hosted
-        now = time.monotonic()
+            self._host_had_s[key] = now
         if now - self._swept_s > SWEEP_S:
             self._swept_s = now
             self._sweep_hosted()
-        return hosted[1] if host.prepare(hosted[2]) else backend.predict
+        if host.prepare(hosted[2]):
+            self._host_had_s[key] = now
+            if key in self._host_late:
+                self._host_late.discard(key)
+                log.info(
+                    "shadow %s of model %s: the shadow host has its model again", key[1], key[0]
+                )
+            return hosted[1]
+        if host.refused(hosted[2]) or now - self._host_had_s.get(key, now) <= HOST_WAIT_S:
+            # Refused: the host will not load it later either, so it runs here for good.
+            return backend.predict
+        if key not in self._host_late:
+            self._host_late.add(key)
+            log.warning(
+                "shadow %s of model %s: the shadow host has not had its model for %g s (it "
+                "runs at the lowest priority, and the machine is busy); its mirrored "
+                "requests are dropped, not run beside the served ones, until it has",
+                key[1],
+                key[0],
+                HOST_WAIT_S,
+            )
+        return None
 
     def _sweep_hosted(self) -> None:
         """Unload in the host the models of versions no longer loaded here."""
@@ -191,6 +235,8 @@ class Shadows:
         for key, (backend, _, model) in list(self._hosted.items()):
             if loaded.get(key) is not backend:
                 del self._hosted[key]
+                self._host_had_s.pop(key, None)
+                self._host_late.discard(key)
                 self.host.forget(model)
 
     async def _call(self, job: ShadowJob, predict: _Predict) -> None:
@@ -291,4 +337,6 @@ class Shadows:
             # Only a stopping replica drains: its shadow host stops with it (the next
             # mirrored request, if any, starts a new one).
             self._hosted.clear()
+            self._host_had_s.clear()
+            self._host_late.clear()
             await self.host.close()

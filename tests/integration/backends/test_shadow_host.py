@@ -35,6 +35,7 @@ from rollwise.errors import (
 )
 from rollwise.example_models import iris_holdout, iris_train, train_v1
 from rollwise.routing.table import build_table
+from rollwise.runtime import shadows as shadows_module
 from rollwise.runtime.context import Context
 from rollwise.runtime.shadows import Shadows
 from rollwise.runtime.telemetry import Telemetry
@@ -385,3 +386,99 @@ def test_a_child_that_stops_answering_is_replaced(
         assert second != first and host.starts == 2
 
     asyncio.run(scenario())
+
+
+class StarvedHost:
+    """A shadow host that never gets the CPU to load a model, until ``ready`` is set."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.cannot_load = False
+        self.pid: int | None = None
+
+    def prepare(self, model: Any) -> bool:
+        return self.ready
+
+    def refused(self, model: Any) -> bool:
+        return self.cannot_load
+
+    def forget(self, model: Any) -> None:
+        pass
+
+    async def predict_timed(self, model: Any, request: InferenceRequest) -> shadow_host.TimedAnswer:
+        return shadow_host.TimedAnswer(
+            InferenceResponse((Tensor("label", (1,), "INT64", [-1]),)), 1.0
+        )
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_host_that_does_not_load_the_model_in_time_has_its_calls_dropped(
+    folder: Path, run: Run
+) -> None:
+    config = parse_config(
+        {
+            "server": {"shadow_process": "on"},
+            "models": {
+                "m": {
+                    "stable": "v1",
+                    "versions": {"v1": {"backend": "fake"}, "v2": {"backend": "fake"}},
+                }
+            },
+        },
+        base_dir=folder,
+        environ={},
+    )
+    ctx = Context(config, store=None, clock=lambda: 1000.0, rng=random.Random(0), replica="r")
+    telemetry = Telemetry(ctx)
+    table = build_table(Routing("m", "v1", {"v1": 100}, {"v2": 100}), {"v1", "v2"}, None)
+    served = InferenceResponse((Tensor("label", (1,), "INT64", [0]),))
+    now = [0.0]
+
+    async def mirrored(shadows: Shadows, request_id: str) -> int | None:
+        """Who answered one mirrored request: a pid, -1 for the host, None if dropped."""
+        shadows.offer(table, rows_request([[1.0]]), request_id, served)
+        for _ in range(500):
+            if not shadows.held:
+                break
+            await asyncio.sleep(0.01)
+        records = telemetry.predictions.recent(request_id)
+        return None if records is None else int(records[0].outputs[0])
+
+    async def scenario() -> None:
+        backend = await loaded(folder, "python", **python_options("Pid"))
+        shadows = Shadows(ctx, Loaded({("m", "v2"): backend}), telemetry)  # type: ignore[arg-type]
+        host = StarvedHost()
+        shadows.host = host  # type: ignore[assignment]
+        shadows.monotonic = lambda: now[0]
+
+        def window() -> Any:
+            return telemetry.metrics.window("m", "v2", Role.SHADOW)
+
+        # While the host loads: run here, nothing dropped.
+        assert await mirrored(shadows, "r0") == os.getpid()
+        now[0] = shadows_module.HOST_WAIT_S
+        assert await mirrored(shadows, "r1") == os.getpid()
+        assert window().dropped == 0
+        # Beyond the wait: dropped and counted, not run beside the served requests.
+        now[0] = shadows_module.HOST_WAIT_S + 0.5
+        assert await mirrored(shadows, "r2") is None
+        assert await mirrored(shadows, "r3") is None
+        assert window().dropped == 2
+        # The host has the model at last: its calls go there again...
+        host.ready = True
+        assert await mirrored(shadows, "r4") == -1
+        # ...and a later hold-up (a restart) runs here again for a while.
+        host.ready = False
+        now[0] += 1.0
+        assert await mirrored(shadows, "r5") == os.getpid()
+        assert window().dropped == 2
+        # A model the host could not load (its file changed) runs here for good.
+        host.cannot_load = True
+        now[0] += 10 * shadows_module.HOST_WAIT_S
+        assert await mirrored(shadows, "r6") == os.getpid()
+        assert window().dropped == 2
+        await shadows.drain(0)
+
+    run(scenario())
