@@ -564,6 +564,20 @@ def rollwise_command() -> list[str]:
     return [sys.executable, "-c", "from rollwise.cli import main; main()"]
 
 
+def serve_command(config: Path, rollwise: list[str] | None = None) -> list[str]:
+    """``rollwise serve`` on ``config``, loopback without tokens, warnings only; ``rollwise``:
+    the command that starts rollwise, if not ``rollwise_command()``."""
+    return [
+        *(rollwise or rollwise_command()),
+        "serve",
+        "--config",
+        str(config),
+        "--insecure-dev",
+        "--log-level",
+        "warning",
+    ]
+
+
 def start_rollwise(
     name: str,
     work: Path,
@@ -578,13 +592,7 @@ def start_rollwise(
     config.write_text(config_text)
     command = [
         *taskset(cpus),
-        *rollwise_command(),
-        "serve",
-        "--config",
-        str(config),
-        "--insecure-dev",
-        "--log-level",
-        "warning",
+        *serve_command(config),
         *(["--http", http] if http else []),
         *(["--workers", str(workers)] if workers is not None else []),
     ]

@@ -118,13 +118,7 @@ def count(work: Path, src: str | None, upstream: str, requests: int) -> Path:
         "valgrind",
         "--tool=callgrind",
         f"--callgrind-out-file={out}",
-        *gw.rollwise_command(),
-        "serve",
-        "--config",
-        str(config),
-        "--insecure-dev",
-        "--log-level",
-        "warning",
+        *gw.serve_command(config),
     ]
     log = (work / f"gateway-{requests}.log").open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

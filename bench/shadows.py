@@ -191,16 +191,7 @@ class Gateway(gw.Server):
             ]
         else:
             rollwise = gw.rollwise_command()
-        command = [
-            *gw.taskset(cpu),
-            *rollwise,
-            "serve",
-            "--config",
-            str(config),
-            "--insecure-dev",
-            "--log-level",
-            "warning",
-        ]
+        command = [*gw.taskset(cpu), *gw.serve_command(config, rollwise)]
         super().__init__("gateway", command, port, work)
 
     def wait_ready(self, limit_s: float = 60.0) -> None:

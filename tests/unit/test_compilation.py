@@ -55,7 +55,6 @@ def _awaits_in_handlers(source: str) -> list[int]:
                     n.lineno
                     for n in [block, *inner(block)]
                     if isinstance(n, ast.Await | ast.AsyncWith | ast.AsyncFor)
-                    and not isinstance(n, ast.ExceptHandler)
                 ]
     return sorted(set(lines))
 

@@ -941,6 +941,7 @@ class HTTPServer:
         background work (the gateway's rollout controller thread among it) never
         outlives a server that did not start.
         """
+        failure: BaseException | None = None
         try:
             if self.use_lifespan:
                 self._lifespan = _Lifespan(self.app, self.state)
@@ -952,9 +953,7 @@ class HTTPServer:
                 self.port = sockets[0].getsockname()[1]
             self._sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
         except BaseException as error:
-            failure: BaseException | None = error
-        else:
-            failure = None
+            failure = error
         if failure is not None:
             # Undone after the try, not in its handler (see rollwise.compilation).
             await self._abandon_start()

@@ -267,39 +267,57 @@ class Loaded:
         self.backends = backends
 
 
-def test_mirrored_requests_run_in_the_host_once_it_holds_the_model(folder: Path, run: Run) -> None:
-    config = parse_config(
-        {
-            "server": {"shadow_process": "on"},
-            "models": {
-                "m": {
-                    "stable": "v1",
-                    "versions": {"v1": {"backend": "fake"}, "v2": {"backend": "fake"}},
-                }
-            },
-        },
-        base_dir=folder,
-        environ={},
-    )
-    ctx = Context(config, store=None, clock=lambda: 1000.0, rng=random.Random(0), replica="r")
-    telemetry = Telemetry(ctx)
-    table = build_table(Routing("m", "v1", {"v1": 100}, {"v2": 100}), {"v1", "v2"}, None)
-    served = InferenceResponse((Tensor("label", (1,), "INT64", [0]),))
+class MirrorLane:
+    """Model ``m``: ``v1`` served, ``v2`` mirrored to at 100 %, with its shadows' context."""
 
-    async def mirrored(shadows: Shadows, request_id: str) -> int:
-        """The process that answered one mirrored request."""
-        shadows.offer(table, rows_request([[1.0]]), request_id, served)
+    def __init__(self, folder: Path) -> None:
+        config = parse_config(
+            {
+                "server": {"shadow_process": "on"},
+                "models": {
+                    "m": {
+                        "stable": "v1",
+                        "versions": {"v1": {"backend": "fake"}, "v2": {"backend": "fake"}},
+                    }
+                },
+            },
+            base_dir=folder,
+            environ={},
+        )
+        self.ctx = Context(
+            config, store=None, clock=lambda: 1000.0, rng=random.Random(0), replica="r"
+        )
+        self.telemetry = Telemetry(self.ctx)
+        self.table = build_table(Routing("m", "v1", {"v1": 100}, {"v2": 100}), {"v1", "v2"}, None)
+
+    def shadows(self, backend: Backend) -> Shadows:
+        return Shadows(self.ctx, Loaded({("m", "v2"): backend}), self.telemetry)  # type: ignore[arg-type]
+
+    async def mirrored(self, shadows: Shadows, request_id: str) -> int | None:
+        """The shadow's answer to one mirrored request (the models here answer who ran
+        them), or None when it was dropped."""
+        served = InferenceResponse((Tensor("label", (1,), "INT64", [0]),))
+        shadows.offer(self.table, rows_request([[1.0]]), request_id, served)
         for _ in range(500):
             if not shadows.held:
                 break
             await asyncio.sleep(0.01)
-        (record,) = telemetry.predictions.recent(request_id) or []
+        records = self.telemetry.predictions.recent(request_id)
+        if records is None:
+            return None
+        (record,) = records
         assert record.role is Role.SHADOW
         return int(record.outputs[0])
 
+
+def test_mirrored_requests_run_in_the_host_once_it_holds_the_model(folder: Path, run: Run) -> None:
+    lane = MirrorLane(folder)
+    telemetry = lane.telemetry
+    mirrored = lane.mirrored
+
     async def scenario() -> None:
         backend = await loaded(folder, "python", **python_options("Pid"))
-        shadows = Shadows(ctx, Loaded({("m", "v2"): backend}), telemetry)  # type: ignore[arg-type]
+        shadows = lane.shadows(backend)
         assert shadows.host is not None
         try:
             # The host starts with the first mirrored request, which meanwhile runs here.
@@ -417,38 +435,14 @@ class StarvedHost:
 def test_a_host_that_does_not_load_the_model_in_time_has_its_calls_dropped(
     folder: Path, run: Run
 ) -> None:
-    config = parse_config(
-        {
-            "server": {"shadow_process": "on"},
-            "models": {
-                "m": {
-                    "stable": "v1",
-                    "versions": {"v1": {"backend": "fake"}, "v2": {"backend": "fake"}},
-                }
-            },
-        },
-        base_dir=folder,
-        environ={},
-    )
-    ctx = Context(config, store=None, clock=lambda: 1000.0, rng=random.Random(0), replica="r")
-    telemetry = Telemetry(ctx)
-    table = build_table(Routing("m", "v1", {"v1": 100}, {"v2": 100}), {"v1", "v2"}, None)
-    served = InferenceResponse((Tensor("label", (1,), "INT64", [0]),))
+    lane = MirrorLane(folder)
+    telemetry = lane.telemetry
+    mirrored = lane.mirrored  # a pid, -1 for the host (StarvedHost), None if dropped
     now = [0.0]
-
-    async def mirrored(shadows: Shadows, request_id: str) -> int | None:
-        """Who answered one mirrored request: a pid, -1 for the host, None if dropped."""
-        shadows.offer(table, rows_request([[1.0]]), request_id, served)
-        for _ in range(500):
-            if not shadows.held:
-                break
-            await asyncio.sleep(0.01)
-        records = telemetry.predictions.recent(request_id)
-        return None if records is None else int(records[0].outputs[0])
 
     async def scenario() -> None:
         backend = await loaded(folder, "python", **python_options("Pid"))
-        shadows = Shadows(ctx, Loaded({("m", "v2"): backend}), telemetry)  # type: ignore[arg-type]
+        shadows = lane.shadows(backend)
         host = StarvedHost()
         shadows.host = host  # type: ignore[assignment]
         shadows.monotonic = lambda: now[0]
