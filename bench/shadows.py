@@ -55,6 +55,7 @@ import platform
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,8 +80,19 @@ ROWS: dict[str, dict[str, int]] = {
     "fast": {"fast": 100},
     "slow": {"slow": 100},
     "sleepy": {"sleepy": 100},
+    "spinner": {},
 }
-"""Row name → mirrors (version → percent); ``served`` always answers 100 %."""
+"""Row name → mirrors (version → percent); ``served`` always answers 100 %. ``spinner``
+is a control: no mirror, but a process that is not rollwise's busy at the lowest
+priority (``SCHED_IDLE``) on the shadow host's CPU, as a CPU-bound shadow host would
+be: what sharing that CPU costs the served answers whoever runs there."""
+
+SPINNER = (
+    "import os, time\n"
+    "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+    "while True:\n"
+    "    time.perf_counter()\n"
+)
 
 # What rollwise holds itself to: a 100 % shadow leaves the served p99 within 10 % of no
 # shadow, and drops at most 1 % of the mirrored requests.
@@ -407,6 +419,28 @@ HOST_CPU: int | None = None
 """Where the shadow host runs (see Pinning); None when nothing is pinned."""
 
 
+SPINNER_CPU_S = 0.0
+"""CPU the ``spinner`` rows' busy processes used, all rounds: not another process's."""
+
+
+def start_spinner() -> subprocess.Popen[bytes]:
+    """The ``spinner`` row's busy process, on the shadow host's CPU."""
+    command = [*gw.taskset(HOST_CPU), sys.executable, "-c", SPINNER]
+    return subprocess.Popen(command)
+
+
+def stop_spinner(spinner: subprocess.Popen[bytes] | None) -> float:
+    """Stop the spinner; the CPU seconds it used (its own, not other processes')."""
+    if spinner is None:
+        return 0.0
+    global SPINNER_CPU_S
+    used = proc_cpu_seconds(spinner.pid)
+    spinner.kill()
+    spinner.wait()
+    SPINNER_CPU_S += used
+    return used
+
+
 async def measure(
     gateway: Gateway, client: Client, row: str, round_: int, rate: float, seconds: float
 ) -> Run:
@@ -416,13 +450,18 @@ async def measure(
     before = gateway.shadow_counts()
     cpu0, loop0 = gateway.cpu_seconds(), gateway.loop_cpu_seconds()
     host0 = gateway.host_cpu_seconds()
+    spinner = start_spinner() if row == "spinner" else None
     busy0, own0, wall0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
-    load = await client.run(rate, seconds)
+    try:
+        load = await client.run(rate, seconds)
+    finally:
+        spun = stop_spinner(spinner)
     ended = time.monotonic()
     cpu = gateway.cpu_seconds() - cpu0
     loop_cpu = gateway.loop_cpu_seconds() - loop0
     host_cpu = max(0.0, gateway.host_cpu_seconds() - host0)
     own = cpu + host_cpu + time.process_time() - own0
+    own += spun
     foreign = max(0.0, machine_busy_seconds() - busy0 - own) / (time.perf_counter() - wall0)
     # Shadows still running finish before the counts are read (at most 10 s).
     deadline = time.monotonic() + 10.0
@@ -530,6 +569,7 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
         "fast": "100 % mirror, fast copy",
         "slow": f"100 % mirror, {args.slow_factor:g}× slower",
         "sleepy": f"100 % mirror, {args.slow_factor:g}× slower, asleep",
+        "spinner": "no mirror, another process busy",
     }
     header = (
         f"{'served at ' + format(args.rate, 'g') + ' req/s':34} {'p50 ms':>7} {'p99 ms':>7} "
@@ -539,8 +579,9 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
     print(header)
     print("-" * len(header))
     for row, figures in rows.items():
-        dropped = f"{100 * figures['dropped_share']:.2f}%" if row != "none" else "-"
-        mirrored = str(int(figures["mirrored"])) if row != "none" else "-"
+        mirroring = bool(ROWS[row])
+        dropped = f"{100 * figures['dropped_share']:.2f}%" if mirroring else "-"
+        mirrored = str(int(figures["mirrored"])) if mirroring else "-"
         print(
             f"{labels[row]:34} {figures['p50_ms']:7.3f} {figures['p99_ms']:7.3f} "
             f"{figures['p999_ms']:8.3f} {figures['p99_ratio']:10.2f}× {mirrored:>9} "
@@ -549,13 +590,14 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
     print(
         f"(medians of {args.rounds} round(s) of {args.seconds:g} s per row; mirrored and "
         "dropped summed over the rounds; CPU: the gateway's process per served request; "
-        f"host: its shadow host's, shadow_process {args.shadow_process})"
+        f"host: its shadow host's, shadow_process {args.shadow_process}; another process "
+        "busy: no mirror, a busy loop at the lowest priority on the shadow host's CPU)"
     )
     print()
     print_recorded(rows, args)
     print()
     print("rollwise against its targets")
-    for row in (r for r in rows if r != "none"):
+    for row in (r for r in rows if ROWS[r]):
         figures = rows[row]
         ratio_ok = figures["p99_ratio"] <= TARGET_P99_RATIO
         drops_ok = figures["dropped_share"] <= TARGET_DROPPED_SHARE
@@ -564,6 +606,11 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
             f"{TARGET_P99_RATIO:g}×  {'PASS' if ratio_ok else 'MISS'};  dropped "
             f"{100 * figures['dropped_share']:5.2f}%  target ≤ {100 * TARGET_DROPPED_SHARE:g}%  "
             f"{'PASS' if drops_ok else 'MISS'}"
+        )
+    if "spinner" in rows:
+        print(
+            f"  control: another process busy at the lowest priority on the shadow host's "
+            f"CPU, no mirror: served p99 / no mirror {rows['spinner']['p99_ratio']:.2f}×"
         )
 
 
@@ -582,11 +629,15 @@ def print_recorded(rows: dict[str, dict[str, float]], args: argparse.Namespace) 
     print(header)
     print("-" * len(header))
     for row, figures in rows.items():
-        label = "no mirror" if row == "none" else f"shadow {row}"
+        label = (
+            f"shadow {row}"
+            if ROWS[row]
+            else {"spinner": "another process busy"}.get(row, "no mirror")
+        )
         model = takes.get(row, "-")
         shadow = (
             f"{figures['shadow_p50_ms']:10.3f} {figures['shadow_p95_ms']:10.3f}"
-            if row != "none"
+            if ROWS[row]
             else f"{'-':>10} {'-':>10}"
         )
         print(
@@ -628,6 +679,12 @@ def main() -> None:
         help="server.shadow_process: in-process shadows in a child process (on) or in the "
         "gateway's shadow threads (off)",
     )
+    parser.add_argument(
+        "--host-cpu",
+        choices=("load", "gateway"),
+        default="load",
+        help="where the shadow host runs: beside this script (default) or beside the gateway",
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of 4 s per row")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -639,11 +696,18 @@ def main() -> None:
     if len(cpus) >= 2 and shutil.which("taskset"):
         gateway_cpu: int | None = cpus[0]
         os.sched_setaffinity(0, {cpus[1]})
-        HOST_CPU = cpus[1]
-        pinning = (
-            f"the gateway alone on CPU {cpus[0]}; this script (the load) and the gateway's "
-            f"shadow host on CPU {cpus[1]}"
-        )
+        if args.host_cpu == "load":
+            HOST_CPU = cpus[1]
+            pinning = (
+                f"the gateway alone on CPU {cpus[0]}; this script (the load) and the "
+                f"gateway's shadow host on CPU {cpus[1]}"
+            )
+        else:
+            HOST_CPU = cpus[0]
+            pinning = (
+                f"the gateway and its shadow host on CPU {cpus[0]}; this script (the load) "
+                f"alone on CPU {cpus[1]}"
+            )
     else:
         gateway_cpu = None
         pinning = "no pinning: every process shares every CPU"
@@ -665,7 +729,12 @@ def main() -> None:
 
                 uvloop.install()
             runs = asyncio.run(bench(args, gateway))
-            own = gateway.cpu_seconds() + gateway.host_cpu_seconds() + time.process_time()
+            own = (
+                gateway.cpu_seconds()
+                + gateway.host_cpu_seconds()
+                + time.process_time()
+                + SPINNER_CPU_S
+            )
         finally:
             gateway.stop()
     wall = time.perf_counter() - started

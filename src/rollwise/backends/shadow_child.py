@@ -5,7 +5,8 @@ shadow versions, answering the gateway (``shadow_host``) over its socket.
 did (``create_backend``), loads it once, and refuses to answer with a model file whose
 sha256 differs from the one the gateway loaded. It keeps at most ``MAX_LOADED`` models,
 unloads one unused for ``IDLE_UNLOAD_S``, and exits when the gateway closes the socket
-or dies.
+or dies. Its answers go back in batches (``REPLY_EVERY_S``), as the gateway sends the
+calls (``rollwise.runtime.shadows``).
 
 It runs at the lowest priority the operating system allows (``SCHED_IDLE`` on Linux,
 else nice 19), so that even on a core it shares with the gateway a served request gets
@@ -57,6 +58,14 @@ MAX_LOADED = 16
 IDLE_UNLOAD_S = 600.0
 """A model the child has not used for this long is unloaded (a shadow no longer
 mirrored, a version promoted to serve): it is loaded again if it is mirrored again."""
+REPLY_EVERY_S = 0.02
+"""How long an answer waits at most to be written with the others: the answers go back
+together once no call is left running (or ``REPLY_BATCH`` are waiting), so that the
+gateway's event loop wakes once for a batch of calls rather than once per call; a slow
+call holds the others' answers back this long at most. A call's latency is timed here,
+so the wait is not counted in it."""
+REPLY_BATCH = 32
+"""Answers waiting that are written at once."""
 LOAD_RETRY_S = 10.0
 """A model that failed to load in the child is tried again after this long, not on
 every mirrored request."""
@@ -361,6 +370,12 @@ class _Child:
         self.entries: OrderedDict[int, _Entry] = OrderedDict()
         self.writer: asyncio.StreamWriter | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.calls = 0
+        """Calls received and not answered yet."""
+        self._out: list[bytes] = []
+        """Answers not written yet (``REPLY_EVERY_S``)."""
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_due = False
 
     async def run(self) -> None:
         reader, self.writer = await asyncio.open_connection(sock=self.sock)
@@ -389,6 +404,7 @@ class _Child:
             entry = None if hosted is None else self._entry(hosted)
             if entry is not None:
                 entry.in_flight += 1
+            self.calls += 1
             task = asyncio.get_running_loop().create_task(
                 self._predict(call_id, hosted, entry, request)
             )
@@ -426,6 +442,7 @@ class _Child:
                     await self._close(entry)
         except Exception as error:
             reply = ("error", call_id, encode_error(error, name))
+        self.calls -= 1
         self._send(reply, name)
 
     async def _timed(
@@ -454,8 +471,24 @@ class _Child:
             frame = _frame(reply)
         except Exception as error:  # an answer holding something pickle cannot carry
             frame = _frame(("error", reply[1], encode_error(error, name)))
-        if not self.writer.is_closing():
-            self.writer.write(frame)
+        self._out.append(frame)
+        loop = asyncio.get_running_loop()
+        if self.calls == 0 or len(self._out) >= REPLY_BATCH:
+            if not self._flush_due:
+                self._flush_due = True
+                loop.call_soon(self._flush)
+        elif self._flush_timer is None:
+            self._flush_timer = loop.call_later(REPLY_EVERY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        out, self._out = self._out, []
+        assert self.writer is not None
+        if out and not self.writer.is_closing():
+            self.writer.write(b"".join(out))
 
     def _entry(self, model: HostedModel) -> _Entry:
         now = time.monotonic()

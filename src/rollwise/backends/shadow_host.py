@@ -151,6 +151,10 @@ class _Connection(asyncio.Protocol):
         """Tokens of the models the child could not load."""
         self._ids = itertools.count(1)
         self._frames = _Frames()
+        self._out: list[bytes] = []
+        """Frames for the child not written yet: written together at the end of this
+        turn of the loop, so that the calls started in one turn cost one write (and the
+        child one wake-up)."""
         self.started_s = time.monotonic()
         self.heard_s = self.started_s
         """When the child last sent anything."""
@@ -218,7 +222,7 @@ class _Connection(asyncio.Protocol):
         try:
             frame = _frame(("predict", call_id, model.token, sent))
             self.pending[call_id] = future
-            transport.write(frame)
+            self._write(frame)
             async with asyncio.timeout(model.timeout_s + HOST_MARGIN_S):
                 status, payload = await future
         except TimeoutError:
@@ -245,14 +249,25 @@ class _Connection(asyncio.Protocol):
         """Have the child load ``model``, unless it was told already."""
         if model.token not in self.introduced and self.transport is not None:
             self.introduced.add(model.token)
-            self.transport.write(_frame(("model", model)))
+            self._write(_frame(("model", model)))
 
     def forget(self, model: HostedModel) -> None:
         self.ready.discard(model.token)
         self.refused.discard(model.token)
         if model.token in self.introduced and not self.closed and self.transport is not None:
             self.introduced.discard(model.token)
-            self.transport.write(_frame(("forget", model.token)))
+            self._write(_frame(("forget", model.token)))
+
+    def _write(self, frame: bytes) -> None:
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(frame)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        transport = self.transport
+        if out and transport is not None and not self.closed:
+            transport.write(b"".join(out))
 
     def abort(self) -> None:
         # Closed from now on, not only once the loop reports the connection lost: the

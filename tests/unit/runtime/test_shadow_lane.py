@@ -20,7 +20,7 @@ from rollwise.errors import BackendError, BackendTimeout, RequestRejected
 from rollwise.metrics.recorder import VersionWindow
 from rollwise.routing.table import build_table
 from rollwise.runtime.context import Context
-from rollwise.runtime.shadows import Shadows
+from rollwise.runtime.shadows import START_BATCH, START_EVERY_S, Shadows
 from rollwise.runtime.telemetry import Telemetry
 
 LIMIT = 3
@@ -56,11 +56,11 @@ class Loaded:
         self.backends = backends
 
 
-def lane(tmp_path: Path, *shadows: Shadow) -> tuple[Shadows, Telemetry, Any]:
+def lane(tmp_path: Path, *shadows: Shadow, limit: int = LIMIT) -> tuple[Shadows, Telemetry, Any]:
     versions = {"v1": {"backend": "fake"}} | {s.name: {"backend": "fake"} for s in shadows}
     config = parse_config(
         {
-            "server": {"mirror_concurrency": LIMIT},
+            "server": {"mirror_concurrency": limit},
             "models": {"iris": {"stable": "v1", "versions": versions}},
         },
         base_dir=tmp_path,
@@ -79,11 +79,13 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 async def until(condition: Callable[[], bool], turns: int = 1000) -> None:
-    """Let the loop turn until ``condition()`` holds."""
+    """Let the loop turn until ``condition()`` holds: the queued calls start within
+    ``START_EVERY_S``, so the turns are spread over a few of those."""
+    pause_s = 4 * START_EVERY_S / turns
     for _ in range(turns):
         if condition():
             return
-        await asyncio.sleep(0)
+        await asyncio.sleep(pause_s)
     raise AssertionError("the condition never held")
 
 
@@ -111,6 +113,32 @@ def test_offering_only_queues_and_waiting_requests_go_first(tmp_path: Path) -> N
     assert log == ["next request", "v2 predicts"]
     window = shadow_window(telemetry)
     assert (window.requests, window.compared, window.agreed, window.dropped) == (1, 1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("offers", "started_at_once"),
+    [
+        pytest.param(3, False, id="a few calls wait for the batch's timer"),
+        pytest.param(START_BATCH, True, id="a full batch starts at once"),
+    ],
+)
+def test_calls_start_together(tmp_path: Path, offers: int, started_at_once: bool) -> None:
+    log: list[str] = []
+    shadows, telemetry, table = lane(tmp_path, Shadow(log, "v2"), limit=4 * START_BATCH)
+    started: list[int] = []
+
+    async def scenario() -> None:
+        for number in range(offers):
+            shadows.offer(table, REQUEST, f"r{number}", answer(1))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        started.append(len(log))
+        await settled(shadows)
+
+    run(scenario)
+    # All or none: the calls of the requests offered meanwhile start in one turn.
+    assert started == [offers if started_at_once else 0]
+    assert shadow_window(telemetry).requests == offers
 
 
 @pytest.mark.parametrize(
