@@ -84,15 +84,23 @@ ROWS: dict[str, dict[str, int]] = {
 }
 """Row name → mirrors (version → percent); ``served`` always answers 100 %. ``spinner``
 is a control: no mirror, but a process that is not rollwise's busy at the lowest
-priority (``SCHED_IDLE``) on the shadow host's CPU, as a CPU-bound shadow host would
-be: what sharing that CPU costs the served answers whoever runs there."""
+priority (``SCHED_IDLE``) on the shadow host's CPU as the ``slow`` row's shadow host is
+(the same share of each 20 ms): what sharing that CPU so costs the served answers,
+whoever runs there."""
 
 SPINNER = (
-    "import os, time\n"
+    "import os, sys, time\n"
     "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+    "busy_s, period_s = float(sys.argv[1]) * 0.02, 0.02\n"
     "while True:\n"
-    "    time.perf_counter()\n"
+    "    start = time.perf_counter()\n"
+    "    while time.perf_counter() - start < busy_s:\n"
+    "        pass\n"
+    "    if period_s > busy_s:\n"
+    "        time.sleep(period_s - busy_s)\n"
 )
+SLOW_CPU_SHARE = 0.0
+"""The share of a CPU the ``slow`` row's shadow asks for (rate × its CPU per call)."""
 
 # What rollwise holds itself to: a 100 % shadow leaves the served p99 within 10 % of no
 # shadow, and drops at most 1 % of the mirrored requests.
@@ -425,7 +433,8 @@ SPINNER_CPU_S = 0.0
 
 def start_spinner() -> subprocess.Popen[bytes]:
     """The ``spinner`` row's busy process, on the shadow host's CPU."""
-    command = [*gw.taskset(HOST_CPU), sys.executable, "-c", SPINNER]
+    share = min(1.0, SLOW_CPU_SHARE)
+    command = [*gw.taskset(HOST_CPU), sys.executable, "-c", SPINNER, str(share)]
     return subprocess.Popen(command)
 
 
@@ -569,7 +578,7 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
         "fast": "100 % mirror, fast copy",
         "slow": f"100 % mirror, {args.slow_factor:g}× slower",
         "sleepy": f"100 % mirror, {args.slow_factor:g}× slower, asleep",
-        "spinner": "no mirror, another process busy",
+        "spinner": "no mirror, another process busy",  # as the slow row's host
     }
     header = (
         f"{'served at ' + format(args.rate, 'g') + ' req/s':34} {'p50 ms':>7} {'p99 ms':>7} "
@@ -591,7 +600,8 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
         f"(medians of {args.rounds} round(s) of {args.seconds:g} s per row; mirrored and "
         "dropped summed over the rounds; CPU: the gateway's process per served request; "
         f"host: its shadow host's, shadow_process {args.shadow_process}; another process "
-        "busy: no mirror, a busy loop at the lowest priority on the shadow host's CPU)"
+        f"busy: no mirror, a loop at the lowest priority on the shadow host's CPU, busy "
+        f"{100 * min(1.0, SLOW_CPU_SHARE):.0f} % of each 20 ms as the slow row's host)"
     )
     print()
     print_recorded(rows, args)
@@ -691,7 +701,8 @@ def main() -> None:
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 4.0, 1.0
 
-    global HOST_CPU
+    global HOST_CPU, SLOW_CPU_SHARE
+    SLOW_CPU_SHARE = args.rate * args.work_us * args.slow_factor / 1e6
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2 and shutil.which("taskset"):
         gateway_cpu: int | None = cpus[0]
