@@ -45,6 +45,7 @@ from rollwise.server.params import query_flag, query_int, read_json, validated
 from rollwise.server.rollout_routes import rollout_routes
 from rollwise.server.status_view import model_status
 from rollwise.server.version_routes import version_routes
+from rollwise.ui.routes import ui_routes
 
 log = logging.getLogger("rollwise.server")
 
@@ -319,6 +320,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         Route("/api/v1/openapi.json", _handled(openapi)),
         *rollout_routes(gateway, principal, _handled, JSONResponse, body_limit),
         *version_routes(gateway, principal, _handled, JSONResponse, body_limit),
+        *ui_routes(),
     ]
 
     async def no_route(request: Request, error: Exception) -> Response:
