@@ -73,6 +73,9 @@ class RequestIds:
     122 bits of a uuid4), and the counter makes them distinct. It costs ~0.65 µs an id
     here, against ~0.8 µs for ``secrets.token_hex(16)`` and 3.4 µs for ``uuid4()``, and
     makes no system call per request (``os.urandom`` has cost ~10 µs on some hosts).
+    One call gives four ids: its 512-bit output, cut in four, is four independent
+    128-bit values just as well (each is a different part of one pseudo-random
+    output), for a quarter of the hashing.
     A forked worker draws a key of its own, so two workers never share a sequence.
     """
 
@@ -80,13 +83,18 @@ class RequestIds:
         self._rekey()
 
     def _rekey(self) -> None:
-        self._hash = hashlib.blake2b(key=os.urandom(32), digest_size=16)
+        self._hash = hashlib.blake2b(key=os.urandom(32), digest_size=64)
         self._counter = itertools.count()
+        self._ready: list[str] = []
 
     def new(self) -> str:
-        digest = self._hash.copy()
-        digest.update(next(self._counter).to_bytes(8, "little"))
-        return digest.hexdigest()
+        ready = self._ready
+        if not ready:
+            digest = self._hash.copy()
+            digest.update(next(self._counter).to_bytes(8, "little"))
+            text = digest.hexdigest()
+            ready.extend((text[96:], text[64:96], text[32:64], text[:32]))
+        return ready.pop()
 
 
 REQUEST_IDS = RequestIds()

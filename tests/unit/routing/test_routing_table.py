@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -127,6 +128,27 @@ def test_keyless_requests_follow_the_random_bucket() -> None:
     assert table.choose(None, 999) == "v2"
     assert table.choose(None, 1000) == "v1"
     assert table.choose(None, BUCKETS - 1) == "v1"
+
+
+@given(salt=st.text(max_size=100), key=st.text(max_size=300))
+def test_a_users_bucket_is_the_keyed_blake2b_of_the_key(salt: str, key: str) -> None:
+    # Every replica and every release must send a user to the same bucket: the bucket
+    # is fixed as a keyed BLAKE2b of the key (salt cut to BLAKE2b's 64-byte key limit).
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt.encode()[:64]).digest()
+    assert bucket_of(salt, key) == int.from_bytes(digest, "big") % BUCKETS
+
+
+@pytest.mark.parametrize(
+    ("salt", "key", "bucket"),
+    [
+        pytest.param("iris", "user-42", 1597, id="a header value"),
+        pytest.param("wine", "u1", 8974, id="another model"),
+        pytest.param("x" * 80, "long salt", 3956, id="a salt beyond 64 bytes"),
+    ],
+)
+def test_a_users_bucket_does_not_change(salt: str, key: str, bucket: int) -> None:
+    # Twice: the second call takes the hasher kept for the salt.
+    assert bucket_of(salt, key) == bucket_of(salt, key) == bucket
 
 
 def test_the_salt_reshuffles_users_between_models() -> None:

@@ -67,6 +67,17 @@ def test_two_processes_draw_different_id_sequences() -> None:
     assert RequestIds().new() != RequestIds().new()
 
 
+def test_a_new_key_discards_the_ids_made_ahead() -> None:
+    # A forked worker draws a new key (register_at_fork): the ids its parent made ahead
+    # of use must not be handed out in the child too.
+    ids = RequestIds()
+    ids.new()
+    made_ahead = set(ids._ready)
+    assert made_ahead  # one hash gives several ids
+    ids._rekey()
+    assert not {ids.new() for _ in range(len(made_ahead))} & made_ahead
+
+
 # -- roles --------------------------------------------------------------------------------
 
 
