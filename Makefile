@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
+CHROMIUM := /usr/bin/chromium
 # The wheel that pip builds for a user, its request path compiled with mypyc (setup.py),
 # unpacked where the tests and the benchmark import it ahead of the source.
 COMPILED := $(CURDIR)/build/compiled
@@ -16,10 +17,19 @@ $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# Editable, so pure Python (setup.py): edits take effect without a build.
-	$(PY) -m pip install -q -e '.[dev,mlflow]'
+	$(PY) -m pip install -q -e '.[dev,mlflow,browser]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser).
+# A file target: apt runs only when the binary is missing.
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make test needs chromium at $@ for the dashboard's browser tests, and apt-get is not here to install it: install chromium by hand" >&2; exit 1; }
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	{ $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; } \
+	  && [ -x $@ ] \
+	  || { echo "make test needs chromium at $@ for the dashboard's browser tests and could not install it: run 'apt-get install chromium' as root" >&2; exit 1; }
 
 $(COMPILED_STAMP): $(STAMP) setup.py $(shell find src -name '*.py')
 	rm -rf build/wheel $(COMPILED)
@@ -42,7 +52,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint $(COMPILED_STAMP)
+test: lint $(COMPILED_STAMP) $(CHROMIUM)
 	PYTHONPATH=$(COMPILED) ROLLWISE_EXPECT_COMPILED=1 $(VENV)/bin/pytest -q --durations=15
 	ROLLWISE_EXPECT_COMPILED=0 $(VENV)/bin/pytest -q $(PURE_TESTS)
 

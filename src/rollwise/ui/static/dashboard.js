@@ -320,12 +320,18 @@
         (model.sticky_key ? ` · sticky by ${model.sticky_key}` : " · no sticky key"),
     ]);
     const versions = Array.isArray(model.versions) ? model.versions : [];
+    // The model's own view of its latest rollout carries the gates it waits for; the
+    // list of active rollouts does not, so prefer the former when both name one rollout.
+    const current =
+      model.rollout && activeRollout && model.rollout.id === activeRollout.id
+        ? model.rollout
+        : activeRollout || model.rollout;
     return el("article", { className: "card", attrs: { "aria-labelledby": `model-${index}` } }, [
       title,
       facts,
-      rolloutBox(activeRollout || model.rollout),
+      rolloutBox(current),
       trafficBox(versions),
-      versionTable(model, versions, activeRollout || model.rollout),
+      versionTable(model, versions, current),
     ]);
   }
 
