@@ -14,7 +14,7 @@ Screenshots go to ``$ROLLWISE_TEST_ARTIFACTS`` when set, else to the test's tmp_
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,20 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from support.browser import WAIT_MS, model_card, sign_in
 from support.gateway import OPERATOR, VIEWER, GatewayProcess
 from support.rollouts import CONTROLLER, SERVER
 
-try:
-    from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
-except ImportError:  # the browser fixture says so: a skip, or under CI a failure
-    HAVE_PLAYWRIGHT = False
-else:
-    HAVE_PLAYWRIGHT = True
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-# The page polls every 2 s: a few polls' worth, for what the controller does first.
-WAIT_MS = 8_000
+# Without playwright the browser fixture says so first: a skip, or under CI a failure.
+with contextlib.suppress(ImportError):
+    from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect
 
 MODEL = "echo"
 CONFIG: dict[str, Any] = {
@@ -75,36 +68,6 @@ HOSTILE_REASON = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2
 REQUESTS = 20
 
 
-def missing_browser() -> str | None:
-    """Why this test cannot drive a browser here, or None when it can."""
-    if not HAVE_PLAYWRIGHT:
-        return "the playwright package is not installed (pip install -e '.[browser]')"
-    if not CHROMIUM.exists():
-        return f"no chromium at {CHROMIUM} (make test installs Debian's chromium package)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    reason = missing_browser()
-    if reason is not None:
-        # CI runs `make test`, which installs both: missing there is a broken install.
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            # Tests run as root, where chromium refuses to start with its sandbox.
-            args=["--no-sandbox"],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     process = GatewayProcess(tmp_path_factory.mktemp("dashboard"), CONFIG).start()
@@ -112,15 +75,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> Path:
-    """Where the screenshots go: a folder CI keeps, or this test's own tmp_path."""
-    configured = os.environ.get("ROLLWISE_TEST_ARTIFACTS")
-    folder = Path(configured) if configured else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def operator_post(gateway: GatewayProcess, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -138,16 +92,8 @@ def send_traffic(gateway: GatewayProcess, n: int) -> None:
             assert response.status_code == 200, response.text
 
 
-def sign_in(page: Page, token: str) -> None:
-    expect(page.locator("#sign-in")).to_be_visible()
-    page.locator("#token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
-
-
 def card(page: Page) -> Locator:
-    return page.locator("#models article.card").filter(
-        has=page.get_by_role("heading", name=MODEL, exact=True)
-    )
+    return model_card(page, MODEL)
 
 
 def version_row(page: Page, version: str) -> Locator:
