@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 # Guards against a hung demo, not measurements (a run takes about 35 s).
@@ -94,6 +95,11 @@ def test_sigterm_stops_the_demo_and_its_gateway(tmp_path: Path) -> None:
         started = children(demo.pid)
         assert started, "the demo runs its gateway as a child process"
         assert accepts(port)
+        # The demo names its dashboard, which is there to watch while it runs.
+        dashboard = f"http://127.0.0.1:{port}/ui"
+        assert dashboard in output.read_text()
+        page = httpx.get(dashboard, timeout=5)
+        assert page.status_code == 200 and "dashboard.js" in page.text
 
         demo.send_signal(signal.SIGTERM)
         code = demo.wait(timeout=STOP_TIMEOUT_S)

@@ -397,6 +397,7 @@ async def _run_demo(
         process = _start_gateway(config, log_path, feedback_token)
         await _wait_ready(url, process, log_path)
         console.print(f"gateway on {url} (SQLite at {folder / DATABASE}, log {log_path})")
+        console.print(f"watch the rollouts live in a browser: {url}/ui")
         async with TrafficGenerator(
             url,
             "iris",
