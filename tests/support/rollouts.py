@@ -259,3 +259,28 @@ def served_by(
 def operator_headers(version: str) -> dict[str, str]:
     """Headers of a preview request: the operator token and the forced version."""
     return {"authorization": f"Bearer {OPERATOR}", "x-rollwise-version": version}
+
+
+ECHO_CONFIG: dict[str, Any] = {
+    "store": "sqlite:///state.db",
+    "server": {"flush_interval_s": 0.2, "routing_poll_interval_s": 0.2},
+    "models": {
+        "echo": {
+            "stable": "a",
+            "versions": {
+                "a": {"backend": "fake", "label": 0},
+                "b": {"backend": "fake", "label": 1},
+            },
+        }
+    },
+}
+"""A gateway with one model, ``echo``, of two fake versions: ``a`` stable, ``b``."""
+
+HELD_SPEC: dict[str, Any] = {
+    "model": "echo",
+    "candidate": "b",
+    "strategy": "steps",
+    "steps": [{"set_weight": 20}, {"pause": {}}, {"set_weight": 100}],
+}
+"""A rollout of ``b`` on ``ECHO_CONFIG`` that waits at its pause until a person promotes:
+it stays in progress while a test looks."""

@@ -22,33 +22,12 @@ from rollwise.client import Client
 from rollwise.server.guard import CONTROL_MAX_BODY_BYTES
 from support.cli import rollwise
 from support.gateway import GatewayProcess, eventually
-
-CONFIG: dict[str, Any] = {
-    "store": "sqlite:///state.db",
-    "server": {"flush_interval_s": 0.2, "routing_poll_interval_s": 0.2},
-    "models": {
-        "echo": {
-            "stable": "a",
-            "versions": {
-                "a": {"backend": "fake", "label": 0},
-                "b": {"backend": "fake", "label": 1},
-            },
-        }
-    },
-}
-
-# Waits at the pause until a person promotes: the rollout stays active for the test.
-SPEC: dict[str, Any] = {
-    "model": "echo",
-    "candidate": "b",
-    "strategy": "steps",
-    "steps": [{"set_weight": 20}, {"pause": {}}, {"set_weight": 100}],
-}
+from support.rollouts import ECHO_CONFIG, HELD_SPEC
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path_factory.mktemp("guard"), CONFIG, insecure_dev=True)
+    process = GatewayProcess(tmp_path_factory.mktemp("guard"), ECHO_CONFIG, insecure_dev=True)
     process.start()
     try:
         yield process
@@ -71,7 +50,7 @@ def test_the_cross_site_post_from_the_issue_starts_no_rollout(gateway: GatewayPr
     # What a page on evil.example whose name was rebound to 127.0.0.1 would send.
     response = post_rollout(
         gateway,
-        orjson.dumps(SPEC),
+        orjson.dumps(HELD_SPEC),
         {
             "content-type": "text/plain",
             "origin": "http://evil.example",
@@ -104,7 +83,7 @@ def test_a_change_with_a_foreign_origin_is_refused_403(
 ) -> None:
     # The Host is the server's own: only the Origin gives the page away.
     response = post_rollout(
-        gateway, orjson.dumps(SPEC), {"content-type": "application/json", "origin": origin}
+        gateway, orjson.dumps(HELD_SPEC), {"content-type": "application/json", "origin": origin}
     )
     assert response.status_code == 403, response.text
     assert "Origin" in response.json()["error"]
@@ -122,14 +101,14 @@ def test_a_body_that_is_not_declared_json_is_refused_415(
     gateway: GatewayProcess, content_type: str | None
 ) -> None:
     headers = {"content-type": content_type} if content_type else {}
-    response = post_rollout(gateway, orjson.dumps(SPEC), headers)
+    response = post_rollout(gateway, orjson.dumps(HELD_SPEC), headers)
     assert response.status_code == 415, response.text
     assert "application/json" in response.json()["error"]
     assert active_rollouts(gateway) == []
 
 
 def test_an_over_limit_body_is_refused_413_and_starts_no_rollout(gateway: GatewayProcess) -> None:
-    spec = {**SPEC, "description": "x" * (CONTROL_MAX_BODY_BYTES + 1)}
+    spec = {**HELD_SPEC, "description": "x" * (CONTROL_MAX_BODY_BYTES + 1)}
     declared = post_rollout(gateway, orjson.dumps(spec), {"content-type": "application/json"})
     assert declared.status_code == 413, declared.text
     assert str(CONTROL_MAX_BODY_BYTES) in declared.json()["error"]
@@ -159,7 +138,7 @@ def test_same_origin_json_the_client_and_the_cli_still_work(
     checked = httpx.post(
         f"{gateway.url}/api/v1/rollouts",
         params={"dry_run": "true"},
-        json=SPEC,
+        json=HELD_SPEC,
         headers={"origin": gateway.url},
     )
     assert checked.status_code == 200, checked.text
@@ -167,7 +146,7 @@ def test_same_origin_json_the_client_and_the_cli_still_work(
 
     env = {"ROLLWISE_URL": gateway.url, "ROLLWISE_TOKEN": ""}
     spec_file = tmp_path / "rollout.yaml"
-    spec_file.write_text(yaml.safe_dump(SPEC))
+    spec_file.write_text(yaml.safe_dump(HELD_SPEC))
     applied = rollwise("apply", "-f", str(spec_file), env=env)
     assert applied.returncode == 0, applied.stderr
     [rollout] = active_rollouts(gateway)

@@ -11,35 +11,13 @@ from __future__ import annotations
 import http.client
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from typing import Any
 
 import httpx
 import pytest
 
 from rollwise.ui.routes import CONTENT_SECURITY_POLICY
 from support.gateway import OPERATOR, VIEWER, GatewayProcess
-
-CONFIG: dict[str, Any] = {
-    "store": "sqlite:///state.db",
-    "server": {"flush_interval_s": 0.2, "routing_poll_interval_s": 0.2},
-    "models": {
-        "echo": {
-            "stable": "a",
-            "versions": {
-                "a": {"backend": "fake", "label": 0},
-                "b": {"backend": "fake", "label": 1},
-            },
-        }
-    },
-}
-
-# Stops at the pause until a person promotes: the rollout stays in progress.
-SPEC: dict[str, Any] = {
-    "model": "echo",
-    "candidate": "b",
-    "strategy": "steps",
-    "steps": [{"set_weight": 20}, {"pause": {}}, {"set_weight": 100}],
-}
+from support.rollouts import ECHO_CONFIG, HELD_SPEC
 
 SECURITY_HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
@@ -74,7 +52,7 @@ ASSET_TYPES = {
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path_factory.mktemp("ui"), CONFIG)
+    process = GatewayProcess(tmp_path_factory.mktemp("ui"), ECHO_CONFIG)
     process.start()
     try:
         yield process
@@ -84,7 +62,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 @pytest.fixture(scope="module")
 def dev_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path_factory.mktemp("ui-dev"), CONFIG, insecure_dev=True)
+    process = GatewayProcess(tmp_path_factory.mktemp("ui-dev"), ECHO_CONFIG, insecure_dev=True)
     process.start()
     try:
         yield process
@@ -253,7 +231,7 @@ def test_under_insecure_dev_the_page_and_the_data_need_no_token(
 
 def test_the_api_has_the_fields_the_page_reads(gateway: GatewayProcess) -> None:
     with gateway.client(token=OPERATOR) as operator:
-        started = operator.post("/api/v1/rollouts", json=SPEC)
+        started = operator.post("/api/v1/rollouts", json=HELD_SPEC)
         assert started.status_code == 201, started.text
         try:
             models = operator.get("/api/v1/models").json()
