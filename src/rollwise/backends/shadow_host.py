@@ -19,7 +19,9 @@ counted (onnxruntime's pool is the version's ``intra_op_threads``, 1 by default)
 
 ``ShadowHost`` starts the child on first use and again on the first call after it died
 (calls in flight then fail as the shadow's errors, never a served request's);
-``predict`` sends one request for a ``HostedModel``, which names one backend object of
+``send`` sends one request for a ``HostedModel`` and has a callback told its answer, with
+no task, future or timer of its own (a connection's one watchdog catches a child that
+stopped answering); ``predict`` awaits the same. A ``HostedModel`` names one backend object of
 the gateway (``hosted_model``): a version reloaded or replaced is a new backend, so a
 new model in the child, and ``forget`` unloads the old one there. ``prepare`` says
 whether a model is loaded in the child and, when not, starts what is missing in the
@@ -42,10 +44,13 @@ import itertools
 import json
 import logging
 import os
+import pickle
 import socket
 import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
@@ -56,10 +61,12 @@ from rollwise.errors import BackendError, BackendTimeout
 
 __all__ = [
     "CLOSE_WAIT_S",
+    "DELIVER_SLICE",
     "HOSTED_KINDS",
     "HOST_MARGIN_S",
     "RESTART_BACKOFF_S",
     "HostedModel",
+    "Outcome",
     "ShadowHost",
     "ShadowProcessSetting",
     "hostable",
@@ -87,6 +94,10 @@ MAX_RESTART_BACKOFF_S = 60.0
 SHORT_LIFE_S = 10.0
 CLOSE_WAIT_S = 5.0
 """How long ``close`` waits for the child to exit before killing it."""
+DELIVER_SLICE = 4
+"""Messages from the child read in one turn of the loop. The child answers in batches,
+and each answer is recorded as it is read (a few tens of µs): a request that arrives
+meanwhile waits for a slice, never for a whole batch."""
 
 _tokens = itertools.count(1)
 
@@ -135,6 +146,44 @@ class TimedAnswer:
     model_ms: float
 
 
+Outcome = TimedAnswer | BaseException
+"""How a call ended: its answer, or the error it raised (``CancelledError`` when the
+caller gave it up: ``ShadowHost.abandon``)."""
+Done = Callable[[Any, Outcome, float], None]
+"""Told once how a call ended: its sender's context, the outcome, and the ms since it was
+sent."""
+
+
+@dataclass(slots=True)
+class _Call:
+    """A call sent to the child and not answered yet."""
+
+    done: Done
+    context: Any
+    model: HostedModel
+    sent_s: float
+    deadline_s: float
+    """When the gateway stops waiting: the model's ``timeout_s`` (which the child
+    enforces itself) plus ``HOST_MARGIN_S``."""
+
+
+def _tell(call: _Call, outcome: Outcome, now_s: float) -> None:
+    try:
+        call.done(call.context, outcome, (now_s - call.sent_s) * 1000.0)
+    except Exception:
+        # The sender's fault, not the child's: the connection goes on.
+        log.exception("a shadow call's outcome could not be taken")
+
+
+def _settle(future: asyncio.Future[TimedAnswer], outcome: Outcome, elapsed_ms: float) -> None:
+    if future.done():  # the awaiting caller was cancelled
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class _Connection(asyncio.Protocol):
     """One running child, seen from the gateway's event loop."""
 
@@ -142,7 +191,7 @@ class _Connection(asyncio.Protocol):
         self.process = process
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.pending: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+        self.pending: dict[int, _Call] = {}
         self.introduced: set[int] = set()
         """Tokens of the models this child was told about (and is loading or holds)."""
         self.ready: set[int] = set()
@@ -151,6 +200,12 @@ class _Connection(asyncio.Protocol):
         """Tokens of the models the child could not load."""
         self._ids = itertools.count(1)
         self._frames = _Frames()
+        self._inbox: deque[bytes] = deque()
+        """Messages from the child not read yet (``DELIVER_SLICE`` per turn)."""
+        self._delivering = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at_s = 0.0
+        """When the watchdog runs: the earliest deadline of the calls in flight."""
         self._out: list[bytes] = []
         """Frames for the child not written yet: written together at the end of this
         turn of the loop, so that the calls started in one turn cost one write (and the
@@ -167,22 +222,52 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.heard_s = time.monotonic()
         try:
-            messages = self._frames.feed(data)
+            bodies = self._frames.split(data)
         except Exception:
             log.exception("the shadow host sent an unreadable answer; restarting it")
             self.abort()
             return
-        pending = self.pending
-        for status, number, payload in messages:
-            if status == "loaded":
-                self._loaded(number, payload)
-            elif status == "unloaded":
-                self.ready.discard(number)
-                self.introduced.discard(number)
-            else:
-                future = pending.pop(number, None)
-                if future is not None and not future.done():
-                    future.set_result((status, payload))
+        self._inbox.extend(bodies)
+        if bodies and not self._delivering:
+            self._delivering = True
+            asyncio.get_running_loop().call_soon(self._deliver)
+
+    def _deliver(self) -> None:
+        inbox = self._inbox
+        for _ in range(min(DELIVER_SLICE, len(inbox))):
+            if not self._read(inbox.popleft()):
+                return
+        if inbox:
+            asyncio.get_running_loop().call_soon(self._deliver)
+        else:
+            self._delivering = False
+
+    def _read(self, body: bytes) -> bool:
+        """Act on one message of the child; False when it is unreadable (the child is
+        then aborted)."""
+        try:
+            status, number, payload = pickle.loads(body)
+        except Exception:
+            log.exception("the shadow host sent an unreadable answer; restarting it")
+            self._inbox.clear()
+            self._delivering = False
+            self.abort()
+            return False
+        if status == "loaded":
+            self._loaded(number, payload)
+        elif status == "unloaded":
+            self.ready.discard(number)
+            self.introduced.discard(number)
+        else:
+            call = self.pending.pop(number, None)
+            if call is not None:
+                if status == "ok":
+                    response, model_ms = payload
+                    outcome: Outcome = TimedAnswer(response, float(model_ms))
+                else:
+                    outcome = decode_error(payload)
+                _tell(call, outcome, time.monotonic())
+        return True
 
     def _loaded(self, token: int, error: _WireError | None) -> None:
         if error is None:
@@ -199,51 +284,79 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        # What the child answered before it went is still its answer.
+        while self._inbox and self._read(self._inbox.popleft()):
+            pass
+        self._delivering = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         code = self.process.poll()
         how = "stopped" if code is None else f"exited with code {code}"
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(
-                    BackendError(f"the shadow host process {how} before it answered")
-                )
-        self.pending.clear()
+        self.give_up(lambda call: BackendError(f"the shadow host process {how} before it answered"))
+
+    def give_up(self, error: Callable[[_Call], BaseException]) -> None:
+        """End every call in flight with ``error(call)``."""
+        calls, self.pending = self.pending, {}
+        now_s = time.monotonic()
+        for call in calls.values():
+            _tell(call, error(call), now_s)
 
     # calls
-    async def call(self, model: HostedModel, request: InferenceRequest) -> TimedAnswer:
-        transport = self.transport
-        if self.closed or transport is None:
+    def send(self, model: HostedModel, request: InferenceRequest, done: Done, context: Any) -> None:
+        """Send a call; ``done(context, outcome, elapsed_ms)`` is told once how it ended."""
+        if self.closed or self.transport is None:
             raise BackendError("the shadow host process is not running", version=model.name)
         self.introduce(model)
         call_id = next(self._ids)
-        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         # The body as received is for HTTP backends only: not worth pickling.
         sent = request if request.raw is None else replace(request, raw=None)
-        sent_s = time.monotonic()
-        try:
-            frame = _frame(("predict", call_id, model.token, sent))
-            self.pending[call_id] = future
-            self._write(frame)
-            async with asyncio.timeout(model.timeout_s + HOST_MARGIN_S):
-                status, payload = await future
-        except TimeoutError:
-            if self.heard_s < sent_s:
-                # Not a word from the child since: it hangs (model code that never lets
-                # go, a CPU it never gets). The next call starts a new one, instead of
-                # every call waiting out its timeout.
-                log.warning("the shadow host stopped answering; starting a new one")
-                self.abort()
-            raise BackendTimeout(
+        frame = _frame(("predict", call_id, model.token, sent))
+        now_s = time.monotonic()
+        deadline_s = now_s + model.timeout_s + HOST_MARGIN_S
+        self.pending[call_id] = _Call(done, context, model, now_s, deadline_s)
+        self._write(frame)
+        if self._watchdog is None or deadline_s < self._watch_at_s:
+            self._watch_from(deadline_s)
+
+    async def call(self, model: HostedModel, request: InferenceRequest) -> TimedAnswer:
+        future: asyncio.Future[TimedAnswer] = asyncio.get_running_loop().create_future()
+        self.send(model, request, _settle, future)
+        return await future
+
+    def _watch_from(self, at_s: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch_at_s = at_s
+        delay_s = max(0.0, at_s - time.monotonic())
+        self._watchdog = asyncio.get_running_loop().call_later(delay_s, self._watch)
+
+    def _watch(self) -> None:
+        """End the calls past their deadline as timeouts; a child that has sent nothing
+        since such a call was sent hangs (model code that never lets go, a CPU it never
+        gets): it is aborted, and the next call starts a new one, instead of every call
+        waiting out its timeout."""
+        self._watchdog = None
+        if self.closed:
+            return
+        now_s = time.monotonic()
+        late = [(number, call) for number, call in self.pending.items() if call.deadline_s <= now_s]
+        hung = False
+        for number, call in late:
+            del self.pending[number]
+            hung = hung or self.heard_s < call.sent_s
+            model = call.model
+            timeout = BackendTimeout(
                 f"version {model.name!r} did not answer within {model.timeout_s:g} s "
                 "in the shadow host",
                 version=model.name,
-            ) from None
-        finally:
-            self.pending.pop(call_id, None)
-        if status == "ok":
-            response, model_ms = payload
-            assert isinstance(response, InferenceResponse)
-            return TimedAnswer(response, float(model_ms))
-        raise decode_error(payload)
+            )
+            _tell(call, timeout, now_s)
+        if hung:
+            log.warning("the shadow host stopped answering; starting a new one")
+            self.abort()
+        elif self.pending:
+            self._watch_from(min(call.deadline_s for call in self.pending.values()))
 
     def introduce(self, model: HostedModel) -> None:
         """Have the child load ``model``, unless it was told already."""
@@ -310,6 +423,21 @@ class ShadowHost:
         if connection is None or connection.closed:
             connection = await self._start()
         return await connection.call(model, request)
+
+    def send(self, model: HostedModel, request: InferenceRequest, done: Done, context: Any) -> None:
+        """Send ``request`` to ``model`` in the running child, without waiting:
+        ``done(context, outcome, elapsed_ms)`` is told once, from the event loop, how it
+        ended. For a model ``prepare`` just said yes to; ``BackendError`` (raised here)
+        when no child runs."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            raise BackendError("the shadow host process is not running", version=model.name)
+        connection.send(model, request, done, context)
+
+    def abandon(self) -> None:
+        """Give up every call in flight: each sender is told ``CancelledError``."""
+        if self._connection is not None:
+            self._connection.give_up(lambda call: asyncio.CancelledError())
 
     def prepare(self, model: HostedModel) -> bool:
         """True when ``model`` is loaded in the child, so that a call to it is answered

@@ -115,9 +115,15 @@ class _Frames:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
+        """The messages ``data`` completes, unpickled."""
+        return [pickle.loads(body) for body in self.split(data)]
+
+    def split(self, data: bytes) -> list[bytes]:
+        """The pickled bodies of the messages ``data`` completes, for a reader that
+        unpickles them later, a few at a time."""
         buffer = self._buffer
         buffer += data
-        messages: list[Any] = []
+        bodies: list[bytes] = []
         start = 0
         size = len(buffer)
         while size - start >= _HEADER.size:
@@ -127,8 +133,8 @@ class _Frames:
             end = start + _HEADER.size + length
             if end > size:
                 break
-            messages.append(pickle.loads(memoryview(buffer)[start + _HEADER.size : end]))
+            bodies.append(bytes(buffer[start + _HEADER.size : end]))
             start = end
         if start:
             del buffer[:start]
-        return messages
+        return bodies

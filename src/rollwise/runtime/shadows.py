@@ -15,9 +15,10 @@ calls share one wake-up to start and, from the shadow host, one to come back.
 In-process shadow versions (sklearn, onnx, python) run in the shadow host, a child
 process, when ``server.shadow_process`` is on
 (``rollwise.backends.shadow_host``): their model code then never holds the interpreter
-that serves requests. Otherwise, for the other kinds, and while the host starts or
-loads the model, shadow calls run in the shadows' own thread pool, which gives way to
-served calls (``rollwise.backends.executor``).
+that serves requests, and a call there is no task of the gateway's, only a message out
+and one back, whose answer is recorded as it is read. Otherwise, for the other kinds,
+and while the host starts or loads the model, shadow calls run in the shadows' own
+thread pool, which gives way to served calls (``rollwise.backends.executor``).
 
 Each shadow holds at most ``mirror_concurrency`` mirrored requests at once, queued,
 running or waiting to be recorded; beyond, a mirrored request is dropped and counted in
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections import deque
@@ -41,6 +41,7 @@ from rollwise.backends.executor import enter_shadow_lane
 from rollwise.backends.inprocess import InProcessBackend
 from rollwise.backends.shadow_host import (
     HostedModel,
+    Outcome,
     ShadowHost,
     TimedAnswer,
     hostable,
@@ -139,7 +140,7 @@ class Shadows:
             ShadowHost() if shadow_process_enabled(ctx.config.server.shadow_process) else None
         )
         """Runs in-process shadows' model code in a child process; None when off."""
-        self._hosted: dict[ShadowKey, tuple[Backend, _Predict, HostedModel]] = {}
+        self._hosted: dict[ShadowKey, tuple[Backend, HostedModel]] = {}
         """Per shadow, the backend last sent to the host, and how it is called there."""
         self._host_had_s: dict[ShadowKey, float] = {}
         """Per hosted shadow, when the host last had its model (or was first asked to)."""
@@ -207,20 +208,24 @@ class Shadows:
                 self._release((job.model, job.version))
                 self._drop((job.model, job.version))
                 continue
-            predict: _Predict | None = backend.predict
+            route: _Predict | HostedModel | None = backend.predict
             if self.host is not None and hostable(backend):
-                predict = self._hosted_predict((job.model, job.version), backend)
-            if predict is None:
+                route = self._hosted_route((job.model, job.version), backend)
+            if route is None:
                 self._release((job.model, job.version))
                 self._drop((job.model, job.version))
                 continue
-            task = loop.create_task(self._call(job, predict))
+            if isinstance(route, HostedModel):
+                self._send_hosted(job, route)
+                continue
+            task = loop.create_task(self._call(job, route))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
 
-    def _hosted_predict(self, key: ShadowKey, backend: Backend) -> _Predict | None:
-        """How a call to ``backend`` goes to the shadow host; a backend new for its
-        version (reloaded, replaced) is a new model there and the old one is unloaded.
+    def _hosted_route(self, key: ShadowKey, backend: Backend) -> HostedModel | _Predict | None:
+        """Where a call to ``backend`` goes: the shadow host's model of it when the host
+        has it loaded; a backend new for its version (reloaded, replaced) is a new model
+        there and the old one is unloaded.
         Until the host has the model loaded, the call runs here as without a host, so
         that the seconds a start or a load takes there drop no mirrored request; for
         at most ``HOST_WAIT_S`` at a time, after which None: drop the call. A model the
@@ -231,15 +236,14 @@ class Shadows:
         hosted = self._hosted.get(key)
         if hosted is None or hosted[0] is not backend:
             if hosted is not None:
-                host.forget(hosted[2])
-            model = hosted_model(backend)
-            hosted = (backend, functools.partial(host.predict_timed, model), model)
+                host.forget(hosted[1])
+            hosted = (backend, hosted_model(backend))
             self._hosted[key] = hosted
             self._host_had_s[key] = now
         if now - self._swept_s > SWEEP_S:
             self._swept_s = now
             self._sweep_hosted()
-        if host.prepare(hosted[2]):
+        if host.prepare(hosted[1]):
             self._host_had_s[key] = now
             if key in self._host_late:
                 self._host_late.discard(key)
@@ -247,7 +251,7 @@ class Shadows:
                     "shadow %s of model %s: the shadow host has its model again", key[1], key[0]
                 )
             return hosted[1]
-        if host.refused(hosted[2]) or now - self._host_had_s.get(key, now) <= HOST_WAIT_S:
+        if host.refused(hosted[1]) or now - self._host_had_s.get(key, now) <= HOST_WAIT_S:
             # Refused: the host will not load it later either, so it runs here for good.
             return backend.predict
         if key not in self._host_late:
@@ -266,12 +270,32 @@ class Shadows:
         """Unload in the host the models of versions no longer loaded here."""
         assert self.host is not None
         loaded = self.versions.backends
-        for key, (backend, _, model) in list(self._hosted.items()):
+        for key, (backend, model) in list(self._hosted.items()):
             if loaded.get(key) is not backend:
                 del self._hosted[key]
                 self._host_had_s.pop(key, None)
                 self._host_late.discard(key)
                 self.host.forget(model)
+
+    def _send_hosted(self, job: ShadowJob, model: HostedModel) -> None:
+        """A call to the shadow host: no task of its own, its answer recorded as the
+        host's connection reads it (``_hosted_answer``)."""
+        assert self.host is not None
+        try:
+            self.host.send(model, job.request, self._hosted_answer, job)
+        except Exception as error:  # the request could not be sent: the shadow's failure
+            self._hosted_answer(job, error, 0.0)
+
+    def _hosted_answer(self, job: ShadowJob, outcome: Outcome, elapsed_ms: float) -> None:
+        if isinstance(outcome, TimedAnswer):
+            answer = ShadowAnswer(job, outcome.model_ms, self.ctx.clock(), outcome.response, None)
+        elif isinstance(outcome, Exception):
+            answer = ShadowAnswer(job, elapsed_ms, self.ctx.clock(), None, outcome)
+        else:  # given up by a stopping replica: dropped, as a cancelled call is
+            self._release((job.model, job.version))
+            self._drop((job.model, job.version))
+            return
+        self._record(answer)
 
     async def _call(self, job: ShadowJob, predict: _Predict) -> None:
         enter_shadow_lane()
@@ -373,6 +397,7 @@ class Shadows:
         for task in list(self._calls):
             task.cancel()
         if self.host is not None:
+            self.host.abandon()
             # Only a stopping replica drains: its shadow host stops with it (the next
             # mirrored request, if any, starts a new one).
             self._hosted.clear()
