@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import math
 import weakref
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from rollwise.backends.base import Backend
@@ -27,6 +28,7 @@ from rollwise.metrics.recorder import (
     windows_by_version,
 )
 from rollwise.metrics.scoring import ClassKey, Score, check_labels, class_keys, labels_for, score
+from rollwise.metrics.series import Grid, Series, add_window, bucket_payloads, build_series
 from rollwise.runtime.context import Context
 from rollwise.runtime.late_labels import FeedbackSums, LateLabels
 from rollwise.runtime.predictions import LoggedAnswer, PredictionLog, RecordsOf
@@ -206,6 +208,26 @@ class Telemetry:
             late = self.late.pending(model, since)
         return merge_by_version([stored, late, *({key: window} for key, window in pending)])
 
+    async def version_series(
+        self, model: str, grid: Grid, *, stable: str, task: str, order: Sequence[str] = ()
+    ) -> Series:
+        """Every version's figures of ``model`` per step of ``grid`` (see
+        :mod:`rollwise.metrics.series`), across all replicas plus this replica's
+        unflushed window, which counts toward the step its window started in.
+
+        Late labels not flushed yet are left out: their seconds are merged away in
+        memory, and the next flush (within ``flush_interval_s``) puts them in their step.
+        """
+        ctx = self.ctx
+        async with self._flush_lock:
+            start_s = math.floor(self._window_start_s)
+            pending = [(key, start_s, window) for key, window in self.metrics.pending(model)]
+            # Read, merged and turned into figures in the store's thread, as
+            # version_metrics does: a long window is many buckets.
+            return await ctx.db(
+                partial(read_series, ctx.store, model, grid, pending, stable, task, order)
+            )
+
     def totals(self) -> Iterator[tuple[MetricKey, VersionWindow]]:
         """This replica's running totals since start (``/metrics``), late labels included."""
         merged = dict(self.metrics.totals())
@@ -219,6 +241,24 @@ def log_answers(store: Store, batch: list[LoggedAnswer]) -> None:
     """Write a batch of logged answers in one transaction; runs in the store's thread,
     where each answer becomes the store's record only as it is written."""
     store.log_predictions(RecordsOf(batch))
+
+
+def read_series(
+    store: Store,
+    model: str,
+    grid: Grid,
+    pending: Iterable[tuple[tuple[str, Role], float, VersionWindow]],
+    stable: str,
+    task: str,
+    order: Sequence[str],
+) -> Series:
+    """The stored buckets of ``model`` in ``grid``'s steps plus ``pending`` windows (key,
+    measured_s, window), as figures; runs in a worker thread (``Context.db``)."""
+    rows = store.read_metric_buckets(model, grid.first_s)
+    steps = bucket_payloads(grid, ((r.version, r.role, r.measured_s, r.payload) for r in rows))
+    for key, measured_s, window in pending:
+        add_window(steps, grid, key, measured_s, window)
+    return build_series(grid, steps, stable=stable, task=task, order=order)
 
 
 def read_merged_buckets(

@@ -43,6 +43,7 @@ from rollwise.server.guard import ControlGuard, control_body_limit
 from rollwise.server.openapi import openapi_document
 from rollwise.server.params import query_flag, query_int, read_json, validated
 from rollwise.server.rollout_routes import rollout_routes
+from rollwise.server.series_routes import series_routes
 from rollwise.server.status_view import model_status
 from rollwise.server.version_routes import version_routes
 from rollwise.ui.routes import ui_routes
@@ -319,6 +320,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         Route("/api/v1/whoami", _handled(whoami)),
         Route("/api/v1/openapi.json", _handled(openapi)),
         *rollout_routes(gateway, principal, _handled, JSONResponse, body_limit),
+        *series_routes(gateway, principal, _handled, JSONResponse),
         *version_routes(gateway, principal, _handled, JSONResponse, body_limit),
         *ui_routes(),
     ]

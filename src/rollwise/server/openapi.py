@@ -43,33 +43,36 @@ def _flag(name: str, description: str) -> dict[str, Any]:
 
 
 def _rollout_paths(model: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
+    rollout_spec = {
+        "type": "object",
+        "required": ["model", "candidate", "strategy"],
+        "properties": {
+            "model": {"type": "string"},
+            "candidate": {"type": "string"},
+            "strategy": {"enum": ["canary", "linear", "bluegreen", "shadow", "abtest", "steps"]},
+            "gates": {"type": "array", "items": {"type": "object"}},
+            "rollback": {"type": "object"},
+            "allow_interface_change": {
+                "type": "boolean",
+                "default": False,
+                "description": "start even when the candidate's inputs or "
+                "outputs would break callers of the stable version (else 409, "
+                "listing the differences)",
+            },
+        },
+    }
+    yaml_spec = {
+        "type": "object",
+        "required": ["yaml"],
+        "properties": {"yaml": {"type": "string", "maxLength": 65536}},
+        "additionalProperties": False,
+    }
     spec_body = {
         "required": True,
-        "description": "a rollout spec, as in `rollwise apply -f` (see the README and examples/)",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model", "candidate", "strategy"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "candidate": {"type": "string"},
-                        "strategy": {
-                            "enum": ["canary", "linear", "bluegreen", "shadow", "abtest", "steps"]
-                        },
-                        "gates": {"type": "array", "items": {"type": "object"}},
-                        "rollback": {"type": "object"},
-                        "allow_interface_change": {
-                            "type": "boolean",
-                            "default": False,
-                            "description": "start even when the candidate's inputs or "
-                            "outputs would break callers of the stable version (else 409, "
-                            "listing the differences)",
-                        },
-                    },
-                }
-            }
-        },
+        "description": "a rollout spec, as in `rollwise apply -f` (see the README and "
+        'examples/); or the same spec as YAML text in `{"yaml": "..."}`, parsed by the '
+        "server (a YAML error is a 422 naming its line and column)",
+        "content": {"application/json": {"schema": {"oneOf": [rollout_spec, yaml_spec]}}},
     }
     action = {
         "name": "action",
@@ -344,6 +347,38 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     "summary": "one model's status",
                     "security": _BEARER,
                     "parameters": [model],
+                    "responses": {"200": _json({"type": "object"}), **control_errors},
+                }
+            },
+            "/api/v1/models/{model}/series": {
+                "get": {
+                    "summary": "the model's metrics over time, per version and role, with "
+                    "drift against the stable version and routing and rollout events as marks",
+                    "description": "`times_s` holds the start of each step (unix seconds, "
+                    "aligned to `step_s`); every figure list has one value per step, null "
+                    "where the step had no data for it. Roles: served, shadow, preview; "
+                    "figures: requests_per_s, error_rate, latency_p50/p95/p99_ms, accuracy "
+                    "with its 95 % Wilson interval (accuracy_low, accuracy_high), feedback, "
+                    "mae; shadow adds agreement (with its interval) and dropped. `drift` is "
+                    "the PSI of each other version's outputs against the stable version's "
+                    "per step (null with fewer than 100 outputs on a side).",
+                    "security": _BEARER,
+                    "parameters": [
+                        model,
+                        {
+                            "name": "window_s",
+                            "in": "query",
+                            "schema": {"type": "integer", "default": 900, "minimum": 1},
+                            "description": "seconds back from now, at most 7 days",
+                        },
+                        {
+                            "name": "step_s",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1},
+                            "description": "seconds per point; by default a round step giving "
+                            "about 180 points; window_s / step_s at most 1000",
+                        },
+                    ],
                     "responses": {"200": _json({"type": "object"}), **control_errors},
                 }
             },

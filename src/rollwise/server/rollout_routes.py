@@ -1,17 +1,22 @@
 """Control API routes for rollouts: apply, list, show, and a person's commands.
 
-``POST /api/v1/rollouts`` takes the same spec as ``rollwise apply -f`` (as JSON);
-``?replace=true`` aborts a rollout in progress in the same transaction, ``?dry_run=true``
-checks the spec and shows its steps without starting it.
+``POST /api/v1/rollouts`` takes the same spec as ``rollwise apply -f``: as JSON, or as
+YAML text in a JSON body ``{"yaml": "..."}`` (what the dashboard sends when an operator
+pastes a spec; the body stays JSON, which the guard's CSRF check needs), parsed here as
+the CLI parses a spec file. ``?replace=true`` aborts a rollout in progress in the same
+transaction, ``?dry_run=true`` checks the spec and shows its steps without starting it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -34,6 +39,20 @@ ACTIONS = {
     "abort": CommandKind.ABORT,
     "rollback": CommandKind.ROLLBACK,
 }
+
+
+YAML_KEY = "yaml"
+"""The one key of a body that carries a rollout spec as YAML text."""
+
+MAX_SPEC_YAML_CHARS = 64 * 1024
+"""The longest YAML spec taken: real ones are a few KB, and ``yaml.safe_load`` parses in
+pure Python (libyaml or not), at about a megabyte a second."""
+
+# Bounds on the parsed spec: YAML aliases let a short text stand for a huge or endless
+# (self-referencing) structure, which a JSON body cannot, and which checking or storing
+# the spec would then walk. Real specs hold a few hundred values, a few levels deep.
+MAX_SPEC_NODES = 10_000
+MAX_SPEC_DEPTH = 32
 
 
 class CommandBody(BaseModel):
@@ -70,6 +89,9 @@ def rollout_routes(
     async def apply(request: Request) -> Response:
         who = principal(request, "operator")
         spec = await read_json(request, body_limit)
+        if YAML_KEY in spec:
+            # Off the event loop: PyYAML is pure Python where libyaml is missing.
+            spec = await run_in_threadpool(spec_from_yaml_body, spec)
         if query_flag(request, "dry_run"):
             checked = await gateway.db(gateway.rollouts.check, spec)
             windows = await gateway.telemetry.version_metrics(checked.model, RATE_WINDOW_S)
@@ -138,3 +160,110 @@ def rollout_routes(
         Route("/api/v1/rollouts/{model}", show, methods=["GET"]),
         Route("/api/v1/rollouts/{model}/{action}", act, methods=["POST"]),
     ]
+
+
+def spec_from_yaml_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The rollout spec in a body ``{"yaml": text}``, parsed with ``yaml.safe_load`` as
+    ``rollwise apply -f`` reads a file; ``ValidationError`` (422) that says what is wrong,
+    with the line and column of a syntax error."""
+    if set(body) != {YAML_KEY}:
+        others = ", ".join(repr(k) for k in sorted(body) if k != YAML_KEY)
+        raise ValidationError(
+            f'a YAML spec is sent as {{"yaml": "<text>"}} and nothing else; '
+            f"the body also has {others}"
+        )
+    text = body[YAML_KEY]
+    if not isinstance(text, str):
+        raise ValidationError(f"'yaml' must be the spec's YAML text, not {_kind(text)}")
+    if len(text) > MAX_SPEC_YAML_CHARS:
+        raise ValidationError(
+            f"the YAML spec has {len(text)} characters; at most {MAX_SPEC_YAML_CHARS} are taken"
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        raise ValidationError(f"the YAML spec is not valid YAML: {_yaml_problem(error)}") from None
+    except yaml.reader.ReaderError as error:
+        raise ValidationError(
+            f"the YAML spec is not valid YAML: {_unreadable(text, error)}"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ValidationError(f"the YAML spec is not valid YAML: {error}") from None
+    except RecursionError:
+        raise ValidationError("the YAML spec is nested too deeply") from None
+    if data is None:
+        raise ValidationError(
+            "the YAML spec is empty: write the rollout's model, candidate and strategy"
+        )
+    if not isinstance(data, dict):
+        raise ValidationError(
+            f"the YAML spec must be a mapping (model: ..., candidate: ..., strategy: ...), "
+            f"not {_kind(data)}"
+        )
+    _check_json_like(data)
+    return data
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError) -> str:
+    """``line L, column C: what is wrong`` (both counted from 1, as editors do)."""
+    mark = error.problem_mark or error.context_mark
+    what = error.problem or error.context or "cannot be read"
+    if error.context and error.problem and error.context not in what:
+        what = f"{what} ({error.context})"
+    if mark is None:
+        return what
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+
+
+def _unreadable(text: str, error: yaml.reader.ReaderError) -> str:
+    """Where a character YAML does not allow is, as ``line L, column C: ...``."""
+    position = max(0, min(int(error.position), len(text)))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    code = error.character if isinstance(error.character, int) else ord(error.character)
+    return f"line {line}, column {column}: the character U+{code:04X} is not allowed in YAML"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _check_json_like(data: dict[str, Any]) -> None:
+    """Refuse what a JSON spec could not hold, naming where it is: keys that are not
+    text (YAML reads ``on:`` as true), values such as dates, non-finite numbers, and
+    structures too large or deep (aliases)."""
+    nodes = 0
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_SPEC_NODES or depth > MAX_SPEC_DEPTH:
+            raise ValidationError(
+                f"the YAML spec is too large once its aliases are expanded (at most "
+                f"{MAX_SPEC_NODES} values, {MAX_SPEC_DEPTH} levels deep)"
+            )
+        place = where or "the top level"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ValidationError(
+                        f"the YAML spec has a key {key!r} at {place} that is not text; quote it"
+                    )
+                stack.append((item, f"{where}.{key}" if where else key, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError(f"the YAML spec's {place} is {value}; numbers must be finite")
+        elif not isinstance(value, str | int | float | bool) and value is not None:
+            raise ValidationError(
+                f"the YAML spec's {place} is {_kind(value)}, which a spec cannot hold; "
+                "quote it to give it as text"
+            )
