@@ -146,6 +146,15 @@ def test_the_dashboard_signs_in_follows_a_rollout_and_shows_text_as_text(
         expect(version_row(page, "v2").locator("td.num").first).to_have_text("0 %")
         expect(page.locator("#updated")).to_contain_text("figures over the last 5 min")
         page.screenshot(path=artifacts / "dashboard-overview.png", full_page=True)
+        # The window the figures cover is the viewer's to choose, and the API's to apply.
+        asked: list[str] = []
+        page.on("request", lambda request: asked.append(request.url))
+        page.locator("#window").select_option("3600")
+        expect(page.locator("#updated")).to_contain_text("figures over the last 1 h")
+        assert any("/api/v1/models?window_s=3600" in url for url in asked), asked
+        expect(version_row(page, "v1").locator("td.num").nth(1)).to_have_text(str(REQUESTS))
+        # Accuracy needs labels, and none were sent.
+        expect(version_row(page, "v1").locator("td.num").last).to_have_text("—")
 
         # 2. A rollout started through the control API shows up without a reload.
         url_before = page.url

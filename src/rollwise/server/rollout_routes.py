@@ -127,7 +127,9 @@ def rollout_routes(
         model = request.path_params["model"]
         gateway.model(model)
         rollout = await gateway.db(gateway.rollouts.get, model)
-        return reply(rollout.to_dict())
+        # The gateway's clock, so that a reader tells how long a step has run by the
+        # same clock that stamped it, not by its own.
+        return reply({**rollout.to_dict(), "now_s": gateway.clock()})
 
     @handle
     async def act(request: Request) -> Response:

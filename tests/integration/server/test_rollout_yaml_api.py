@@ -9,6 +9,7 @@ A gateway started in-process on a SQLite store (controller off), spoken to over
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,12 @@ def test_a_yaml_spec_starts_the_rollout(tmp_path: Path) -> None:
         assert started.status_code == 201, started.text
         rollout = started.json()
         assert (rollout["model"], rollout["candidate"]) == ("echo", "b")
+        before_s = time.time()
         shown = (await client.get("/api/v1/rollouts/echo")).json()
         assert shown["id"] == rollout["id"]
+        # The gateway's clock, by which the dashboard tells how long a step has run.
+        assert before_s <= shown["now_s"] <= time.time()
+        assert shown["status"]["step_started_s"] <= shown["now_s"]
         assert shown["spec"]["steps"] == HELD_SPEC["steps"]
         # The same refusal as for a JSON spec: one rollout in progress per model.
         again = await apply(client, {"yaml": SPEC_YAML})

@@ -1,7 +1,9 @@
 // rollwise dashboard: signs in with a token, then shows every model's versions,
 // traffic split and rollout, read from the control API every two seconds. An operator
 // also gets the rollout's commands (each confirmed in a dialog first), and a second
-// view lists the event log. The view follows the URL's hash: #/models or #/events.
+// view lists the event log. The view follows the URL's hash: #/models or #/events,
+// or a page another script registers (window.rollwiseDashboard.registerPage), such as
+// a model's or a rollout's own page.
 //
 // Every text that comes from the API goes into the page through textContent or
 // createElement, never as markup, so a model name or failure reason that looks like
@@ -94,6 +96,8 @@
     signInError: $("sign-in-error"),
     overview: $("overview"),
     updated: $("updated"),
+    windowForm: $("window-form"),
+    window: $("window"),
     pollError: $("poll-error"),
     models: $("models"),
     tabs: $("tabs"),
@@ -130,6 +134,10 @@
   // Who is signed in (null when no one is): only an operator gets the commands.
   let role = null;
   let currentView = "models";
+  // Pages registered by other scripts, and the one shown (with what its hash named).
+  const pages = [];
+  let currentPage = null;
+  let pageParams = null;
   // The last answers drawn, so that a card can be drawn again at once (a command
   // sent, its answer back) without waiting for the next poll.
   let lastModels = null;
@@ -254,6 +262,17 @@
     return (value < 10 ? value.toFixed(1) : Math.round(value).toString()) + " ms";
   }
 
+  function rate(perSecond) {
+    if (typeof perSecond !== "number") return "—";
+    return perSecond >= 10 ? Math.round(perSecond).toString() : perSecond.toFixed(2);
+  }
+
+  // Accuracy with the labels it rests on: a figure from three labels is no figure.
+  function accuracy(figures) {
+    if (typeof figures.accuracy !== "number") return "—";
+    return `${percent(figures.accuracy, 1)} (${count(figures.feedback)} labels)`;
+  }
+
   function count(value) {
     return typeof value === "number" ? value.toLocaleString("en-US") : "—";
   }
@@ -286,6 +305,7 @@
 
   function windowText(seconds) {
     if (typeof seconds !== "number") return "";
+    if (seconds % 3600 === 0) return `${seconds / 3600} h`;
     return seconds % 60 === 0 ? `${seconds / 60} min` : `${seconds} s`;
   }
 
@@ -299,6 +319,7 @@
     show(view.loading, false);
     show(view.overview, false);
     show(view.eventsView, false);
+    for (const page of pages) show(page.section, false);
     show(view.tabs, false);
     show(view.identity, false);
     show(view.signIn, true);
@@ -337,22 +358,35 @@
     for (const select of [view.eventModel, view.eventKind, view.eventActor]) {
       select.replaceChildren(select.options[0]);
     }
+    for (const page of pages) page.reset();
   }
 
   // ---- the two views, by the URL's hash ----
 
-  function viewFromHash() {
-    return VIEWS[window.location.hash] || "models";
-  }
-
   function showView() {
-    currentView = viewFromHash();
+    const hash = window.location.hash;
+    currentPage = null;
+    pageParams = null;
+    currentView = VIEWS[hash] || "models";
+    if (!VIEWS[hash]) {
+      for (const page of pages) {
+        const params = page.match(hash);
+        if (params) {
+          currentPage = page;
+          pageParams = params;
+          currentView = "page";
+          break;
+        }
+      }
+    }
     const events = currentView === "events";
-    show(view.overview, !events);
+    show(view.overview, currentView === "models");
     show(view.eventsView, events);
+    for (const page of pages) show(page.section, page === currentPage);
+    const tabOf = currentPage ? currentPage.tab || "models" : currentView;
     for (const [tab, mine] of [
-      [view.tabModels, !events],
-      [view.tabEvents, events],
+      [view.tabModels, tabOf === "models"],
+      [view.tabEvents, tabOf === "events"],
     ]) {
       if (mine) tab.setAttribute("aria-current", "page");
       else tab.removeAttribute("aria-current");
@@ -431,11 +465,14 @@
 
   async function poll(mine) {
     const events = currentView === "events";
-    const errorLine = events ? view.eventsError : view.pollError;
+    const page = currentPage;
+    const errorLine = page ? page.errorLine : events ? view.eventsError : view.pollError;
     try {
       // A hidden tab does not poll; it catches up when shown again.
       if (!document.hidden) {
-        if (events) {
+        if (page) {
+          await page.refresh(pageParams, () => mine === session && role !== null);
+        } else if (events) {
           await pollEvents(mine);
         } else {
           await pollModels(mine);
@@ -461,7 +498,7 @@
 
   async function pollModels(mine) {
     const [models, rollouts] = await Promise.all([
-      api("/api/v1/models"),
+      api(`/api/v1/models?window_s=${encodeURIComponent(view.window.value)}`),
       api("/api/v1/rollouts?active=true"),
     ]);
     if (mine !== session) return;
@@ -504,7 +541,7 @@
   }
 
   function focusKey(key) {
-    for (const node of view.models.querySelectorAll("[data-key]")) {
+    for (const node of document.querySelectorAll("main [data-key]")) {
       if (node.dataset.key === key) {
         node.focus();
         return true;
@@ -527,7 +564,9 @@
 
   function modelCard(model, index, activeRollout) {
     // By position: a model's name may hold any character, an id should not.
-    const title = el("h3", { text: model.name, attrs: { id: `model-${index}` } });
+    const title = el("h3", { attrs: { id: `model-${index}` } }, [
+      el("a", { text: model.name, attrs: { href: pageLink("models", model.name) } }),
+    ]);
     const serving = model.serving
       ? el("span", { className: "badge ok", text: "serving" })
       : el("span", { className: "badge bad", text: "not serving" });
@@ -548,16 +587,30 @@
     return el("article", { className: "card", attrs: { "aria-labelledby": `model-${index}` } }, [
       title,
       facts,
-      rolloutBox(current),
+      rolloutBox(current, model.name),
       actionsBox(model, index, current),
       trafficBox(versions),
       versionTable(model, versions, current),
     ]);
   }
 
-  function rolloutBox(rollout) {
+  // A page of one model or its rollout: the name is encoded, so any character in it
+  // stays part of the name.
+  function pageLink(kind, name) {
+    return `#/${kind}/${encodeURIComponent(name)}`;
+  }
+
+  function rolloutBox(rollout, modelName) {
+    const details = el("a", {
+      className: "more",
+      text: rollout ? "Rollout details" : "Rollouts",
+      attrs: {
+        href: pageLink("rollouts", modelName),
+        "aria-label": `${rollout ? "Rollout details" : "Rollouts"} of ${modelName}`,
+      },
+    });
     if (!rollout) {
-      return el("div", { className: "rollout" }, [el("p", { text: "No rollout yet." })]);
+      return el("div", { className: "rollout" }, [el("p", { text: "No rollout yet. " }, [details])]);
     }
     const running = ACTIVE_PHASES.has(rollout.phase);
     const lines = [
@@ -577,6 +630,7 @@
       );
     }
     if (rollout.message) lines.push(el("p", { className: "muted", text: rollout.message }));
+    lines.push(el("p", {}, [details]));
     const waiting = Array.isArray(rollout.waiting) ? rollout.waiting : [];
     if (running && waiting.length) {
       lines.push(
@@ -646,9 +700,11 @@
       el("th", { text: "Readiness", attrs: { scope: "col" } }),
       el("th", { className: "num", text: "Weight", attrs: { scope: "col" } }),
       el("th", { className: "num", text: "Requests", attrs: { scope: "col" } }),
+      el("th", { className: "num", text: "Req/s", attrs: { scope: "col" } }),
       el("th", { className: "num", text: "Errors", attrs: { scope: "col" } }),
       el("th", { className: "num", text: "p50", attrs: { scope: "col" } }),
       el("th", { className: "num", text: "p99", attrs: { scope: "col" } }),
+      el("th", { className: "num", text: "Accuracy", attrs: { scope: "col" } }),
     ]);
     const rows = versions.map((version) => versionRow(model, version, rollout));
     return el("div", { className: "table-wrap" }, [
@@ -683,6 +739,10 @@
       if (typeof shadow.agreement === "number") requests += `, ${percent(shadow.agreement, 1)} agree`;
     }
     const running = rollout && ACTIVE_PHASES.has(rollout.phase) ? rollout : null;
+    const perSecond =
+      figures && typeof figures.requests === "number" && model.window_s > 0
+        ? figures.requests / model.window_s
+        : null;
     return el("tr", {}, [
       el("th", { text: version.name, attrs: { scope: "row" } }),
       el("td", { text: roleOf(model, version, running) }),
@@ -690,9 +750,11 @@
       readiness,
       el("td", { className: "num", text: weight }),
       el("td", { className: "num", text: requests }),
+      el("td", { className: "num", text: rate(perSecond) }),
       el("td", { className: "num", text: figures ? percent(figures.error_rate, 2) : "—" }),
       el("td", { className: "num", text: figures ? ms(figures.latency_p50_ms) : "—" }),
       el("td", { className: "num", text: figures ? ms(figures.latency_p99_ms) : "—" }),
+      el("td", { className: "num", text: figures ? accuracy(figures) : "—" }),
     ]);
   }
 
@@ -807,8 +869,8 @@
     // Signed out (or in as someone else) meanwhile: the answer is not theirs to see.
     if (token !== memoryToken || role === null) return;
     settle(chosen, outcome);
-    // The card shows the rollout's new state from a poll started now.
-    if (currentView === "models") startPolling();
+    // The card or page shows the rollout's new state from a poll started now.
+    if (currentView !== "events") startPolling();
   }
 
   function settle(chosen, outcome) {
@@ -957,6 +1019,10 @@
     if (role !== null && currentView === "events") startPolling();
   });
   view.eventKind.addEventListener("change", renderEvents);
+  view.windowForm.addEventListener("submit", (event) => event.preventDefault());
+  view.window.addEventListener("change", () => {
+    if (role !== null && currentView === "models") startPolling();
+  });
   view.eventActor.addEventListener("change", renderEvents);
 
   // ---- wiring ----
@@ -965,5 +1031,51 @@
   view.tabEvents.setAttribute("href", "#/events");
   view.form.addEventListener("submit", signIn);
   view.signOut.addEventListener("click", signOut);
-  start();
+
+  // ---- what the pages of other scripts share ----
+
+  // A page: { name, tab ("models" or "events": the tab it belongs under), section (its
+  // own hidden <section> in <main>), errorLine (where a failed refresh is said),
+  // match(hash) → params or null, refresh(params, isCurrent) → Promise (draws; called
+  // every POLL_MS while shown, isCurrent() false once its answer is stale), reset()
+  // (signed out: forget everything drawn) }.
+  function registerPage(page) {
+    for (const name of ["name", "section", "errorLine", "match", "refresh", "reset"]) {
+      if (!page[name]) throw new Error(`a dashboard page needs ${name}`);
+    }
+    pages.push(page);
+    page.section.hidden = true;
+  }
+
+  // The commands an operator may give the rollout a page shows, as buttons that open
+  // the same confirmation dialog as the overview's cards; null for a viewer or an
+  // ended rollout. `key` tells this page's buttons from a card's.
+  function commandBox(modelName, rollout, key) {
+    if (rollout) shownRollouts.set(modelName, rollout);
+    return actionsBox({ name: modelName }, key, rollout);
+  }
+
+  window.rollwiseDashboard = Object.freeze({
+    api,
+    pageLink,
+    el,
+    show,
+    format: Object.freeze({ dash, percent, ms, count, clock, stamp, figure, windowText }),
+    role: () => role,
+    colours: COLOURS,
+    activePhases: ACTIVE_PHASES,
+    pollMs: POLL_MS,
+    registerPage,
+    commandBox,
+    refresh: () => {
+      if (role !== null) startPolling();
+    },
+    announce: (text) => {
+      view.announce.textContent = text;
+    },
+  });
+
+  // Deferred scripts run in order before DOMContentLoaded: every page is registered
+  // by the time the first view is chosen.
+  document.addEventListener("DOMContentLoaded", start);
 })();
