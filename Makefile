@@ -11,7 +11,7 @@ COMPILED_STAMP := $(COMPILED)/.built
 # machine without a C compiler installs.
 PURE_TESTS := tests/unit tests/integration/server/test_http11.py tests/integration/backends
 
-.PHONY: install compiled demo serve test lint bench clean
+.PHONY: install compiled demo serve test lint bench clean grpc-code
 
 $(STAMP): pyproject.toml setup.py
 	python3 -m venv $(VENV)
@@ -47,8 +47,8 @@ serve: $(STAMP)
 	$(VENV)/bin/rollwise serve --config .rollwise-example/rollwise.yaml --insecure-dev
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench setup.py
-	$(VENV)/bin/ruff format --check src tests bench setup.py
+	$(VENV)/bin/ruff check src tests bench scripts setup.py
+	$(VENV)/bin/ruff format --check src tests bench scripts setup.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -58,6 +58,16 @@ test: lint $(COMPILED_STAMP) $(CHROMIUM)
 
 bench: $(COMPILED_STAMP)
 	PYTHONPATH=$(COMPILED) $(PY) bench/gateway.py
+
+# The Open Inference Protocol's gRPC code (src/rollwise/grpc_v2), generated from its
+# .proto and checked in. The generator is pinned and kept in a venv of its own: its
+# protobuf pins must not move the project's, and its version sets the oldest protobuf
+# the generated code runs on (grpcio-tools 1.75.1 writes protobuf 6.31.1 code).
+GRPC_TOOLS := build/grpc-tools
+grpc-code:
+	python3 -m venv $(GRPC_TOOLS)
+	$(GRPC_TOOLS)/bin/python -m pip install -q 'grpcio-tools==1.75.1'
+	$(GRPC_TOOLS)/bin/python scripts/generate_grpc_v2.py
 
 clean:
 	rm -rf $(VENV) build .rollwise-example .mypy_cache .ruff_cache .pytest_cache

@@ -18,7 +18,11 @@ One run measures, with wrk as the load generator and every figure the median of 
 (g), (h) ``workers_model_1``, ``workers_model_2``: the same gateway as (f) run as
     ``rollwise serve --workers 1`` and ``--workers 2``, in front of the same model-like server;
 (i), (j) ``workers_inproc_1``, ``workers_inproc_2``: the in-process iris gateway of (d) run as
-    ``rollwise serve --workers 1`` and ``--workers 2``.
+    ``rollwise serve --workers 1`` and ``--workers 2``;
+(k) ``model_rest``: rollwise in front of the model-like server of (e) as two ``rest``
+    versions split 90/10, the OIP request passed through ``POST /proxy/bench/v2/models/
+    bench/infer`` as any REST request is, and the prediction read from each answer through
+    ``output_path`` (``$.outputs[0].data``); pinned as (f).
 
 ``--workers 1`` starts no supervisor: one worker is the gateway process itself, as without
 the option. ``--workers 2`` is a supervisor (it owns the socket, loads no models) and two
@@ -42,7 +46,7 @@ own work plus a loopback hop on its own CPU, not extra cross-CPU wake-ups; and t
 generator never competes with the servers.
 ``--upstream-cpu load`` moves the OIP server next to wrk instead.
 
-Rows (e) and (f) are pinned the other way, whatever ``--upstream-cpu`` says: the model-like
+Rows (e), (f) and (k) are pinned the other way, whatever ``--upstream-cpu`` says: the model-like
 server alone on the first CPU (the model server's core), wrk and rollwise on the second.
 That is the deployment the throughput target is about: the gateway runs beside the load,
 and the question is whether it takes throughput away from the model server.
@@ -256,7 +260,7 @@ def choose_pinning(upstream_side: str = "server") -> Pinning:
 
 
 def model_like_note(pin: Pinning) -> str:
-    """Where rows (e) and (f) run: the model-like server's CPU alone, the gateway beside wrk."""
+    """Where rows (e), (f) and (k) run: the model-like server's CPU alone, the gateway by wrk."""
     if pin.server_cpu is None:
         return "no pinning, every process shares every CPU"
     return (
@@ -545,6 +549,20 @@ models:
       b: {{backend: http, url: "{upstream}", model: {model}}}
 """
 
+ROLLWISE_REST_CONFIG = """\
+store: sqlite:///{dir}/{name}.db
+server: {{host: 127.0.0.1, port: {port}, routing_poll_interval_s: {poll}}}
+models:
+  {model}:
+    sticky_key: header:{sticky}
+    stable: a
+    versions:
+      a: {{backend: rest, url: "{upstream}", output_path: "$.outputs[0].data"}}
+      b: {{backend: rest, url: "{upstream}", output_path: "$.outputs[0].data"}}
+"""
+REST_PATH = f"/proxy/{MODEL}{OIP_PATH}"
+"""Row (k): the OIP route of the upstream, below the gateway's pass-through route."""
+
 ROLLWISE_IRIS_CONFIG = """\
 store: sqlite:///{dir}/{name}.db
 server: {{host: 127.0.0.1, port: {port}}}
@@ -634,10 +652,14 @@ def start_rollwise_http(
     name: str = "rollwise",
     server: str = "rollwise",
     workers: int | None = None,
+    *,
+    rest: bool = False,
 ) -> Server:
-    """rollwise with two ``http`` versions of the bench model, routed 90/10, on ``cpus``."""
+    """rollwise with two ``http`` versions of the bench model, routed 90/10, on ``cpus``;
+    ``rest``: two ``rest`` versions instead (row (k))."""
     port = free_port()
-    text = ROLLWISE_HTTP_CONFIG.format(
+    template = ROLLWISE_REST_CONFIG if rest else ROLLWISE_HTTP_CONFIG
+    text = template.format(
         dir=work,
         name=name,
         port=port,
@@ -1081,7 +1103,7 @@ def print_report(
             f"the OIP server's, which spins {args.work_us:g} µs per inference as a small model "
             "would)"
         )
-        print(f"(pinning of (e), (f): {model_note})")
+        print(f"(pinning of (e), (f), (k): {model_note})")
         print()
 
     def line(label: str, key: str, unit: str, spec: str, target: str, width: int = 46) -> None:
@@ -1328,7 +1350,9 @@ def main() -> None:
         f"(default {DEFAULT_WORK_US:g})",
     )
     parser.add_argument(
-        "--no-model-like", action="store_true", help="skip the model-like rows (e), (f), (g), (h)"
+        "--no-model-like",
+        action="store_true",
+        help="skip the model-like rows (e), (f), (g), (h), (k)",
     )
     parser.add_argument(
         "--no-workers", action="store_true", help="skip the serve --workers rows (g) to (j)"
@@ -1433,6 +1457,21 @@ def main() -> None:
                     model_upstream,
                 ),
             ]
+            rest_gateway = start_rollwise_http(
+                work, model_upstream, pin.load_cpu, "rollwise-rest", rest=True
+            )
+            servers.append(rest_gateway)
+            check_answer(rest_gateway, REST_PATH, OIP_BODY, b'"outputs"')
+            targets.append(
+                Target(
+                    "model_rest",
+                    "(k) rollwise rest → model-like",
+                    rest_gateway,
+                    REST_PATH,
+                    oip_lua,
+                    model_upstream,
+                )
+            )
             if not args.no_workers:
                 for count, letter in ((1, "g"), (2, "h")):
                     server = start_rollwise_http(

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from rollwise.domain import ModelSpec, StickyKey, StickyKind, VersionSpec
@@ -75,6 +84,10 @@ class ServerSection(_Strict):
     workers: int | Literal["auto"] = 1
     """Worker processes of ``rollwise serve`` on one port (``auto``: one per CPU); each
     is a replica of the fleet. ``--workers`` overrides it."""
+    grpc_port: StrictInt | None = Field(None, ge=1, le=65535)
+    """Where the Open Inference Protocol is also served over gRPC (KServe's and Triton's
+    ``inference.GRPCInferenceService``), on ``host``; None: no gRPC port. Needs the
+    ``grpc`` extra (``pip install 'rollwise[grpc]'``)."""
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -83,6 +96,15 @@ class ServerSection(_Strict):
         if value == "auto" or (type(value) is int and 1 <= value <= 256):
             return value
         raise ValueError("must be a number of worker processes from 1 to 256, or auto")
+
+    @model_validator(mode="after")
+    def _check_grpc_port(self) -> ServerSection:
+        if self.grpc_port is not None and self.grpc_port == self.port:
+            raise ValueError(
+                f"grpc_port = {self.grpc_port} is also the HTTP port (port): give gRPC a "
+                "port of its own"
+            )
+        return self
 
 
 class ControllerSection(_Strict):
@@ -322,6 +344,7 @@ def parse_config(
     ):
         tokens += parse_tokens(env["ROLLWISE_TOKENS"], "environment ROLLWISE_TOKENS")
 
+    from rollwise.backends.options import check_model_backends
     from rollwise.backends.registry import validate_backend_options
 
     models: dict[str, ModelSpec] = {}
@@ -335,6 +358,8 @@ def parse_config(
                 validate_backend_options(version, model=spec.name)
             except ConfigError as error:
                 raise ConfigError(f"{source}: {error}") from None
+        kinds = {version.name: version.backend for version in spec.versions.values()}
+        check_model_backends(kinds, f"{source}: models.{name}.versions")
         models[name] = spec
 
     settle_s = parsed.server.routing_poll_interval_s + parsed.server.flush_interval_s

@@ -29,14 +29,14 @@ __all__ = [
     "check_registration",
 ]
 
-DEFAULT_BACKENDS: tuple[str, ...] = ("sklearn", "onnx", "http", "mlflow", "fake")
+DEFAULT_BACKENDS: tuple[str, ...] = ("sklearn", "onnx", "http", "rest", "mlflow", "fake")
 """Every backend but ``python``, which imports and runs code named in the request."""
 
-KNOWN_BACKENDS: tuple[str, ...] = ("sklearn", "onnx", "python", "http", "mlflow", "fake")
+KNOWN_BACKENDS: tuple[str, ...] = ("sklearn", "onnx", "python", "http", "rest", "mlflow", "fake")
 """The backend kinds a config may name here. Listed rather than imported from
 ``rollwise.backends``: the config module imports this one, and checking a config must not
 import the backends (a test keeps the two lists in step)."""
-_PATH_OPTIONS = ("path", "python_path")
+_PATH_OPTIONS = ("path", "python_path", "ca_file")
 """Options that name files or folders on the replicas' disks."""
 _MLFLOW_SCHEMES = ("models:/", "runs:/")
 _WEB_SCHEMES = ("http", "https")
@@ -130,9 +130,10 @@ def check_registration(model: str, spec: VersionSpec, policy: RegistrationPolicy
         if key in options:
             _check_paths(key, options[key], policy)
     if "url" in options:
-        # The http backend's url is the upstream server it sends requests to; on the
-        # other backends it is where the artifact is downloaded from.
-        _check_url(options["url"], policy, artifact=spec.backend != "http", options=options)
+        # The http and rest backends' url is the upstream server they send requests to;
+        # on the other backends it is where the artifact is downloaded from.
+        upstream = spec.backend in ("http", "rest")
+        _check_url(options["url"], policy, artifact=not upstream, options=options)
     if spec.backend == "mlflow":
         _check_mlflow_uri(options.get("uri"))
 

@@ -9,6 +9,10 @@ A rollout whose candidate would break callers of the stable version (an output g
 input added, a datatype or shape changed: :mod:`rollwise.interface`) is refused unless
 its spec says ``allow_interface_change: true``; the two are compared as loaded in this
 replica, and a version not loaded here is not compared.
+
+A rollout that gates on predictions (accuracy, error, agreement, drift) is refused when
+rollwise cannot read the predictions of a version it would compare: a ``rest`` version
+without ``output_path`` answers in a form only its clients know.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from rollwise.rollout import (
     parse_rollout_spec,
     start,
 )
+from rollwise.rollout.spec import prediction_metrics
 from rollwise.store.base import RolloutRow, Store
 
 COMMAND_RETRIES = 5
@@ -47,6 +52,9 @@ Readiness = Callable[[str, str], tuple[bool, str]]
 
 Interfaces = Callable[[str, str, str], InterfaceDiff]
 """(model, stable, candidate) -> how the candidate's interface differs from the stable's."""
+
+Predictions = Callable[[str, str], str]
+"""(model, version) -> why rollwise cannot read the version's predictions; "" when it can."""
 
 
 def always_ready(_model: str, _version: str) -> tuple[bool, str]:
@@ -159,8 +167,10 @@ class Rollouts:
         versions: Callable[[str], Sequence[str]] | None = None,
         split_by_user: Callable[[str], bool] | None = None,
         interfaces: Interfaces | None = None,
+        predictions: Predictions | None = None,
     ) -> None:
         self.store = store
+        self._predictions = predictions
         self.clock = clock
         self.readiness = readiness
         self._versions = versions
@@ -207,6 +217,7 @@ class Rollouts:
             raise Conflict(
                 f"model {spec.model!r}: candidate {spec.candidate!r} is not ready ({why})"
             )
+        self._check_predictions(spec, routing.stable)
         diff = self._diff(spec, routing.stable)
         if diff is not None and diff.breaking and not spec.allow_interface_change:
             shown = "\n".join(f"  {line}" for line in diff.lines())
@@ -217,6 +228,26 @@ class Rollouts:
                 "(each caller then gets the metadata of the version it is routed to)"
             )
         return spec, routing
+
+    def _check_predictions(self, spec: RolloutSpec, stable: str) -> None:
+        """Refuse gates on predictions that cannot be read for the versions they compare."""
+        if self._predictions is None:
+            return
+        candidate_metrics, stable_metrics = prediction_metrics(spec)
+        blind: list[str] = []
+        metrics: list[str] = []
+        for version, needed in ((spec.candidate, candidate_metrics), (stable, stable_metrics)):
+            why = self._predictions(spec.model, version) if needed else ""
+            if why:
+                blind.append(why)
+                metrics += [m.value for m in needed if m.value not in metrics]
+        if blind:
+            raise ConfigError(
+                f"rollout: model {spec.model!r}: gates on {', '.join(metrics)} judge "
+                f"predictions, and {'; '.join(blind)}; set its output_path (a JSONPath to "
+                "the prediction in its answers, e.g. $.predictions[*]) or gate on "
+                "error_rate, client_error_rate and latency only"
+            )
 
     def apply(self, data: Any, *, actor: str, replace: bool = False) -> Rollout:
         """Start a rollout; with ``replace``, abort the one in progress in the same

@@ -72,6 +72,13 @@ class Metric(StrEnum):
         return self.value.startswith("latency_")
 
     @property
+    def reads_predictions(self) -> bool:
+        """Judged from what the versions predicted (compared with labels or with each
+        other), not from how they answered: absent for a version whose predictions
+        rollwise cannot read (a ``rest`` version without ``output_path``)."""
+        return self in _FROM_PREDICTIONS
+
+    @property
     def single_figure(self) -> bool:
         """Compares the versions within one figure, so only absolute bounds make sense."""
         return self in (Metric.SHADOW_AGREEMENT, Metric.DRIFT_PSI, Metric.DRIFT_KS)
@@ -79,6 +86,17 @@ class Metric(StrEnum):
 
 _HIGHER_IS_BETTER = frozenset({Metric.ACCURACY, Metric.REWARD, Metric.SHADOW_AGREEMENT})
 _QUANTILES = {Metric.LATENCY_P50: 0.5, Metric.LATENCY_P95: 0.95, Metric.LATENCY_P99: 0.99}
+_FROM_PREDICTIONS = frozenset(
+    {
+        Metric.ACCURACY,
+        Metric.MAE,
+        Metric.RMSE,
+        Metric.REWARD,
+        Metric.SHADOW_AGREEMENT,
+        Metric.DRIFT_PSI,
+        Metric.DRIFT_KS,
+    }
+)
 _SHARES = frozenset(
     {Metric.ERROR_RATE, Metric.CLIENT_ERROR_RATE, Metric.ACCURACY, Metric.SHADOW_AGREEMENT}
 )

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from rollwise.errors import ConfigError
 
-BACKEND_KINDS: tuple[str, ...] = ("sklearn", "onnx", "python", "http", "fake", "mlflow")
+BACKEND_KINDS: tuple[str, ...] = ("sklearn", "onnx", "python", "http", "rest", "fake", "mlflow")
 
 FILE_KINDS: tuple[str, ...] = ("sklearn", "onnx")
 """The kinds whose artifact is one file, from ``path`` or ``url``."""
@@ -137,10 +137,12 @@ SCHEMAS: Mapping[str, Schema] = {
             "n_features": Option("int", minimum=1),
         }
     ),
-    # The url and headers are checked further as the backend is built.
+    # The url and headers are checked further as the backend is built; protocol: grpc
+    # builds the gRPC upstream backend (backends.grpc_upstream) instead.
     "http": Schema(
         {
             "url": Option("str", required=True),
+            "protocol": Option("str", choices=("rest", "grpc")),
             "model": Option("str"),
             "timeout_s": Option("seconds"),
             "max_connections": Option("count", minimum=1),
@@ -148,6 +150,22 @@ SCHEMAS: Mapping[str, Schema] = {
             "min_idle": Option("count", minimum=0),
             "idle_timeout_s": Option("seconds"),
             "headers": Option("mapping"),
+        }
+    ),
+    # Any HTTP service, its own API passed through; the url, paths and headers are
+    # checked further as the backend is built.
+    "rest": Schema(
+        {
+            "url": Option("str", required=True),
+            "health_path": Option("str"),
+            "timeout_s": Option("seconds"),
+            "output_path": Option("str"),
+            "headers": Option("mapping"),
+            "ca_file": Option("str"),
+            "max_connections": Option("count", minimum=1),
+            "max_connecting": Option("count", minimum=1),
+            "min_idle": Option("count", minimum=0),
+            "idle_timeout_s": Option("seconds"),
         }
     ),
     # A model from an MLflow registry, loaded by the sklearn or onnx backend: it takes
@@ -294,7 +312,7 @@ def _check_combinations(kind: str, options: Mapping[str, Any], where: str) -> No
             f"{where}.kwargs: only used with factory: true (kwargs are passed to the "
             "target once, at load)"
         )
-    if kind == "http":
+    if kind in ("http", "rest"):
         http_pool_limits(options, where)
     if kind == "fake" and options.get("echo") is True:
         for key in ("outputs", "label"):
@@ -337,7 +355,8 @@ class PoolLimits:
 
 
 def http_pool_limits(options: Mapping[str, Any], where: str) -> PoolLimits:
-    """The pool limits of an ``http`` version whose options passed ``check_options``.
+    """The pool limits of an ``http`` or ``rest`` version whose options passed
+    ``check_options``.
 
     ``max_connecting`` and ``min_idle`` left out shrink to ``max_connections`` when it is
     smaller than their defaults; set above it, they are refused.
@@ -361,3 +380,40 @@ def http_pool_limits(options: Mapping[str, Any], where: str) -> PoolLimits:
         min_idle=limits["min_idle"],
         idle_timeout_s=float(options.get("idle_timeout_s", defaults.idle_timeout_s)),
     )
+
+
+PASS_THROUGH = "rest"
+"""The kind whose versions answer their own API's requests (``/proxy/{model}/{path}``),
+not inference requests."""
+
+
+def unreadable_predictions(backend: str, options: Mapping[str, Any], version: str) -> str:
+    """Why rollwise cannot read the predictions of a version; "" when it can."""
+    if backend == PASS_THROUGH and not options.get("output_path"):
+        return (
+            f"version {version} is a rest version without output_path, so rollwise cannot "
+            "read its predictions"
+        )
+    return ""
+
+
+def check_model_backends(kinds: Mapping[str, str], where: str) -> None:
+    """Refuse a model whose versions (name → backend kind) mix ``rest`` with other kinds.
+
+    A ``rest`` version takes the application's own requests at ``/proxy/{model}/...``
+    and answers them with its own API; every other kind takes inference requests at
+    ``/v2/models/{model}/infer`` or ``/models/{model}/predict``. Traffic split between
+    the two would send each request to some versions that cannot read it, so a model is
+    one or the other; to compare a model server with an OIP version, put both behind
+    ``rest`` (an OIP server is an HTTP service too).
+    """
+    rest = sorted(name for name, kind in kinds.items() if kind == PASS_THROUGH)
+    other = sorted(name for name, kind in kinds.items() if kind != PASS_THROUGH)
+    if rest and other:
+        raise ConfigError(
+            f"{where}: versions {', '.join(rest)} are backend 'rest' and "
+            f"{', '.join(f'{n} ({kinds[n]})' for n in other)} are not; a model's versions "
+            "are all rest (its clients call /proxy/MODEL/... with the service's own API) or "
+            "none (its clients send inference requests): give the rest versions a model "
+            "of their own"
+        )

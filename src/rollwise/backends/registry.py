@@ -9,8 +9,9 @@ versions that use it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from rollwise.backends.base import Backend
 from rollwise.backends.executor import ModelExecutor
@@ -37,13 +38,16 @@ def validate_backend_options(spec: VersionSpec, /, *, model: str | None = None) 
     if spec.backend not in SCHEMAS:
         raise unknown_kind(spec.backend, where)
     check_options(spec.backend, spec.options, where)
-    if spec.backend == "http":
-        # The HTTP backend checks its address, timeout and headers as it is built;
-        # building it opens nothing, so a bad value is caught before start-up.
-        from rollwise.backends.http import HttpBackend
-
+    if spec.backend in ("http", "rest"):
+        # The HTTP and REST backends check their address, timeout, paths and headers as
+        # they are built; building one opens nothing, so a bad value is caught before
+        # start-up.
+        module = importlib.import_module(f"rollwise.backends.{spec.backend}")
+        build = module.HttpBackend if spec.backend == "http" else module.RestBackend
+        if _speaks_grpc(spec.backend, spec.options):
+            build = _grpc_upstream(where)
         try:
-            HttpBackend(spec.name, spec.options, Path("."))
+            build(spec.name, spec.options, Path("."))
         except ConfigError as error:
             message = str(error)
             if model is not None and message.startswith("versions."):
@@ -88,9 +92,28 @@ def create_backend(
         from rollwise.backends.mlflow import MlflowBackend
 
         return MlflowBackend(name, options, base_dir, executor=executor)
+    if _speaks_grpc(kind, options):
+        build = _grpc_upstream(version_key(name, model))
+        return cast(Backend, build(name, options, base_dir))
     if kind == "http":
         # Looked up by name: the HTTP backend lives in its own module with its own
         # dependencies, and is not imported until a version uses it.
         module = importlib.import_module("rollwise.backends.http")
         return cast(Backend, module.HttpBackend(name, options, base_dir))
+    if kind == "rest":
+        module = importlib.import_module("rollwise.backends.rest")
+        return cast(Backend, module.RestBackend(name, options, base_dir))
     raise AssertionError(f"kind {kind!r} is in SCHEMAS but has no constructor")
+
+
+def _speaks_grpc(kind: str, options: Mapping[str, Any]) -> bool:
+    return kind == "http" and options.get("protocol") == "grpc"
+
+
+def _grpc_upstream(where: str) -> Any:
+    """The class of ``http`` versions with ``protocol: grpc``; ``ConfigError`` when
+    grpcio is not installed (it comes with the ``grpc`` extra)."""
+    from rollwise.grpc_v2 import require_grpc
+
+    require_grpc(f"{where}.protocol: grpc")
+    return importlib.import_module("rollwise.backends.grpc_upstream").GrpcUpstreamBackend

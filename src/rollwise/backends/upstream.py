@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -65,7 +66,8 @@ _WARM_CHECKS_PER_IDLE_TIMEOUT = 4
 
 
 class UpstreamPool:
-    """HTTP/1.1 keep-alive connections to one origin, ``http://host[:port]``.
+    """HTTP/1.1 keep-alive connections to one origin, ``http://host[:port]``, or
+    ``https://host[:port]`` with a ``tls`` context (the ``rest`` backend's).
 
     Bound to the event loop of its first request. ``headers`` are sent with every request.
     ``max_connecting`` defaults to 4, or ``max_connections`` when that is smaller.
@@ -81,14 +83,18 @@ class UpstreamPool:
         timeout_s: float = 5.0,
         idle_timeout_s: float = 4.0,
         headers: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(origin)
-        if parts.scheme != "http":
-            raise ValueError(f"upstream origin must start with http://, got {origin!r}")
+        if parts.scheme == "https" and tls is None:
+            raise ValueError(f"an https:// upstream needs a TLS context, got {origin!r}")
+        scheme = "https" if tls is not None else "http"
+        if parts.scheme != scheme:
+            raise ValueError(f"upstream origin must start with {scheme}://, got {origin!r}")
         if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
             raise ValueError(f"upstream origin must be http://host[:port] only, got {origin!r}")
         try:
-            port = parts.port or 80
+            port = parts.port or (443 if tls is not None else 80)
         except ValueError as exc:
             raise ValueError(f"upstream origin has a bad port: {origin!r}") from exc
         if not parts.hostname:
@@ -110,7 +116,8 @@ class UpstreamPool:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         if not idle_timeout_s > 0:
             raise ValueError(f"idle_timeout_s must be positive, got {idle_timeout_s}")
-        self.origin = f"http://{parts.netloc}"
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self._tls = tls
         self.max_connections = max_connections
         self.max_connecting = max_connecting
         self.min_idle = min_idle
@@ -360,7 +367,10 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.timeout_s):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(self.origin, loop, self._forget), self._host, self._port
+                    lambda: Connection(self.origin, loop, self._forget),
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
                 )
         except (TimeoutError, OSError) as exc:
             self._connecting -= 1

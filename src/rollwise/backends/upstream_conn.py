@@ -6,6 +6,12 @@ a time: responses framed by Content-Length, by chunked encoding or by the end of
 connection, interim 1xx answers skipped, ``Connection: close`` and HTTP/1.0 answers marked
 as not reusable. Anything unexpected on the wire (bytes nobody asked for, a parse error)
 closes the connection, since its stream is no longer in step.
+
+An answer is either gathered whole (``send``: the ``http`` backend's inference calls) or
+streamed (``send_streaming``: the ``rest`` backend's pass-through): then the waiter gets the
+head alone, as soon as it is parsed, and the body goes to a ``BodyStream`` piece by piece.
+A request body sent after its head (``write_body``) waits for the socket's buffer to drain
+(``drained``), so a slow upstream holds back the client that sends it.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import asyncio
 import os
 import re
 import socket
+import ssl
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, cast
 
 import httptools
 
+from rollwise.backends.upstream_body import BodyStream
 from rollwise.errors import BackendError, BackendTimeout
 
 __all__ = [
@@ -72,6 +80,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_drain",
         "_framed",
         "_got_bytes",
         "_headers",
@@ -81,7 +90,9 @@ class Connection(asyncio.Protocol):
         "_origin",
         "_parser",
         "_status",
+        "_stream",
         "_waiter",
+        "_write_paused",
         "closed",
         "idle_since",
         "keep_alive",
@@ -108,6 +119,9 @@ class Connection(asyncio.Protocol):
         self._got_bytes = False
         self._headers_done = False
         self._framed = False
+        self._stream: BodyStream | None = None
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
         self.keep_alive = True
         self.closed = False
@@ -124,7 +138,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
-        if waiter is None or waiter.done():
+        if (waiter is None or waiter.done()) and self._stream is None:
             # Bytes on an idle connection: whatever they are, the stream is out of step.
             self.abort()
             return
@@ -146,6 +160,22 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         waiter = self._waiter
         self._waiter = None
+        drain = self._drain
+        self._drain = None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+        stream = self._stream
+        self._stream = None
+        if stream is not None:
+            if self._headers_done and not self._framed and self._status not in _NO_BODY_STATUSES:
+                # Streamed, its head handed over: the body ran until the server closed.
+                stream.finish()
+            else:
+                stream.fail(
+                    BackendError(
+                        f"upstream {self._origin} closed the connection in the middle of a response"
+                    )
+                )
         if waiter is not None and not waiter.done():
             if not self._got_bytes:
                 waiter.set_exception(Stale())
@@ -177,14 +207,37 @@ class Connection(asyncio.Protocol):
                 self._framed = True
 
     def on_headers_complete(self) -> None:
-        if self._waiter is None:
+        waiter = self._waiter
+        if waiter is None:
             raise _OutOfStep
-        self._status = self._parser.get_status_code()
+        status = self._status = self._parser.get_status_code()
         self._headers_done = True
-        self.keep_alive = self._parser.should_keep_alive() and self._status != 101
+        self.keep_alive = self._parser.should_keep_alive() and status != 101
+        stream = self._stream
+        if stream is not None and (status >= 200 or status == 101):
+            # Streamed: the head goes to the waiter now, the body to the stream.
+            self._waiter = None
+            stream.status = status
+            stream.headers = self._headers
+            if status == 101:
+                # No protocol switch is offered; whatever follows is not HTTP.
+                self.keep_alive = False
+            if not waiter.done():
+                waiter.set_result(UpstreamResponse(status, self._headers, b""))
+            if stream.head_only or status == 101:
+                # An answer to HEAD has no body, whatever its head announces; the parser
+                # does not know the request's method and would wait for one, so the
+                # connection is not used again.
+                self.keep_alive = False
+                self._stream = None
+                stream.finish()
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        stream = self._stream
+        if stream is not None:
+            stream.feed(body)
+        else:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
         status = self._status
@@ -195,9 +248,14 @@ class Connection(asyncio.Protocol):
             self._headers_done = False
             self._framed = False
             return
+        self.served += 1
+        stream = self._stream
+        if stream is not None:
+            self._stream = None
+            stream.finish()
+            return
         waiter = self._waiter
         self._waiter = None
-        self.served += 1
         if waiter is not None and not waiter.done():
             waiter.set_result(UpstreamResponse(status, self._headers, self._joined()))
 
@@ -218,6 +276,43 @@ class Connection(asyncio.Protocol):
         if body:
             transport.write(body)
         return waiter
+
+    def send_streaming(
+        self, head: bytes, body: bytes, stream: BodyStream, on_end: Callable[[], None]
+    ) -> asyncio.Future[UpstreamResponse]:
+        """Send a request (its head and the body at hand; ``write_body`` may follow) whose
+        answer's head comes to the waiter without a body, and its body to ``stream``;
+        ``on_end`` is called once the whole body is in."""
+        waiter = self.send(head, body)
+        self._stream = stream
+        stream.attach(self.transport, on_end)
+        return waiter
+
+    def write_body(self, data: bytes) -> None:
+        """More of the request body, after ``send_streaming``."""
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(data)
+
+    def drained(self) -> asyncio.Future[None] | None:
+        """A future set once the socket's write buffer has drained, or None when it has."""
+        if not self._write_paused or self.closed:
+            return None
+        drain = self._drain
+        if drain is None:
+            drain = self._drain = self._loop.create_future()
+        return drain
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
 
     def usable(self) -> bool:
         transport = self.transport
@@ -247,6 +342,10 @@ class Connection(asyncio.Protocol):
         self._waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+        stream = self._stream
+        self._stream = None
+        if stream is not None:
+            stream.fail(exc)
 
     def _joined(self) -> bytes:
         parts = self._body
@@ -262,6 +361,10 @@ def connect_error(origin: str, timeout_s: float, exc: OSError) -> BackendError:
     if isinstance(exc, TimeoutError):
         return BackendTimeout(f"could not connect to upstream {origin} within {timeout_s:g} s")
     # asyncio words a refusal as "Connect call failed"; the errno says it plainly.
+    if isinstance(exc, ssl.SSLError):
+        # Its errno is the TLS library's, not the system's: its own words say more.
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        return BackendError(f"cannot connect to upstream {origin}: TLS: {reason}")
     if exc.errno and not isinstance(exc, socket.gaierror):
         reason = os.strerror(exc.errno)
     else:
@@ -272,11 +375,14 @@ def connect_error(origin: str, timeout_s: float, exc: OSError) -> BackendError:
 # -- request heads -------------------------------------------------------------------------------
 
 
-def request_line(method: str, path: str) -> bytes:
-    """``METHOD path HTTP/1.1`` and its line end; ``ValueError`` for what rollwise never sends."""
-    if method == "HEAD":
-        # Its answer announces a body that never comes; nothing in rollwise sends HEAD.
-        raise ValueError("HEAD requests are not supported")
+def request_line(method: str, path: str, *, streamed: bool = False) -> bytes:
+    """``METHOD path HTTP/1.1`` and its line end; ``ValueError`` for what rollwise never sends.
+
+    HEAD only for a ``streamed`` exchange: its answer announces a body that never comes,
+    which only ``send_streaming`` knows to expect.
+    """
+    if method == "HEAD" and not streamed:
+        raise ValueError("HEAD requests are only sent streamed")
     if not _TOKEN.match(method):
         raise ValueError(f"bad HTTP method {method!r}")
     if not _PATH.match(path):

@@ -115,6 +115,27 @@ _TOP_KEYS = (
 _ROLLBACK_KEYS = ("failure_limit", "on_inconclusive", "on_inconclusive_after_s")
 
 
+def prediction_metrics(spec: RolloutSpec) -> tuple[list[Metric], list[Metric]]:
+    """The metrics ``spec`` judges from predictions (``Metric.reads_predictions``): those
+    that need the candidate's, and those that need the stable version's too (every
+    comparison with it: relative bounds, agreement, drift, an experiment)."""
+    gates = list(spec.gates)
+    candidate: list[Metric] = []
+    stable: list[Metric] = []
+    for step in spec.steps:
+        if isinstance(step, Analyze):
+            gates += step.gates
+        elif isinstance(step, Experiment) and step.metric.reads_predictions:
+            candidate.append(step.metric)
+            stable.append(step.metric)
+    for gate in gates:
+        if gate.metric.reads_predictions:
+            candidate.append(gate.metric)
+            if gate.bound.relative or gate.metric.single_figure:
+                stable.append(gate.metric)
+    return list(dict.fromkeys(candidate)), list(dict.fromkeys(stable))
+
+
 def parse_rollout_spec(data: Any, *, where: str = "rollout") -> RolloutSpec:
     """A :class:`RolloutSpec` from its mapping, or ``ConfigError`` saying what is wrong."""
     spec = _mapping(data, where)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rollwise.backends.base import Backend
+from rollwise.backends.options import unreadable_predictions
 from rollwise.config import GatewayConfig
 from rollwise.controller import Controller
 from rollwise.domain import ModelSpec, RegisteredVersion, Routing, VersionSpec
@@ -138,6 +139,15 @@ class Gateway:
         model = self.ctx.models.get(name)
         return model.stable if model is not None else None
 
+    def unreadable_predictions(self, model: str, version: str) -> str:
+        """Why this gateway cannot read the predictions of ``version``; "" when it can
+        (or does not know the version: the rollout's own checks say so)."""
+        spec = self.ctx.models.get(model)
+        found = spec.versions.get(version) if spec is not None else None
+        if found is None:
+            return ""
+        return unreadable_predictions(found.backend, found.options, version)
+
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.ctx.db(fn, *args)
 
@@ -184,6 +194,7 @@ class Gateway:
             versions=lambda name: list(self.model(name).versions),
             split_by_user=lambda name: self.model(name).sticky_key is not None,
             interfaces=self.versions.interface_diff,
+            predictions=self.unreadable_predictions,
         )
         if self.config.controller.enabled and not self.stopping:
             # Not once a stop has begun (uvicorn tells the app at the signal, also while

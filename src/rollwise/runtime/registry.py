@@ -56,7 +56,7 @@ class Registry:
         if not isinstance(backend, str) or not backend:
             raise ValidationError(
                 f"version {name!r} of model {model!r}: 'backend' must name a backend "
-                "(sklearn, onnx, http, mlflow, python, fake)"
+                "(sklearn, onnx, http, rest, mlflow, python, fake)"
             )
         requested = {k: v for k, v in body.items() if k != "backend"}
         spec = VersionSpec(name, backend, requested, VersionSource.API)
@@ -87,7 +87,11 @@ class Registry:
         self, model: str, name: str, body: Mapping[str, Any], actor: str
     ) -> Registered:
         ctx = self.ctx
-        ctx.model(model)
+        known = ctx.model(model)
+        backend = body.get("backend")
+        if isinstance(backend, str):
+            kinds = {v.name: v.backend for v in known.versions.values()}
+            _check_kinds({**kinds, name: backend}, f"model {model!r}")
         existing = await ctx.db(ctx.store.get_version, model, name)
         if existing is not None and existing.source is VersionSource.CONFIG:
             raise Conflict(
@@ -181,6 +185,7 @@ class Registry:
                     f"model {name!r}: version {version_name!r} must be a mapping with a backend"
                 )
             prepared.append(await self._prepared(name, str(version_name), spec))
+        _check_kinds({v.name: v.spec.backend for v in prepared}, f"model {name!r}")
         model = ModelSpec(
             name=name,
             stable=stable,
@@ -233,6 +238,16 @@ class Registry:
                     f"{timeout_s:g} s ({found.why_not()}); the rollback was not made"
                 )
             await asyncio.sleep(0.2)
+
+
+def _check_kinds(kinds: Mapping[str, str], where: str) -> None:
+    """A model's versions are all ``rest`` or none (``check_model_backends``)."""
+    from rollwise.backends.options import check_model_backends
+
+    try:
+        check_model_backends(kinds, where)
+    except ConfigError as error:
+        raise ValidationError(str(error)) from None
 
 
 def _resolution(version: RegisteredVersion) -> str:

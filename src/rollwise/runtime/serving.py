@@ -9,6 +9,10 @@ them and recording their answers happen off the request path (``runtime.shadows`
 A version that refuses a request as bad input (``ValidationError``, of which
 ``RequestRejected``) has done nothing wrong: the refusal goes back to the caller as it
 is and is recorded as a client error of that version in its role, never as an error.
+
+A request passed through to a ``rest`` version is sent and answered by the server, which
+streams it both ways; ``exchanged`` records what came of it by the same rules (a 4xx
+answer is the caller's, a 5xx or a timeout the version's).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from rollwise.backends.base import InferenceRequest, InferenceResponse
+from rollwise.backends.exchange import ProxyRequest, Verdict, judge
 from rollwise.domain import BUCKETS, Role, VersionHealth
 from rollwise.errors import BackendError, BackendTimeout, BackendUnavailable, ValidationError
 from rollwise.metrics.recorder import VersionWindow
@@ -147,8 +152,46 @@ class Serving:
         window.record_outputs(outputs, self.ctx.models[model].task == "classification")
         self.telemetry.predictions.log(request_id, model, version, role, outputs, self.ctx.clock())
 
+    def exchanged(
+        self,
+        table: ModelTable,
+        version: str,
+        role: Role,
+        request_id: str,
+        latency_ms: float,
+        status: int,
+        error: Exception | None,
+        response: InferenceResponse | None,
+    ) -> Outcome | None:
+        """Record a request passed through to ``version``: answered with ``status``
+        (0 when no answer came) after ``latency_ms`` until its head, or cut short by
+        ``error``; ``response`` is the prediction read out of the answer. Returns the
+        outcome to compare the shadows' answers with when the version answered."""
+        model = table.model
+        window = self.telemetry.metrics.window(model, version, role)
+        if isinstance(error, ValidationError):
+            # The caller's body was refused or never came whole: its mistake.
+            window.record_refusal()
+            return None
+        if error is None:
+            verdict = judge(status)
+            if verdict is Verdict.REFUSED:
+                window.record_refusal()
+                return None
+            if verdict is Verdict.ANSWERED:
+                window.record_call(latency_ms, failed=False, timed_out=False)
+                answer = response if response is not None else InferenceResponse(outputs=())
+                self._record_answer(window, model, version, role, request_id, answer)
+                return Outcome(version, answer)
+        window.record_call(latency_ms, failed=True, timed_out=isinstance(error, BackendTimeout))
+        return None
+
     def mirror(
-        self, table: ModelTable, request: InferenceRequest, request_id: str, served: Outcome | None
+        self,
+        table: ModelTable,
+        request: InferenceRequest | ProxyRequest,
+        request_id: str,
+        served: Outcome | None,
     ) -> None:
         """Queue the request for the shadow versions due for it, without waiting for them."""
         self.shadows.offer(table, request, request_id, served.response if served else None)

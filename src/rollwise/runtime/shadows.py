@@ -35,8 +35,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
+from rollwise.backends.exchange import ProxyRequest
 from rollwise.backends.executor import enter_shadow_lane
 from rollwise.backends.inprocess import InProcessBackend
 from rollwise.backends.shadow_host import (
@@ -85,9 +87,10 @@ so that one unloaded here is unloaded there too (at the next mirrored request)."
 
 ShadowKey = tuple[str, str]
 """(model, version) of a shadow."""
-_Predict = Callable[[InferenceRequest], Awaitable[InferenceResponse | TimedAnswer]]
+_Predict = Callable[[Any], Awaitable[InferenceResponse | TimedAnswer]]
 """A shadow's call: its answer, or, from the shadow host, its answer and the model's own
-time there (which is then its latency)."""
+time there (which is then its latency). It takes the job's request: an inference
+request, or a ``ProxyRequest`` for a ``rest`` version (whose ``predict`` takes both)."""
 
 
 @dataclass(slots=True)
@@ -96,7 +99,7 @@ class ShadowJob:
 
     model: str
     version: str
-    request: InferenceRequest
+    request: InferenceRequest | ProxyRequest
     request_id: str
     served: InferenceResponse | None
     """None when the served version failed or refused: nothing to compare with."""
@@ -160,7 +163,7 @@ class Shadows:
     def offer(
         self,
         table: ModelTable,
-        request: InferenceRequest,
+        request: InferenceRequest | ProxyRequest,
         request_id: str,
         served: InferenceResponse | None,
     ) -> None:
@@ -209,7 +212,11 @@ class Shadows:
                 self._drop((job.model, job.version))
                 continue
             route: _Predict | HostedModel | None = backend.predict
-            if self.host is not None and hostable(backend):
+            if (
+                self.host is not None
+                and hostable(backend)
+                and isinstance(job.request, InferenceRequest)
+            ):
                 route = self._hosted_route((job.model, job.version), backend)
             if route is None:
                 self._release((job.model, job.version))
@@ -280,7 +287,7 @@ class Shadows:
     def _send_hosted(self, job: ShadowJob, model: HostedModel) -> None:
         """A call to the shadow host: no task of its own, its answer recorded as the
         host's connection reads it (``_hosted_answer``)."""
-        assert self.host is not None
+        assert self.host is not None and isinstance(job.request, InferenceRequest)
         try:
             self.host.send(model, job.request, self._hosted_answer, job)
         except Exception as error:  # the request could not be sent: the shadow's failure

@@ -83,6 +83,14 @@ class Telemetry:
                 f"(predictions are kept {hours:g} h)"
             )
         served = next((r for r in records if r.role is Role.SERVED), records[0])
+        if not served.outputs:
+            # A rest version without output_path, or an answer its output_path did not
+            # fit: there is no prediction to hold the label against.
+            raise ValidationError(
+                f"request {request_id!r} of model {model_name!r} has no prediction rollwise "
+                f"could read (version {served.version}: a rest version needs output_path "
+                "for its answers to be scored); the label was not stored"
+            )
         labels = labels_for(label, len(served.outputs))
         check_labels(labels, model.task, classes)
         # Score first: a label that cannot be scored is refused before it is stored, so

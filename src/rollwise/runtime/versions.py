@@ -35,7 +35,7 @@ RELOAD_GRACE_S = 30.0
 """How long a replaced or retired backend stays open for the requests still running on
 it, beyond the version's own ``timeout_s``."""
 
-PASS_THROUGH_KINDS = frozenset({"http"})
+PASS_THROUGH_KINDS = frozenset({"http", "rest"})
 """Backends that hand a request on as it came: their upstream, not rollwise, decides
 whether a lone input's name and its numbers' width matter."""
 

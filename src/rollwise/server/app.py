@@ -7,7 +7,7 @@ import functools
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from rollwise.config import GatewayConfig, is_loopback
 from rollwise.errors import ConfigError, RollwiseError
@@ -20,11 +20,35 @@ from rollwise.server.gc_policy import settle_heap
 log = logging.getLogger("rollwise.server")
 
 
-class RollwiseApp:
-    """The ASGI app: runs the gateway's lifecycle and dispatches to the data plane."""
+class _Port(Protocol):
+    """A second port the gateway serves on, living with the app (``GrpcPort``)."""
 
-    def __init__(self, gateway: Gateway, auth: Authenticator, host: str | None = None) -> None:
+    def bind(self) -> None: ...
+
+    async def start(self) -> None: ...
+
+    def begin_stop(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class RollwiseApp:
+    """The ASGI app: runs the gateway's lifecycle and dispatches to the data plane.
+
+    ``grpc``: the gRPC port, bound before the gateway starts (a port in use fails the
+    start before anything is loaded), serving once it has, and stopped with the HTTP
+    server's drain, before the gateway stops.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        auth: Authenticator,
+        host: str | None = None,
+        grpc: _Port | None = None,
+    ) -> None:
         self.gateway = gateway
+        self.grpc = grpc
         # ``host``: where the server listens; the control API's guard answers to it.
         self.dataplane = DataPlane(gateway, auth, build_control_app(gateway, auth, host))
 
@@ -42,12 +66,18 @@ class RollwiseApp:
                 # rollwise.compilation on awaiting in except and finally blocks.
                 failure: BaseException | None = None
                 try:
+                    if self.grpc is not None:
+                        self.grpc.bind()
                     await self.gateway.start()
+                    if self.grpc is not None:
+                        await self.grpc.start()
                 except (asyncio.CancelledError, Exception) as error:
                     failure = error
                 if isinstance(failure, asyncio.CancelledError):
                     # The server gave the start up (a signal came first): undo what it
                     # did, so that this replica leaves the fleet instead of lingering.
+                    if self.grpc is not None:
+                        await self.grpc.stop()
                     await self.gateway.stop()
                     raise failure
                 if failure is not None:
@@ -59,6 +89,8 @@ class RollwiseApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # After the server's drain (``begin_shutdown`` came at its start).
+                if self.grpc is not None:
+                    await self.grpc.stop()
                 await self.gateway.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -66,8 +98,10 @@ class RollwiseApp:
     def begin_shutdown(self) -> None:
         """Called the moment a stop begins, before the requests in flight are drained
         (by the built-in server, and by ``_Uvicorn`` at the signal): readiness fails and
-        the controller lets its lease go."""
+        the controller lets its lease go; the gRPC port takes no new call."""
         self.gateway.begin_stop()
+        if self.grpc is not None:
+            self.grpc.begin_stop()
 
 
 def check_exposure(host: str, insecure_dev: bool, has_tokens: bool) -> None:
@@ -89,12 +123,25 @@ def create_app(
     *,
     insecure_dev: bool = False,
     host: str | None = None,
+    grpc_shared: bool = False,
     **gateway_options: Any,
 ) -> RollwiseApp:
+    """``grpc_shared``: this process is one of several workers that share the gRPC port."""
     host = host or config.server.host
     check_exposure(host, insecure_dev, bool(config.tokens))
     auth = Authenticator(config.tokens, insecure_dev=insecure_dev)
-    return RollwiseApp(Gateway(config, **gateway_options), auth, host)
+    gateway = Gateway(config, **gateway_options)
+    grpc: _Port | None = None
+    if config.server.grpc_port is not None:
+        # Imported only here: grpcio is an extra, and a gateway without a gRPC port
+        # never loads it.
+        from rollwise.grpc_v2 import require_grpc
+
+        require_grpc("server.grpc_port")
+        from rollwise.server.grpc_port import GrpcPort
+
+        grpc = GrpcPort(gateway, auth, host=host, section=config.server, shared=grpc_shared)
+    return RollwiseApp(gateway, auth, host, grpc)
 
 
 def run(
@@ -119,7 +166,14 @@ def run(
     """
     if server not in ("rollwise", "uvicorn"):
         raise ConfigError(f"unknown HTTP server {server!r}: choose rollwise or uvicorn")
-    app = create_app(config, insecure_dev=insecure_dev, host=host, on_hangup=on_hangup)
+    app = create_app(
+        config,
+        insecure_dev=insecure_dev,
+        host=host,
+        # A worker of ``serve --workers`` (given its supervisor's socket) shares it.
+        grpc_shared=sock is not None,
+        on_hangup=on_hangup,
+    )
     ready = None if on_ready is None else functools.partial(on_ready, app.gateway.replica)
     if server == "rollwise":
         from rollwise.server import http11

@@ -47,6 +47,7 @@ from rollwise.server.payloads import (
     parse_oip_request,
     parse_plain_request,
 )
+from rollwise.server.proxy import Proxy
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -186,6 +187,14 @@ class DataPlane:
             CallerLimit(feedback.max_per_minute) if feedback.max_per_minute is not None else None
         )
         self.classes = ModelClasses(lambda: gateway.backends, lambda: gateway.config.labels)
+        self.proxy = Proxy(
+            gateway,
+            auth,
+            max_body_bytes=self.max_body,
+            new_id=self._request_id,
+            sticky=self._sticky,
+            fail=self._fail,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -210,6 +219,9 @@ class DataPlane:
                 if name and action == "feedback":
                     await self._feedback(scope, receive, send, name)
                     return
+        if scope["type"] == "http" and scope["path"].startswith("/proxy/"):
+            await self.proxy(scope, receive, send)
+            return
         await self.fallback(scope, receive, send)
 
     def _request_id(self, given: str | None) -> str:

@@ -298,6 +298,56 @@ def openapi_document(routing_update: type[BaseModel]) -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}), **served_errors},
                 }
             },
+            "/proxy/{model}/{path}": {
+                method: {
+                    "summary": "pass-through to a rest version (any method): the request "
+                    "goes to the routed version's url + path with its method, query, body "
+                    "and the application's headers (Authorization included) unchanged, and "
+                    "the version's status, headers and body come back unchanged, with "
+                    "X-Rollwise-Version and X-Request-Id. A 4xx answer counts as the "
+                    "caller's (a client error of the version), a 5xx or a timeout as the "
+                    "version's failure",
+                    "parameters": [
+                        model,
+                        {
+                            "name": "path",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "the path below the version's url (may hold /)",
+                        },
+                        {
+                            "name": "X-Rollwise-Version",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "force a version; needs X-Rollwise-Token",
+                        },
+                        {
+                            "name": "X-Rollwise-Token",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "rollwise's operator token, for a forced "
+                            "version (never passed on to the version)",
+                        },
+                    ],
+                    "responses": {
+                        "default": {
+                            "description": "the version's own answer, passed through",
+                            "headers": version_headers,
+                        },
+                        "401": _ERROR,
+                        "403": _ERROR,
+                        "404": {**_ERROR, "description": "unknown model, or no rest versions"},
+                        "413": _ERROR,
+                        "502": _ERROR,
+                        "503": _ERROR,
+                        "504": _ERROR,
+                    },
+                }
+                for method in ("get", "post", "put", "patch", "delete", "head", "options")
+            },
             "/models/{model}/feedback": {
                 "post": {
                     "summary": "the true label of an earlier prediction",

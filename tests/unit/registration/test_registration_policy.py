@@ -52,7 +52,7 @@ def refusal(spec: VersionSpec, rules: RegistrationPolicy) -> str:
 
 def test_defaults() -> None:
     section = RegistrationSection()
-    assert section.backends == ["sklearn", "onnx", "http", "mlflow", "fake"]
+    assert section.backends == ["sklearn", "onnx", "http", "rest", "mlflow", "fake"]
     assert list(DEFAULT_BACKENDS) == section.backends
     assert section.artifact_dirs == []
     assert section.url_prefixes == []
@@ -134,7 +134,7 @@ def test_an_absolute_path_inside_the_config_folder_is_allowed(base: Path) -> Non
             version("python", target="pkg.mod:predict"),
             {},
             "backends",
-            "backend 'python' is not allowed (allowed: sklearn, onnx, http, mlflow, fake)",
+            "backend 'python' is not allowed (allowed: sklearn, onnx, http, rest, mlflow, fake)",
             id="python is refused by default",
         ),
         pytest.param(
