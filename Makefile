@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 CHROMIUM := /usr/bin/chromium
+PROMETHEUS := /usr/bin/prometheus
 # The wheel that pip builds for a user, its request path compiled with mypyc (setup.py),
 # unpacked where the tests and the benchmark import it ahead of the source.
 COMPILED := $(CURDIR)/build/compiled
@@ -31,6 +32,14 @@ $(CHROMIUM):
 	  && [ -x $@ ] \
 	  || { echo "make test needs chromium at $@ for the dashboard's browser tests and could not install it: run 'apt-get install chromium' as root" >&2; exit 1; }
 
+# The Prometheus gates' tests start Debian's prometheus, scraping a test gateway.
+$(PROMETHEUS):
+	@command -v apt-get >/dev/null || { echo "make test needs prometheus at $@ for the Prometheus gates' tests, and apt-get is not here to install it: install prometheus by hand" >&2; exit 1; }
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	{ $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; } \
+	  && [ -x $@ ] \
+	  || { echo "make test needs prometheus at $@ for the Prometheus gates' tests and could not install it: run 'apt-get install prometheus' as root" >&2; exit 1; }
+
 $(COMPILED_STAMP): $(STAMP) setup.py $(shell find src -name '*.py')
 	rm -rf build/wheel $(COMPILED)
 	$(PY) -m pip wheel -q --no-deps -w build/wheel .
@@ -52,7 +61,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint $(COMPILED_STAMP) $(CHROMIUM)
+test: lint $(COMPILED_STAMP) $(CHROMIUM) $(PROMETHEUS)
 	PYTHONPATH=$(COMPILED) ROLLWISE_EXPECT_COMPILED=1 $(VENV)/bin/pytest -q --durations=15
 	ROLLWISE_EXPECT_COMPILED=0 $(VENV)/bin/pytest -q $(PURE_TESTS)
 

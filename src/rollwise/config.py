@@ -30,7 +30,11 @@ from pydantic import ValidationError as PydanticValidationError
 from rollwise.domain import ModelSpec, StickyKey, StickyKind, VersionSpec
 from rollwise.errors import ConfigError
 from rollwise.metrics.scoring import MAX_LABEL_CHARS
+from rollwise.notifications.settings import NotificationSection, resolve_targets
+from rollwise.notifications.targets import Target
+from rollwise.providers.settings import ProvidersSection
 from rollwise.registration import RegistrationSection
+from rollwise.tracing.settings import TracingSection
 
 ROLES = ("viewer", "operator", "feedback")
 """Token roles: ``viewer`` reads the control API, ``operator`` also changes things,
@@ -190,6 +194,9 @@ class ConfigFile(_Strict):
     registration: RegistrationSection = Field(default_factory=RegistrationSection)
     feedback: FeedbackSection = Field(default_factory=FeedbackSection)  # type: ignore[arg-type]
     models: dict[str, ModelSection] = Field(default_factory=dict)
+    providers: ProvidersSection = Field(default_factory=ProvidersSection)
+    notifications: list[NotificationSection] = Field(default_factory=list)
+    tracing: TracingSection = Field(default_factory=TracingSection)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +222,12 @@ class GatewayConfig:
     feedback: FeedbackSection = field(default_factory=lambda: FeedbackSection())  # type: ignore[call-arg]
     labels: Mapping[str, tuple[int | str, ...]] = field(default_factory=dict)
     """Per model, the ``labels:`` list of its config section (models without one absent)."""
+    providers: ProvidersSection = field(default_factory=ProvidersSection)
+    """Defaults for external gates (``rollwise.providers``): the Prometheus server."""
+    notifications: tuple[Target, ...] = ()
+    """Where rollout events are sent (``rollwise.notifications``), secrets resolved."""
+    tracing: TracingSection = field(default_factory=lambda: TracingSection())  # type: ignore[call-arg]
+    """Spans of data-plane requests over OTLP (``rollwise.tracing``); off by default."""
 
     @property
     def settle_s(self) -> float:
@@ -376,6 +389,12 @@ def parse_config(
             f"{parsed.server.heartbeat_interval_s:g}: one late heartbeat must not count a "
             "replica as gone"
         )
+    token_env = parsed.providers.prometheus.bearer_token_env
+    if token_env is not None and not env.get(token_env):
+        raise ConfigError(
+            f"{source}: providers.prometheus.bearer_token_env = {token_env!r}: "
+            "that environment variable is not set"
+        )
     return GatewayConfig(
         store_url=_resolve_store_url(parsed.store, base_dir),
         server=parsed.server,
@@ -386,11 +405,14 @@ def parse_config(
         controller=parsed.controller,
         registration=parsed.registration,
         feedback=parsed.feedback,
+        providers=parsed.providers,
         labels={
             name: tuple(section.labels)
             for name, section in parsed.models.items()
             if section.labels is not None
         },
+        notifications=resolve_targets(parsed.notifications, env, source),
+        tracing=parsed.tracing,
     )
 
 

@@ -21,14 +21,18 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from rollwise.analysis.external import Reading
+from rollwise.analysis.gates import Gate
 from rollwise.domain import Event, Role, Routing
 from rollwise.errors import Conflict
 from rollwise.fleet import CandidateVerdict, due_for_unload
 from rollwise.metrics.recorder import VersionWindow, merge_by_version, windows_by_version
+from rollwise.providers.hooks import HookCalls
+from rollwise.providers.reader import GateReader, requests_for
 from rollwise.rollout import (
     Decision,
     Note,
@@ -40,6 +44,7 @@ from rollwise.rollout import (
     halt,
     routing_for,
 )
+from rollwise.rollout.hooks import HookKind
 from rollwise.rollouts import (
     Readiness,
     Rollout,
@@ -129,8 +134,19 @@ class Controller:
         fleet: FleetVerdicts | None = None,
         unload_previous: bool = False,
         on_routing: Callable[[], None] | None = None,
+        gate_reader: GateReader | None = None,
+        notify: Callable[[Sequence[Event]], None] | None = None,
+        hooks: HookCalls | None = None,
     ) -> None:
         self.store = store
+        # Reads prometheus and web gates off the tick's thread, within their timeouts.
+        self.gate_reader = gate_reader or GateReader()
+        self.hooks = hooks or HookCalls()
+        self._active: set[int] = set()
+        """Rollouts in progress at the last tick: one gone since has ended (outcome hooks)."""
+        # Told the events this leader saved, after they are saved (notifications):
+        # it only queues them, never waits on a receiver.
+        self.notify = notify
         self.fleet = fleet
         self.unload_previous = unload_previous
         self._parked_at_s = -math.inf
@@ -156,6 +172,7 @@ class Controller:
             if self.leader:
                 log.warning("lost the controller lease; another controller acts now")
             self.leader = False
+            self._active = set()
             return []
         if not self.leader:
             log.info("controller %s leads (lease epoch %d)", self.holder, lease.epoch)
@@ -164,9 +181,14 @@ class Controller:
         rows = self.store.list_rollouts(active_only=True, limit=None)
         for gone in set(self._sums) - {int(row.id or 0) for row in rows}:
             del self._sums[gone]
+        try:
+            self._hook_outcomes({int(row.id or 0) for row in rows}, now)
+        except Exception:
+            log.exception("outcome hooks: reading ended rollouts failed; retrying")
+        readings = self._read_gates(rows, now)
         for row in rows:
             try:
-                result = self._step(row, now)
+                result = self._step(row, now, readings.get(int(row.id or 0), {}))
             except Conflict as error:
                 # A person's command or a new leader wrote first; read again next tick.
                 log.info("rollout #%s: %s", row.id, error)
@@ -184,6 +206,28 @@ class Controller:
             except Exception:
                 log.exception("unloading previous stable versions failed; retrying")
         return changed
+
+    def _hook_outcomes(self, active: set[int], now: float) -> None:
+        """Call the outcome hooks (post_promotion, on_rollback) of the rollouts that
+        ended since the last tick, by this controller or by a person's command, and
+        write the events of hook calls that have ended."""
+        self.hooks.forget(active)
+        for rollout_id in sorted(self._active - active):
+            row = self.store.get_rollout(rollout_id)
+            if row is None:
+                continue
+            ended = load(row)
+            phase = ended.status.phase
+            if phase is Phase.PROMOTED:
+                kind, calls = HookKind.POST_PROMOTION, ended.spec.hooks.post_promotion
+            elif phase in (Phase.ROLLED_BACK, Phase.FAILED):
+                kind, calls = HookKind.ON_ROLLBACK, ended.spec.hooks.on_rollback
+            else:
+                continue
+            self.hooks.notify(rollout_id, ended.spec, ended.status, kind, calls, now)
+        self._active = active
+        for event in self.hooks.drain_events():
+            self.store.add_event(event)
 
     def _park(self, now: float) -> None:
         """Let go of each previous stable whose instant-rollback window has passed: it
@@ -214,7 +258,22 @@ class Controller:
             if self.store.set_keep_loaded(routing.model, version, False, event):
                 log.info("%s: %s", routing.model, event.message)
 
-    def _step(self, row: RolloutRow, now: float) -> Rollout | None:
+    def _read_gates(self, rows: list[RolloutRow], now: float) -> dict[int, dict[Gate, Reading]]:
+        """The external gates every rollout judges this tick, read all at once: the
+        tick waits at most the longest of their timeouts, not their sum."""
+        requests = []
+        for row in rows:
+            try:
+                rollout = load(row)
+            except Exception:
+                continue  # _step reports it
+            if not rollout.problem:
+                requests += requests_for(rollout.id, rollout.spec, rollout.status, now)
+        return self.gate_reader.read(requests)
+
+    def _step(
+        self, row: RolloutRow, now: float, readings: Mapping[Gate, Reading] | None = None
+    ) -> Rollout | None:
         rollout = load(row)
         status = rollout.status
         if rollout.problem:
@@ -233,8 +292,16 @@ class Controller:
                 ready, why = self.readiness(status.model, status.candidate)
             windows = self._measure(rollout.id, status, now)
             evidence = gather(
-                rollout.spec, status, windows, candidate_ready=ready, candidate_problem=why
+                rollout.spec,
+                status,
+                windows,
+                candidate_ready=ready,
+                candidate_problem=why,
+                readings=readings,
             )
+            # A hook step's call runs off the tick; its outcome arrives in a later one.
+            hook = self.hooks.poll(rollout.id, rollout.spec, status, now)
+            evidence = dataclasses.replace(evidence, hook=hook)
             decision = decide(rollout.spec, status, evidence, now)
         current = self.store.get_routing(status.model)
         if decision.routing is None and decision.status.phase.active:
@@ -245,13 +312,16 @@ class Controller:
         if decision.routing is not None:
             salt = current.salt if current is not None else status.model
             routing = plan_routing(decision.routing, status.model, salt)
+        events = decision_events(decision, status.model, row.id, now)
         saved = self.store.save_rollout(
             rollout_row(row, decision.status, now),
             expected_revision=row.revision,
             routing=routing,
-            events=decision_events(decision, status.model, row.id, now),
+            events=events,
             lease=(LEASE_NAME, self.holder, self.epoch),
         )
+        if self.notify is not None:
+            self.notify(events)
         for note in decision.notes:
             log.info("%s: %s", status.model, note.message)
         if routing is not None and self.on_routing is not None:
@@ -301,6 +371,8 @@ class Controller:
             except Exception:
                 log.exception("controller tick failed; retrying next interval")
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+        self.gate_reader.close()
+        self.hooks.close()
         if not self.leader:
             log.info("controller %s stopped", self.holder)
             return

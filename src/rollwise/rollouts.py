@@ -17,6 +17,7 @@ without ``output_path`` answers in a form only its clients know.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 from rollwise.domain import Event, Routing
 from rollwise.errors import ConfigError, Conflict, NotFound
 from rollwise.interface import InterfaceDiff
+from rollwise.providers.settings import ProvidersSection
 from rollwise.rollout import (
     Command,
     CommandKind,
@@ -39,6 +41,7 @@ from rollwise.rollout import (
     parse_rollout_spec,
     start,
 )
+from rollwise.rollout.readings import check_sources
 from rollwise.rollout.spec import prediction_metrics
 from rollwise.store.base import RolloutRow, Store
 
@@ -168,8 +171,14 @@ class Rollouts:
         split_by_user: Callable[[str], bool] | None = None,
         interfaces: Interfaces | None = None,
         predictions: Predictions | None = None,
+        notify: Callable[[Sequence[Event]], None] | None = None,
+        providers: ProvidersSection | None = None,
     ) -> None:
         self.store = store
+        # Whether prometheus gates without an address of their own can be read.
+        self._prometheus_url = (providers or ProvidersSection()).prometheus.url
+        # A person's command is notified by the process that carried it out, once.
+        self._notify = notify or (lambda _events: None)
         self._predictions = predictions
         self.clock = clock
         self.readiness = readiness
@@ -198,6 +207,7 @@ class Rollouts:
 
     def _checked(self, data: Any) -> tuple[RolloutSpec, Routing]:
         spec = parse_rollout_spec(data)
+        check_sources(spec, prometheus_configured=self._prometheus_url is not None)
         routing = self.store.get_routing(spec.model)
         if routing is None:
             raise NotFound(f"unknown model {spec.model!r}")
@@ -287,14 +297,16 @@ class Rollouts:
             created_at_s=now,
             updated_at_s=now,
         )
+        started = decision_events(decision, spec.model, None, now)
         stored = self.store.start_rollout(
             row,
-            events
-            + decision_events(decision, spec.model, None, now)
-            + self._allowed_change(spec, stable, actor, now),
+            events + started + self._allowed_change(spec, stable, actor, now),
             plan_routing(decision.routing, spec.model, routing.salt),
             replacing=replacing,
         )
+        # The new rollout's id is known only now that it is stored.
+        named = [dataclasses.replace(e, data={**e.data, "rollout": stored.id}) for e in started]
+        self._notify(events + named)
         return load(stored)
 
     def _allowed_change(
@@ -358,16 +370,18 @@ class Rollouts:
                     )
             now = self.clock()
             decision = decide(rollout.spec, rollout.status, None, now, command)
+            events = decision_events(decision, model, rollout.id, now)
             try:
                 saved = self.store.save_rollout(
                     rollout_row(rollout.row, decision.status, now),
                     expected_revision=rollout.row.revision,
                     routing=plan_routing(decision.routing, model, self._salt(model)),
-                    events=decision_events(decision, model, rollout.id, now),
+                    events=events,
                 )
             except Conflict:
                 if self.store.get_rollout(rollout.id) is None:
                     raise
                 continue
+            self._notify(events)
             return load(saved)
         raise Conflict(f"the rollout of {model!r} kept changing; try again")

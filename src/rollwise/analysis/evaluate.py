@@ -141,6 +141,9 @@ def _limit(gate: Gate) -> float:
 
 def evaluate_gate(gate: Gate, stable: ArmSummary, candidate: ArmSummary) -> GateResult:
     """The verdict on ``gate`` for the candidate against the stable version."""
+    if gate.metric.external:
+        # Its figure comes from outside: judge_step reads it (analysis.external).
+        return _inconclusive(gate, "an external gate needs its reading")
     if gate.metric in (Metric.DRIFT_PSI, Metric.DRIFT_KS):
         return _evaluate_drift(gate, stable, candidate)
     cand = arm_estimate(gate.metric, candidate)

@@ -27,8 +27,11 @@ worse (error rates, latency, MAE/RMSE, drift) and ``min*`` / ``max_decrease`` fo
 where higher is better (accuracy, reward, shadow agreement); other pairings are refused
 as the likely mistake they are. Ratios need a positive metric (not reward). Shadow
 agreement and drift compare the two versions within one figure, so they take absolute
-bounds only. :func:`parse_gate` raises :class:`~rollwise.errors.ConfigError` naming the
-key and the value.
+bounds only. ``prometheus`` and ``web`` gates read a figure from outside rollwise
+(keys in :mod:`rollwise.analysis.sources`, verdicts in :mod:`rollwise.analysis.external`):
+any bound fits them, no ``test``, and ``min_samples`` defaults to 0.
+:func:`parse_gate` raises :class:`~rollwise.errors.ConfigError` naming the key and the
+value.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from rollwise.analysis.sources import (
+    PROMETHEUS_KEYS,
+    WEB_KEYS,
+    Source,
+    WebSource,
+    parse_prometheus,
+    parse_web,
+)
 from rollwise.errors import ConfigError
 from rollwise.stats.sequential import DEFAULT_HORIZON
 
@@ -57,6 +68,13 @@ class Metric(StrEnum):
     SHADOW_AGREEMENT = "shadow_agreement"
     DRIFT_PSI = "drift_psi"
     DRIFT_KS = "drift_ks"
+    PROMETHEUS = "prometheus"
+    WEB = "web"
+
+    @property
+    def external(self) -> bool:
+        """Read from outside rollwise (see ``rollwise.analysis.external``)."""
+        return self in (Metric.PROMETHEUS, Metric.WEB)
 
     @property
     def higher_is_better(self) -> bool:
@@ -154,6 +172,8 @@ class Gate:
     method: Method = Method.SEQUENTIAL
     alpha: float = DEFAULT_ALPHA
     horizon: float = DEFAULT_HORIZON
+    source: Source | None = None
+    """Where an external metric (prometheus, web) is read from; None for the others."""
 
     def __post_init__(self) -> None:
         _validate(self, where="gate")
@@ -166,6 +186,10 @@ class Gate:
     def describe(self) -> str:
         """The gate in words, for events and the dashboard."""
         m, t = self.metric.value, self.threshold
+        if self.source is not None:
+            m = self.source.describe()
+            if isinstance(self.source, WebSource) and self.source.implicit_bound:
+                return f"{m} answers true"
         return {
             Bound.MAX: f"{m} at most {t:g}",
             Bound.MIN: f"{m} at least {t:g}",
@@ -178,6 +202,13 @@ class Gate:
     def to_dict(self) -> dict[str, Any]:
         """The spec form that :func:`parse_gate` reads back."""
         out: dict[str, Any] = {"metric": self.metric.value, self.bound.value: self.threshold}
+        if self.source is not None:
+            if isinstance(self.source, WebSource) and self.source.implicit_bound:
+                del out[self.bound.value]
+            out.update(self.source.to_dict())
+            if self.min_samples:
+                out["min_samples"] = self.min_samples
+            return out
         if self.min_samples != DEFAULT_MIN_SAMPLES:
             out["min_samples"] = self.min_samples
         if self.method is not Method.SEQUENTIAL:
@@ -198,6 +229,9 @@ def _validate(gate: Gate, where: str) -> None:
     key = bound.value
     if not math.isfinite(gate.threshold):
         raise ConfigError(f"{where}: {key} must be a finite number, got {gate.threshold!r}")
+    if metric.external:
+        _validate_external(gate, where)
+        return
     if metric.single_figure and bound.relative:
         raise ConfigError(
             f"{where}: metric {metric.value!r} takes an absolute bound (min or max), not {key!r}"
@@ -241,6 +275,62 @@ def _validate(gate: Gate, where: str) -> None:
         raise ConfigError(f"{where}: horizon must be > 0, got {gate.horizon!r}")
 
 
+def _validate_external(gate: Gate, where: str) -> None:
+    """External figures have no direction rollwise knows: every bound is allowed, and
+    the user's choice of ``max*`` or ``min*`` says which way is worse."""
+    if gate.source is None:
+        raise ConfigError(f"{where}: metric {gate.metric.value!r} needs its source")
+    if gate.bound.ratio and gate.threshold <= 0:
+        raise ConfigError(f"{where}: {gate.bound.value} must be > 0, got {gate.threshold!r}")
+    if gate.min_samples < 0:
+        raise ConfigError(f"{where}: min_samples must be >= 0, got {gate.min_samples!r}")
+
+
+def _parse_external(data: Mapping[str, Any], metric: Metric, where: str) -> Gate:
+    own = PROMETHEUS_KEYS if metric is Metric.PROMETHEUS else WEB_KEYS
+    known = ("metric", *_BOUND_KEYS, "min_samples", *own)
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        why = ""
+        if unknown[0] in _OPTIONAL_KEYS:
+            why = f"; {metric.value} gates run no statistical test"
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} for metric {metric.value} "
+            f"(known: {', '.join(known)}){why}"
+        )
+    bounds = [k for k in _BOUND_KEYS if k in data]
+    implicit = metric is Metric.WEB and not bounds
+    if len(bounds) != 1 and not implicit:
+        found = ", ".join(bounds) if bounds else "none"
+        raise ConfigError(
+            f"{where}: metric {metric.value!r} needs exactly one bound of "
+            f"{', '.join(_BOUND_KEYS)} (found {found})"
+        )
+    # A web gate without a bound wants true (a number counts as true from 1 up).
+    bound = Bound.MIN if implicit else Bound(bounds[0])
+    threshold = 1.0 if implicit else _number(data, bound.value, where)
+    min_samples = 0
+    if "min_samples" in data:
+        raw = data["min_samples"]
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(f"{where}: min_samples must be an integer, got {raw!r}")
+        min_samples = raw
+    source: Source
+    if metric is Metric.PROMETHEUS:
+        source = parse_prometheus(data, relative=bound.relative, where=where)
+    else:
+        if bound.relative:
+            raise ConfigError(
+                f"{where}: metric 'web' takes an absolute bound (min or max) or none, "
+                f"not {bound.value!r}: the check answers once for the rollout"
+            )
+        source = parse_web(data, implicit_bound=implicit, where=where)
+    try:
+        return Gate(metric, bound, threshold, min_samples, source=source)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("gate: ", f"{where}: ", 1)) from None
+
+
 def _number(data: Mapping[str, Any], key: str, where: str) -> float:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -252,6 +342,8 @@ def parse_gate(data: Mapping[str, Any], *, where: str = "gate") -> Gate:
     """A :class:`Gate` from its spec mapping; ``where`` prefixes error messages."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: a gate must be a mapping, got {data!r}")
+    if data.get("metric") in (Metric.PROMETHEUS.value, Metric.WEB.value):
+        return _parse_external(data, Metric(data["metric"]), where)
     unknown = [
         k for k in data if k != "metric" and k not in _BOUND_KEYS and k not in _OPTIONAL_KEYS
     ]

@@ -24,11 +24,12 @@ The rule, in order:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rollwise.analysis.evaluate import evaluate_gate
+from rollwise.analysis.external import Reading, evaluate_external
 from rollwise.analysis.gates import Gate
 from rollwise.analysis.summary import ArmSummary
 from rollwise.analysis.verdict import GateResult, Verdict
@@ -138,14 +139,22 @@ def judge_step(
     srm_alpha: float = SRM_ALPHA,
     sequential_srm: bool = True,
     srm_counts: tuple[int, int] | None = None,
+    readings: Mapping[Gate, Reading] | None = None,
 ) -> Judgement:
     """The controller's entry point: evaluate every gate, check SRM, combine.
 
     ``weights_percent`` is the configured (stable, candidate) split of served traffic;
     leave it out where no split applies (shadow, blue-green preview) and SRM is skipped.
     ``srm_counts`` are the units the split assigns when they are not requests (users).
+    ``readings`` are the external gates' figures (prometheus, web) read this tick.
     """
-    results = [evaluate_gate(g, stable, candidate) for g in gates]
+    found = readings or {}
+    results = [
+        evaluate_external(g, found.get(g), stable.requests, candidate.requests)
+        if g.metric.external
+        else evaluate_gate(g, stable, candidate)
+        for g in gates
+    ]
     srm = None
     if weights_percent is not None and 0 < weights_percent[1] < 100:
         srm = check_srm(

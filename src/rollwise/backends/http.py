@@ -40,6 +40,7 @@ from rollwise.backends.base import (
 from rollwise.backends.options import check_options, http_pool_limits
 from rollwise.backends.upstream import UpstreamPool, UpstreamResponse
 from rollwise.errors import BackendError, BackendLoadError, ConfigError, RequestRejected
+from rollwise.tracing import UPSTREAM_HEADERS
 
 __all__ = ["CALLER_ERROR_STATUSES", "HttpBackend", "UpstreamStatusError", "inference_error"]
 
@@ -136,7 +137,9 @@ class HttpBackend:
             raise BackendError(f"version {self.name} is not loaded", version=self.name)
         body = request.raw if request.raw is not None else encode_request(request)
         try:
-            response = await pool.request("POST", self._infer_path, body)
+            # A traced request's traceparent, so that the model server's spans join
+            # its trace; None (the cached head) when requests are not traced.
+            response = await pool.request("POST", self._infer_path, body, UPSTREAM_HEADERS.get())
         except BackendError as exc:
             if exc.version is None:
                 exc.version = self.name

@@ -196,12 +196,15 @@ def controller(
 
     from rollwise.config import load_config
     from rollwise.controller import Controller
+    from rollwise.notifications.sender import Notifier
+    from rollwise.providers.reader import GateReader
     from rollwise.readiness import StoreReadiness
     from rollwise.store import open_store
 
     setup_logging(log_level)
     loaded = load_config(config)
     store = open_store(loaded.store_url)
+    notifier = Notifier(loaded.notifications).start()
     try:
         store.migrate()
         settings = loaded.controller
@@ -216,12 +219,15 @@ def controller(
             readiness=fleet.readiness,
             fleet=fleet,
             unload_previous=settings.unload_previous,
+            notify=notifier.publish,
+            gate_reader=GateReader(loaded.providers),
         )
         signal.signal(signal.SIGTERM, lambda *_: loop.stop())
         signal.signal(signal.SIGINT, lambda *_: loop.stop())
         console.print(f"controller {loop.holder} watching rollouts in {store.url}")
         loop.run()
     finally:
+        notifier.close()
         store.close()
 
 

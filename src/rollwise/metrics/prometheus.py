@@ -53,6 +53,25 @@ class GcRecord(Protocol):
     def longest_s(self) -> Sequence[float]: ...
 
 
+class DeliveryCounts(Protocol):
+    """One notification target's deliveries so far (``rollwise.notifications.Counts``)."""
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def sent(self) -> int: ...
+
+    @property
+    def failed(self) -> int: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def queued(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Replica:
     """The process a scrape reaches: its id in the fleet and its pid; ``label_series``
@@ -73,7 +92,9 @@ class GatewayCollector(Collector):
         *,
         gc_pauses: Callable[[], GcRecord] | None = None,
         replica: Replica | None = None,
+        notifications: Callable[[], Iterable[DeliveryCounts]] | None = None,
     ) -> None:
+        self._notifications = notifications
         self._totals = totals
         self._weights = weights
         self._fallbacks = fallbacks
@@ -82,7 +103,13 @@ class GatewayCollector(Collector):
         self._replica = replica
 
     def collect(self) -> Iterator[Metric]:
-        families = [*self._traffic(), *self._routing(), self._dropped(), *self._gc()]
+        families = [
+            *self._traffic(),
+            *self._routing(),
+            self._dropped(),
+            *self._gc(),
+            *self._notified(),
+        ]
         replica = self._replica
         if replica is not None:
             if replica.label_series:
@@ -234,6 +261,37 @@ class GatewayCollector(Collector):
             "in time (their feedback answers 404)",
             value=self._dropped_predictions(),
         )
+
+    def _notified(self) -> list[Metric]:
+        if self._notifications is None:
+            return []
+        labels = ["target"]
+        sent = CounterMetricFamily(
+            "rollwise_notifications_sent",
+            "Rollout event notifications a target answered 2xx to",
+            labels=labels,
+        )
+        failed = CounterMetricFamily(
+            "rollwise_notifications_failed",
+            "Notifications given up on after every retry (error, non-2xx answer or timeout)",
+            labels=labels,
+        )
+        dropped = CounterMetricFamily(
+            "rollwise_notifications_dropped",
+            "Notifications dropped unsent because the target's queue was full (oldest first)",
+            labels=labels,
+        )
+        queued = GaugeMetricFamily(
+            "rollwise_notifications_queued",
+            "Notifications waiting for their target",
+            labels=labels,
+        )
+        for counts in self._notifications():
+            sent.add_metric([counts.target], counts.sent)
+            failed.add_metric([counts.target], counts.failed)
+            dropped.add_metric([counts.target], counts.dropped)
+            queued.add_metric([counts.target], counts.queued)
+        return [sent, failed, dropped, queued]
 
 
 def _add_label(family: Metric, name: str, value: str) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rollwise.analysis.experiment import decide_experiment
+from rollwise.analysis.external import Reading
 from rollwise.analysis.gates import Gate, Metric
 from rollwise.analysis.judge import Judgement, judge_step
 from rollwise.analysis.summary import ArmSummary, Outputs
@@ -112,9 +113,10 @@ def gather(
     *,
     candidate_ready: bool = True,
     candidate_problem: str = "",
+    readings: Mapping[Gate, Reading] | None = None,
 ) -> Evidence:
     """Judge what the current step needs: background gates, the step's own gates, or
-    the A/B test."""
+    the A/B test. ``readings`` are the external gates' figures the controller read."""
     found: dict[str, Any] = {}
     pair = arms(status, windows)
     if pair is None or not status.phase.active:
@@ -127,7 +129,12 @@ def gather(
     gates = measurable(spec.gates, mirrored)
     if gates:
         background = judge_step(
-            gates, stable, candidate, weights_percent=split, srm_counts=srm_counts
+            gates,
+            stable,
+            candidate,
+            weights_percent=split,
+            srm_counts=srm_counts,
+            readings=readings,
         )
         found["background"] = background
     index = status.step_index
@@ -138,7 +145,12 @@ def gather(
             found["step"] = background
         elif step_gates:
             found["step"] = judge_step(
-                step_gates, stable, candidate, weights_percent=split, srm_counts=srm_counts
+                step_gates,
+                stable,
+                candidate,
+                weights_percent=split,
+                srm_counts=srm_counts,
+                readings=readings,
             )
     elif isinstance(step, Experiment) and status.experiment:
         found["experiment"] = decide_experiment(

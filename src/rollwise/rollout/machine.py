@@ -16,7 +16,8 @@ The rules of a tick, in order:
    the count. This applies while paused too: pausing never disarms the gates;
 4. a paused rollout goes no further;
 5. the current waiting step lets go when its time is up (``pause``), its gates pass
-   (``analyze``) or its test decides (``experiment``); an ``analyze`` that stays
+   (``analyze``), its test decides (``experiment``) or its hook answers 2xx
+   (``webhook``, ``confirm``: :mod:`rollwise.rollout.hook_steps`); an ``analyze`` that stays
    undecided past its limit rolls back (or pauses, by policy), and an ``experiment``
    that does ends ``inconclusive``, keeping the stable version — undecided is never a
    pass; an experiment without a winner ends ``no_difference`` or ``inconclusive``, as
@@ -37,6 +38,8 @@ from rollwise.analysis.judge import Judgement
 from rollwise.analysis.verdict import GateResult, Verdict
 from rollwise.errors import Conflict
 from rollwise.rollout.commands import Command, CommandKind, run_command
+from rollwise.rollout.hook_steps import wait_for_hook
+from rollwise.rollout.hooks import Confirm, HookOutcome, Webhook
 from rollwise.rollout.spec import OnInconclusive, RolloutSpec
 from rollwise.rollout.status import Phase, RolloutStatus
 from rollwise.rollout.steps import Analyze, Experiment, Pause, Step
@@ -77,6 +80,8 @@ class Evidence:
     experiment: ExperimentDecision | None = None
     candidate_ready: bool = True
     candidate_problem: str = ""
+    hook: HookOutcome | None = None
+    """The latest outcome of the current hook step's call (``webhook``, ``confirm``)."""
 
 
 def start(
@@ -251,6 +256,8 @@ def _wait(tick: Tick, step: Step, evidence: Evidence) -> None:
         return
     if isinstance(step, Experiment):
         _experiment(tick, step, evidence.experiment, elapsed_s)
+    if isinstance(step, Webhook | Confirm):
+        wait_for_hook(tick, step, evidence.hook)
 
 
 def _experiment(

@@ -26,6 +26,13 @@ from typing import Any
 from rollwise.analysis.experiment import EXPERIMENT_METRICS, plan_experiment
 from rollwise.analysis.gates import Gate, Metric, parse_gates
 from rollwise.errors import ConfigError
+from rollwise.rollout.hook_plan import with_lifecycle_hooks
+from rollwise.rollout.hooks import (
+    LifecycleHooks,
+    parse_confirm,
+    parse_lifecycle_hooks,
+    parse_webhook,
+)
 from rollwise.rollout.steps import (
     Analyze,
     Experiment,
@@ -85,21 +92,27 @@ class RolloutSpec:
     """The spec as written (what the store keeps and ``to_dict`` returns)."""
     allow_interface_change: bool = False
     """Start even when the candidate's inputs or outputs break callers of the stable's."""
+    hooks: LifecycleHooks = field(default_factory=LifecycleHooks)
+    """Lifecycle hooks; ``pre_rollout`` and ``pre_promotion`` are in ``steps`` already."""
 
     @property
     def promotes(self) -> bool:
         """True when finishing the steps makes the candidate stable; a rollout whose
         steps never give the candidate live traffic (a shadow) ends *validated*."""
-        return any(
-            isinstance(s, Switch | Experiment) or (isinstance(s, SetWeight) and s.weight > 0)
-            for s in self.steps
-        )
+        return _promotes(self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.raw)
 
     def summary(self) -> str:
         return f"{self.strategy.value} of {self.model} to {self.candidate}"
+
+
+def _promotes(steps: Sequence[Step]) -> bool:
+    return any(
+        isinstance(s, Switch | Experiment) or (isinstance(s, SetWeight) and s.weight > 0)
+        for s in steps
+    )
 
 
 _STRATEGY_NAMES = frozenset(s.value for s in Strategy)
@@ -111,6 +124,7 @@ _TOP_KEYS = (
     "rollback",
     "description",
     "allow_interface_change",
+    "hooks",
 )
 _ROLLBACK_KEYS = ("failure_limit", "on_inconclusive", "on_inconclusive_after_s")
 
@@ -170,6 +184,8 @@ def parse_rollout_spec(data: Any, *, where: str = "rollout") -> RolloutSpec:
     steps = _compile(strategy, spec.get(strategy.value), gates, f"{where}.{strategy.value}")
     if not steps:
         raise ConfigError(f"{where}: strategy {strategy.value} has no steps")
+    hooks = parse_lifecycle_hooks(spec.get("hooks"), f"{where}.hooks")
+    steps = with_lifecycle_hooks(steps, hooks, promotes=_promotes(steps), where=f"{where}.hooks")
     return RolloutSpec(
         model,
         candidate,
@@ -179,6 +195,7 @@ def parse_rollout_spec(data: Any, *, where: str = "rollout") -> RolloutSpec:
         rollback,
         dict(spec),
         allow_interface_change,
+        hooks,
     )
 
 
@@ -391,7 +408,17 @@ def planned_samples(step: Experiment) -> int:
     return max(plan.samples.n_control, plan.samples.n_treatment)
 
 
-_STEP_KEYS = ("set_weight", "mirror", "pause", "analyze", "experiment", "preview", "switch")
+_STEP_KEYS = (
+    "set_weight",
+    "mirror",
+    "pause",
+    "analyze",
+    "experiment",
+    "preview",
+    "switch",
+    "webhook",
+    "confirm",
+)
 
 
 def _custom_steps(items: Any, gates: tuple[Gate, ...], where: str) -> list[Step]:
@@ -462,6 +489,10 @@ def _custom_step(kind: str, value: Any, gates: tuple[Gate, ...], where: str) -> 
         return Analyze(step_gates, _limit(options, "max_duration_s", where))
     if kind == "experiment":
         return _experiment(_mapping(value, where), where)
+    if kind == "webhook":
+        return parse_webhook(value, where)
+    if kind == "confirm":
+        return parse_confirm(value, where)
     if kind == "preview":
         options = _mapping(value if value is not None else {}, where)
         _known(options, ("mirror",), where)

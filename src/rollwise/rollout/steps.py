@@ -2,7 +2,9 @@
 
 Steps are plain frozen values. *Instant* steps (``set_weight``, ``mirror``, ``preview``,
 ``switch``) change routing and are done at once; *waiting* steps (``pause``, ``analyze``,
-``experiment``) hold the rollout until time, evidence or a person lets it go on.
+``experiment``, and the hook steps ``webhook`` and ``confirm`` of
+:mod:`rollwise.rollout.hooks`) hold the rollout until time, evidence, a hook's answer or
+a person lets it go on.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rollwise.analysis.gates import Gate, Metric
+from rollwise.rollout.hooks import Confirm, HookKind, Webhook
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,7 @@ class Switch:
         return {"switch": {"keep_previous_s": self.keep_previous_s}}
 
 
-Step = SetWeight | MirrorStep | Pause | Analyze | Experiment | Preview | Switch
+Step = SetWeight | MirrorStep | Pause | Analyze | Experiment | Preview | Switch | Webhook | Confirm
 INSTANT_STEPS = (SetWeight, MirrorStep, Preview, Switch)
 
 
@@ -132,4 +135,11 @@ def describe_step(step: Step) -> str:
             return "preview" + (f" with {m} % mirrored" if m else "")
         case Switch():
             return "switch all traffic"
+        case Webhook(call=call, kind=kind, on_failure=on_failure):
+            what = "call webhook" if kind is HookKind.WEBHOOK else f"{kind.value} hook"
+            what = what.replace("_", "-")  # pre-rollout, pre-promotion
+            return f"{what} {call.url} ({on_failure.value} on failure)"
+        case Confirm(url=url, max_wait_s=wait, on_timeout=on_timeout):
+            limit = f", {on_timeout.value} after {wait:g} s" if wait is not None else ""
+            return f"wait for confirmation from {url}{limit}"
     raise AssertionError(step)  # pragma: no cover

@@ -19,6 +19,7 @@ from rollwise.config import GatewayConfig
 from rollwise.domain import Event, ModelSpec
 from rollwise.errors import NotFound, RollwiseError
 from rollwise.store.base import Store
+from rollwise.tracing import RequestTracer
 
 log = logging.getLogger("rollwise.gateway")
 T = TypeVar("T")
@@ -44,6 +45,9 @@ class Context:
         self._store = store
         self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollwise-store")
         self._background: set[asyncio.Task[None]] = set()
+        # Spans of data-plane requests; None (the default) costs the request path one
+        # check. Set by the gateway when its config has tracing.otlp_endpoint.
+        self.tracer: RequestTracer | None = None
 
     @property
     def store(self) -> Store:

@@ -26,6 +26,8 @@ from rollwise.config import GatewayConfig
 from rollwise.controller import Controller
 from rollwise.domain import ModelSpec, RegisteredVersion, Routing, VersionSpec
 from rollwise.errors import RollwiseError
+from rollwise.notifications.sender import Notifier
+from rollwise.providers.reader import GateReader
 from rollwise.readiness import StoreReadiness
 from rollwise.rollout import Phase, RolloutStatus
 from rollwise.rollouts import Rollouts
@@ -67,6 +69,11 @@ class Gateway:
         self.ctx = Context(
             config, store=store, clock=clock, rng=rng or random.Random(), replica=self.replica
         )
+        if config.tracing.enabled:
+            # Imported only here: without tracing, OpenTelemetry is never loaded.
+            from rollwise.tracing.otel import build_tracer
+
+            self.ctx.tracer = build_tracer(config.tracing)
         self.fleet = StoreReadiness(
             lambda: self.ctx.store,
             clock=clock,
@@ -95,6 +102,9 @@ class Gateway:
         self._controller_job: asyncio.Future[None] | None = None
         self._rollouts: Rollouts | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Rollout events this process records, sent to the config's targets from
+        # queues of their own (started with the gateway).
+        self.notifier = Notifier(config.notifications)
 
     # views the server reads -----------------------------------------------------------
     @property
@@ -187,8 +197,11 @@ class Gateway:
             ),
             asyncio.create_task(self._every(60.0, self.prune), name="prune"),
         ]
+        self.notifier.start()
         self._rollouts = Rollouts(
             store,
+            notify=self.notifier.publish,
+            providers=self.config.providers,
             clock=self.clock,
             readiness=self.fleet.readiness,
             versions=lambda name: list(self.model(name).versions),
@@ -265,6 +278,8 @@ class Gateway:
             fleet=self.fleet,
             unload_previous=settings.unload_previous,
             on_routing=routing_changed,
+            gate_reader=GateReader(self.config.providers),
+            notify=self.notifier.publish,
         )
         # Its own thread: a tick reads and judges metrics, which must not hold up
         # the event loop that serves requests.
@@ -293,6 +308,8 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await self._controller_job
             self.controller = None
+        # The controller's last events are queued by now: give them a moment to go out.
+        await asyncio.get_running_loop().run_in_executor(None, self.notifier.close)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in self._tasks:
@@ -317,6 +334,9 @@ class Gateway:
                 await self.membership.leave()
                 self._joined = False
         await self.versions.close()
+        if self.ctx.tracer is not None:
+            # Exports the spans still buffered (a blocking call: off the loop).
+            await asyncio.get_running_loop().run_in_executor(None, self.ctx.tracer.close)
         if self.ctx.has_store:
             await self.ctx.db(self.store.close)
         self.ctx.close()

@@ -18,6 +18,7 @@ answer is the caller's, a 5xx or a timeout the version's).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from rollwise.backends.base import InferenceRequest, InferenceResponse
@@ -31,6 +32,7 @@ from rollwise.runtime.routing_state import USERS_TRACKED, RoutingState
 from rollwise.runtime.shadows import Shadows
 from rollwise.runtime.telemetry import Telemetry
 from rollwise.runtime.versions import Versions, describe
+from rollwise.tracing import RequestTracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class Serving:
         self.routing = routing
         self.telemetry = telemetry
         self.shadows = Shadows(ctx, versions, telemetry)
+        self.tracer: RequestTracer | None = ctx.tracer
 
     def choose(self, model: str, key: str | None, forced: str | None) -> tuple[ModelTable, str]:
         table = self.routing.tables.get(model)
@@ -95,16 +98,39 @@ class Serving:
                 self.telemetry.metrics.window(model, version, Role.SERVED).users += 1
         return table, version
 
-    async def serve(
+    def serve(
         self,
         table: ModelTable,
         version: str,
         request: InferenceRequest,
         request_id: str,
         role: Role = Role.SERVED,
-    ) -> Outcome:
+        parent: str | None = None,
+    ) -> Awaitable[Outcome]:
         """Ask ``version`` for an answer, recording what happened under ``role``
-        (served traffic, or a preview that forced the version)."""
+        (served traffic, or a preview that forced the version); traced, in a span that
+        continues the caller's ``traceparent`` (``parent``). Not a coroutine itself:
+        an untraced request awaits the work directly, with no frame in between."""
+        tracer = self.tracer
+        if tracer is None:
+            return self._serve(table, version, request, request_id, role)
+        return tracer.traced(
+            self._serve(table, version, request, request_id, role),
+            model=table.model,
+            version=version,
+            role=role.value,
+            request_id=request_id,
+            parent=parent,
+        )
+
+    async def _serve(
+        self,
+        table: ModelTable,
+        version: str,
+        request: InferenceRequest,
+        request_id: str,
+        role: Role,
+    ) -> Outcome:
         model = table.model
         backend = self.versions.backends[(model, version)]
         started = time.perf_counter()

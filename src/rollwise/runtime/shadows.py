@@ -311,7 +311,18 @@ class Shadows:
         model_ms: float | None = None
         error: Exception | None = None
         try:
-            answer = await predict(job.request)
+            tracer = self.ctx.tracer
+            if tracer is None:
+                answer = await predict(job.request)
+            else:
+                answer = await tracer.traced(
+                    predict(job.request),
+                    model=job.model,
+                    version=job.version,
+                    role=Role.SHADOW.value,
+                    request_id=job.request_id,
+                    parent=None,
+                )
             if isinstance(answer, TimedAnswer):
                 response, model_ms = answer.response, answer.model_ms
             else:

@@ -116,6 +116,7 @@ def build_control_app(gateway: Gateway, auth: Authenticator, host: str | None = 
         # scrape target: each labels its series with its replica id, or a scrape reaching
         # another worker would look to Prometheus like a reset of the same counters.
         replica=Replica(gateway.replica, os.getpid(), label_series=gateway.on_hangup is not None),
+        notifications=gateway.notifier.counts,
     )
 
     def principal(request: Request, role: str) -> Principal:

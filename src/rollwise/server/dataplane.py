@@ -125,6 +125,15 @@ def _header_map(scope: Scope) -> dict[bytes, bytes]:
     return found
 
 
+def _traceparent(headers: dict[bytes, bytes]) -> str | None:
+    """The caller's W3C ``traceparent``, when it sent a plausible one (the tracer
+    parses it; a malformed one starts a new trace)."""
+    raw = headers.get(b"traceparent")
+    if raw is None or len(raw) > 128:
+        return None
+    return raw.decode("latin-1")
+
+
 def _cookie(scope: Scope, name: str) -> str | None:
     raw = _header(scope, b"cookie")
     if raw is None:
@@ -272,7 +281,9 @@ class DataPlane:
             return
         try:
             role = Role.SERVED if forced is None else Role.PREVIEW
-            outcome = await serving.serve(table, version, request, request_id, role)
+            # The caller's trace is only looked up when requests are traced.
+            parent = _traceparent(headers) if serving.tracer is not None else None
+            outcome = await serving.serve(table, version, request, request_id, role, parent)
         except RollwiseError as error:
             refusal = error
         if refusal is not None:
