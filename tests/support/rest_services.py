@@ -188,7 +188,9 @@ class RestService:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                # uvicorn waits for requests in flight, and a test may have left one
+                # hanging on purpose (/hang): a test service need not finish it.
+                self.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
