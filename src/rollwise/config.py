@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from rollwise.analysis.comparators import ComparatorSpec, parse_comparator
 from rollwise.domain import ModelSpec, StickyKey, StickyKind, VersionSpec
 from rollwise.errors import ConfigError
 from rollwise.metrics.scoring import MAX_LABEL_CHARS
@@ -177,6 +178,8 @@ class ModelSection(_Strict):
     )
     """The classes a label may be, for versions that cannot tell their own (the model's
     own ``classes_`` win when a loaded version knows them)."""
+    comparator: dict[str, Any] | None = None
+    """How a shadow's text answers are compared (``rollwise.analysis.comparators``)."""
 
     @field_validator("sticky_key")
     @classmethod
@@ -228,6 +231,8 @@ class GatewayConfig:
     """Where rollout events are sent (``rollwise.notifications``), secrets resolved."""
     tracing: TracingSection = field(default_factory=lambda: TracingSection())  # type: ignore[call-arg]
     """Spans of data-plane requests over OTLP (``rollwise.tracing``); off by default."""
+    comparators: Mapping[str, ComparatorSpec] = field(default_factory=dict)
+    """Per model, the text comparator of its shadows (models without one absent)."""
 
     @property
     def settle_s(self) -> float:
@@ -413,6 +418,13 @@ def parse_config(
         },
         notifications=resolve_targets(parsed.notifications, env, source),
         tracing=parsed.tracing,
+        comparators={
+            name: parse_comparator(
+                section.comparator, where=f"{source}: models.{name}.comparator", environ=env
+            )
+            for name, section in parsed.models.items()
+            if section.comparator is not None
+        },
     )
 
 

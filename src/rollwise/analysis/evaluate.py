@@ -34,9 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rollwise.analysis.gates import Bound, Gate, Method, Metric
+from rollwise.analysis.llm_figures import is_llm, llm_figure, llm_sample_size
 from rollwise.analysis.summary import ArmSummary
 from rollwise.analysis.verdict import GateResult, Verdict
 from rollwise.metrics.histogram import LogHistogram, log_midpoints, midpoints
+from rollwise.metrics.satisfaction import satisfaction_estimate
 from rollwise.stats import drift
 from rollwise.stats import sequential as seq
 from rollwise.stats.estimates import (
@@ -67,12 +69,18 @@ class ArmFigure:
 
 
 def _sample_size(metric: Metric, arm: ArmSummary) -> int:
+    if is_llm(metric):
+        return llm_sample_size(metric, arm)
     if metric in (Metric.ERROR_RATE, Metric.CLIENT_ERROR_RATE):
         return arm.requests
     if metric.is_latency:
         return arm.latency.count
     if metric is Metric.SHADOW_AGREEMENT:
         return arm.shadow_compared
+    if metric is Metric.SATISFACTION:
+        return arm.satisfaction
+    if metric is Metric.WIN_RATE:
+        return arm.shadow_judged
     if metric in (Metric.DRIFT_PSI, Metric.DRIFT_KS):
         return arm.output_count
     return arm.feedback
@@ -80,6 +88,9 @@ def _sample_size(metric: Metric, arm: ArmSummary) -> int:
 
 def arm_estimate(metric: Metric, arm: ArmSummary) -> ArmFigure:
     """The metric of one arm as an :class:`ArmFigure` (drift metrics have no per-arm form)."""
+    if is_llm(metric):
+        value, n, est, problem = llm_figure(metric, arm)
+        return ArmFigure(value, n, est, problem)
     n = _sample_size(metric, arm)
     if metric is Metric.ERROR_RATE:
         value = arm.error_rate
@@ -94,6 +105,12 @@ def arm_estimate(metric: Metric, arm: ArmSummary) -> ArmFigure:
     if metric is Metric.SHADOW_AGREEMENT:
         est = proportion_estimate(arm.shadow_agreed, n) if n else None
         return ArmFigure(arm.shadow_agreement, n, est, None if n else "no mirrored requests")
+    if metric is Metric.WIN_RATE:
+        est = proportion_estimate(arm.shadow_wins, n) if n else None
+        return ArmFigure(arm.win_rate, n, est, None if n else "no answers judged")
+    if metric is Metric.SATISFACTION:
+        est = satisfaction_estimate(n, arm.satisfaction_sum, arm.satisfaction_sq_sum) if n else None
+        return ArmFigure(arm.satisfaction_mean, n, est, None if n else "no ratings")
     if n < 2:
         return ArmFigure(math.nan, n, None, f"{n} samples; need at least 2 for a variance")
     if metric is Metric.MAE:

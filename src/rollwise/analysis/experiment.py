@@ -50,6 +50,7 @@ EXPERIMENT_METRICS = (
     Metric.RMSE,
     Metric.REWARD,
     Metric.LATENCY_MEAN,
+    Metric.SATISFACTION,
 )
 _PROPORTIONS = (Metric.ERROR_RATE, Metric.ACCURACY)
 

@@ -8,6 +8,8 @@ A gate is written in a rollout spec as a small mapping, for example::
     {metric: error_rate, max: 0.02}                      # absolute, candidate only
     {metric: client_error_rate, max_increase: 0.01}      # refuses no more than stable
     {metric: shadow_agreement, min: 0.95}
+    {metric: satisfaction, max_decrease: 0.05}           # users' ratings from feedback
+    {metric: win_rate, min: 0.5}                          # a judge's preference in shadow
     {metric: drift_psi, max: 0.2}
 
 Keys: ``metric`` (required); exactly one bound: ``max`` / ``min`` (absolute, on the
@@ -21,6 +23,13 @@ per arm at which a sequential test is tuned to be tightest).
 share it refused as the caller's bad input (see ``rollwise.analysis.summary``), which
 no error rate counts: bounded relative to stable, it catches a candidate that refuses
 requests the stable version takes.
+
+LLM endpoints (``openai`` versions) add, per answered request: ``ttft_p50_ms`` /
+``ttft_p95_ms`` / ``ttft_p99_ms`` (time to first token, judged as the latency quantiles
+are) and ``ttft_mean_ms``, ``itl_mean_ms`` (inter-token latency), ``tokens_per_s`` (higher
+is better), ``cost_per_request`` (means, judged as ``mae`` is), and
+``finish_length_rate``, ``finish_content_filter_rate``, ``empty_answer_rate`` (shares,
+judged as ``error_rate`` is): e.g. ``{metric: ttft_p95_ms, max_ratio: 1.2}``.
 
 The bound also fixes the direction: ``max*`` bounds are for metrics where higher is
 worse (error rates, latency, MAE/RMSE, drift) and ``min*`` / ``max_decrease`` for metrics
@@ -61,11 +70,24 @@ class Metric(StrEnum):
     LATENCY_P95 = "latency_p95_ms"
     LATENCY_P99 = "latency_p99_ms"
     LATENCY_MEAN = "latency_mean_ms"
+    # LLM endpoints (openai versions; rollwise.metrics.llm), per answered request.
+    TTFT_P50 = "ttft_p50_ms"
+    TTFT_P95 = "ttft_p95_ms"
+    TTFT_P99 = "ttft_p99_ms"
+    TTFT_MEAN = "ttft_mean_ms"
+    ITL_MEAN = "itl_mean_ms"
+    TOKENS_PER_S = "tokens_per_s"
+    COST_PER_REQUEST = "cost_per_request"
+    FINISH_LENGTH_RATE = "finish_length_rate"
+    FINISH_CONTENT_FILTER_RATE = "finish_content_filter_rate"
+    EMPTY_ANSWER_RATE = "empty_answer_rate"
     ACCURACY = "accuracy"
     MAE = "mae"
     RMSE = "rmse"
     REWARD = "reward"
     SHADOW_AGREEMENT = "shadow_agreement"
+    SATISFACTION = "satisfaction"
+    WIN_RATE = "win_rate"
     DRIFT_PSI = "drift_psi"
     DRIFT_KS = "drift_ks"
     PROMETHEUS = "prometheus"
@@ -99,11 +121,40 @@ class Metric(StrEnum):
     @property
     def single_figure(self) -> bool:
         """Compares the versions within one figure, so only absolute bounds make sense."""
-        return self in (Metric.SHADOW_AGREEMENT, Metric.DRIFT_PSI, Metric.DRIFT_KS)
+        return self in (
+            Metric.SHADOW_AGREEMENT,
+            Metric.WIN_RATE,
+            Metric.DRIFT_PSI,
+            Metric.DRIFT_KS,
+        )
 
 
-_HIGHER_IS_BETTER = frozenset({Metric.ACCURACY, Metric.REWARD, Metric.SHADOW_AGREEMENT})
-_QUANTILES = {Metric.LATENCY_P50: 0.5, Metric.LATENCY_P95: 0.95, Metric.LATENCY_P99: 0.99}
+_HIGHER_IS_BETTER = frozenset(
+    {
+        Metric.ACCURACY,
+        Metric.REWARD,
+        Metric.SHADOW_AGREEMENT,
+        Metric.SATISFACTION,
+        Metric.WIN_RATE,
+        Metric.TOKENS_PER_S,
+    }
+)
+_QUANTILES = {
+    Metric.LATENCY_P50: 0.5,
+    Metric.LATENCY_P95: 0.95,
+    Metric.LATENCY_P99: 0.99,
+    Metric.TTFT_P50: 0.5,
+    Metric.TTFT_P95: 0.95,
+    Metric.TTFT_P99: 0.99,
+}
+LLM_RATES = frozenset(
+    {Metric.FINISH_LENGTH_RATE, Metric.FINISH_CONTENT_FILTER_RATE, Metric.EMPTY_ANSWER_RATE}
+)
+"""Shares of answered LLM requests, judged as proportions like ``error_rate``."""
+LLM_MEANS = frozenset(
+    {Metric.TTFT_MEAN, Metric.ITL_MEAN, Metric.TOKENS_PER_S, Metric.COST_PER_REQUEST}
+)
+"""Means per answered LLM request, judged from sums and sums of squares like ``mae``."""
 _FROM_PREDICTIONS = frozenset(
     {
         Metric.ACCURACY,
@@ -111,12 +162,20 @@ _FROM_PREDICTIONS = frozenset(
         Metric.RMSE,
         Metric.REWARD,
         Metric.SHADOW_AGREEMENT,
+        Metric.WIN_RATE,
         Metric.DRIFT_PSI,
         Metric.DRIFT_KS,
     }
 )
 _SHARES = frozenset(
-    {Metric.ERROR_RATE, Metric.CLIENT_ERROR_RATE, Metric.ACCURACY, Metric.SHADOW_AGREEMENT}
+    {
+        Metric.ERROR_RATE,
+        Metric.CLIENT_ERROR_RATE,
+        Metric.ACCURACY,
+        Metric.SHADOW_AGREEMENT,
+        Metric.SATISFACTION,
+        Metric.WIN_RATE,
+    }
 )
 
 
@@ -248,7 +307,8 @@ def _validate(gate: Gate, where: str) -> None:
             raise ConfigError(f"{where}: {key!r} needs a positive metric; reward can be negative")
         if gate.threshold <= 0:
             raise ConfigError(f"{where}: {key} must be > 0, got {gate.threshold!r}")
-    if metric in _SHARES and not bound.relative and not 0.0 <= gate.threshold <= 1.0:
+    share = metric in _SHARES or metric in LLM_RATES
+    if share and not bound.relative and not 0.0 <= gate.threshold <= 1.0:
         raise ConfigError(
             f"{where}: {key} for {metric.value} is a share in [0, 1], got {gate.threshold!r}"
         )

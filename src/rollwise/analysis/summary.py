@@ -19,12 +19,21 @@ Which count each metric uses:
   ``quartic_error_sum`` are the sums of ``|e|``, ``e²`` and ``e⁴`` of the error ``e``
   (the fourth powers give the variance of ``e²``, which an RMSE interval needs); for any
   reward, ``reward_sum`` and ``reward_sq_sum``;
+* ``llm_answers``: answered LLM requests (``openai`` versions), the count of the LLM
+  rates (``finish_length``, ``finish_content_filter``, ``empty_answers``) and means
+  (sums and sums of squares of cost and tokens/s; ``ttft`` is a histogram like
+  ``latency``; ``itl_*`` over the ``itl_requests`` with two chunks or more);
 * ``outputs``: the distribution of the version's answers, as counts per class label or
   as a LogHistogram of numeric outputs (values at or below 0.01 share its underflow
   bucket, so signed outputs should be shifted or binned as labels);
 * ``shadow_compared`` / ``shadow_agreed``: on the candidate's summary, the mirrored
   requests on which both versions answered, and those on which the candidate agreed with
-  the stable version (same class, or within the model's tolerance).
+  the stable version (same class, or within the model's tolerance, or by the model's
+  text comparator);
+* ``satisfaction`` / ``satisfaction_sum`` / ``satisfaction_sq_sum``: users' ratings of
+  answers from feedback (thumbs as 1/0, or scores in [0, 1]);
+* ``shadow_judged`` / ``shadow_wins``: mirrored requests a judge comparator decided
+  (ties excluded), and those it decided for the candidate.
 """
 
 from __future__ import annotations
@@ -58,6 +67,25 @@ class ArmSummary:
     outputs: Outputs | None = None
     shadow_compared: int = 0
     shadow_agreed: int = 0
+    satisfaction: int = 0
+    satisfaction_sum: float = 0.0
+    satisfaction_sq_sum: float = 0.0
+    shadow_judged: int = 0
+    shadow_wins: int = 0
+    # LLM endpoints (rollwise.metrics.llm): per answered request.
+    llm_answers: int = 0
+    ttft: LogHistogram = field(default_factory=LogHistogram)
+    ttft_sum_ms: float = 0.0
+    itl_requests: int = 0
+    itl_sum_ms: float = 0.0
+    itl_sq_sum_ms: float = 0.0
+    tokens_per_s_sum: float = 0.0
+    tokens_per_s_sq_sum: float = 0.0
+    cost_sum: float = 0.0
+    cost_sq_sum: float = 0.0
+    finish_length: int = 0
+    finish_content_filter: int = 0
+    empty_answers: int = 0
 
     def __post_init__(self) -> None:
         for name in _COUNTS:
@@ -76,6 +104,10 @@ class ArmSummary:
         if self.shadow_agreed > self.shadow_compared:
             raise ValueError(
                 f"shadow_agreed {self.shadow_agreed} exceeds shadow_compared {self.shadow_compared}"
+            )
+        if self.shadow_wins > self.shadow_judged:
+            raise ValueError(
+                f"shadow_wins {self.shadow_wins} exceeds shadow_judged {self.shadow_judged}"
             )
 
     # -- derived figures (NaN when there is nothing to compute them from) ---------------
@@ -116,6 +148,14 @@ class ArmSummary:
         return self.shadow_agreed / self.shadow_compared if self.shadow_compared else math.nan
 
     @property
+    def satisfaction_mean(self) -> float:
+        return self.satisfaction_sum / self.satisfaction if self.satisfaction else math.nan
+
+    @property
+    def win_rate(self) -> float:
+        return self.shadow_wins / self.shadow_judged if self.shadow_judged else math.nan
+
+    @property
     def output_count(self) -> int:
         if self.outputs is None:
             return 0
@@ -130,7 +170,7 @@ class ArmSummary:
         values: dict[str, Any] = {}
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if f.name == "latency":
+            if f.name in _HISTOGRAMS:
                 values[f.name] = mine.merge(theirs)
             elif f.name == "outputs":
                 values[f.name] = _merge_outputs(mine, theirs)
@@ -142,7 +182,7 @@ class ArmSummary:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "latency":
+            if f.name in _HISTOGRAMS:
                 out[f.name] = value.to_dict()
             elif f.name == "outputs":
                 if isinstance(value, LogHistogram):
@@ -161,7 +201,7 @@ class ArmSummary:
         for key, value in data.items():
             if key not in names:
                 raise ValueError(f"unknown summary field {key!r}")
-            if key == "latency":
+            if key in _HISTOGRAMS:
                 values[key] = LogHistogram.from_dict(value)
             elif key == "outputs":
                 if "histogram" in value:
@@ -175,7 +215,13 @@ class ArmSummary:
         return cls(**values)
 
 
+_HISTOGRAMS = ("latency", "ttft")
 _COUNTS = (
+    "llm_answers",
+    "itl_requests",
+    "finish_length",
+    "finish_content_filter",
+    "empty_answers",
     "requests",
     "errors",
     "client_errors",
@@ -183,6 +229,9 @@ _COUNTS = (
     "correct",
     "shadow_compared",
     "shadow_agreed",
+    "satisfaction",
+    "shadow_judged",
+    "shadow_wins",
 )
 
 

@@ -16,7 +16,16 @@ from urllib.parse import urlsplit
 
 from rollwise.errors import ConfigError
 
-BACKEND_KINDS: tuple[str, ...] = ("sklearn", "onnx", "python", "http", "rest", "fake", "mlflow")
+BACKEND_KINDS: tuple[str, ...] = (
+    "sklearn",
+    "onnx",
+    "python",
+    "http",
+    "rest",
+    "openai",
+    "fake",
+    "mlflow",
+)
 
 FILE_KINDS: tuple[str, ...] = ("sklearn", "onnx")
 """The kinds whose artifact is one file, from ``path`` or ``url``."""
@@ -168,6 +177,24 @@ SCHEMAS: Mapping[str, Schema] = {
             "idle_timeout_s": Option("seconds"),
         }
     ),
+    # An OpenAI-compatible endpoint (rollwise.backends.openai); the url, key and
+    # parameters are checked further as the backend is built.
+    "openai": Schema(
+        {
+            "url": Option("str", required=True),
+            "model": Option("str", required=True),
+            "api_key_env": Option("str"),
+            "timeout_s": Option("seconds"),
+            "system_prompt": Option("str"),
+            "parameters": Option("mapping"),
+            "price_per_1k_prompt": Option("number", minimum=0),
+            "price_per_1k_completion": Option("number", minimum=0),
+            "max_connections": Option("count", minimum=1),
+            "max_connecting": Option("count", minimum=1),
+            "min_idle": Option("count", minimum=0),
+            "idle_timeout_s": Option("seconds"),
+        }
+    ),
     # A model from an MLflow registry, loaded by the sklearn or onnx backend: it takes
     # their options too and passes on those the chosen one knows.
     "mlflow": Schema(
@@ -312,7 +339,7 @@ def _check_combinations(kind: str, options: Mapping[str, Any], where: str) -> No
             f"{where}.kwargs: only used with factory: true (kwargs are passed to the "
             "target once, at load)"
         )
-    if kind in ("http", "rest"):
+    if kind in ("http", "rest", "openai"):
         http_pool_limits(options, where)
     if kind == "fake" and options.get("echo") is True:
         for key in ("outputs", "label"):
@@ -382,6 +409,24 @@ def http_pool_limits(options: Mapping[str, Any], where: str) -> PoolLimits:
     )
 
 
+OWN_PROTOCOLS: tuple[str, ...] = ("rest", "openai")
+"""Kinds whose versions take requests in a protocol of their own, not inference
+requests: a model's versions are all of one such kind or none."""
+
+
+def _one_protocol(kinds: Mapping[str, str], own: str, where: str) -> None:
+    """Refuse a model that mixes ``own`` (an ``OWN_PROTOCOLS`` kind) with other kinds."""
+    mine = sorted(name for name, kind in kinds.items() if kind == own)
+    other = sorted(name for name, kind in kinds.items() if kind != own)
+    if mine and other:
+        raise ConfigError(
+            f"{where}: versions {', '.join(mine)} are backend {own!r} and "
+            f"{', '.join(f'{n} ({kinds[n]})' for n in other)} are not; a model's versions "
+            f"are all {own} or none, as its clients speak one protocol: give the {own} "
+            "versions a model of their own"
+        )
+
+
 PASS_THROUGH = "rest"
 """The kind whose versions answer their own API's requests (``/proxy/{model}/{path}``),
 not inference requests."""
@@ -407,6 +452,9 @@ def check_model_backends(kinds: Mapping[str, str], where: str) -> None:
     one or the other; to compare a model server with an OIP version, put both behind
     ``rest`` (an OIP server is an HTTP service too).
     """
+    for own in OWN_PROTOCOLS:
+        if own != PASS_THROUGH:
+            _one_protocol(kinds, own, where)
     rest = sorted(name for name, kind in kinds.items() if kind == PASS_THROUGH)
     other = sorted(name for name, kind in kinds.items() if kind != PASS_THROUGH)
     if rest and other:

@@ -38,6 +38,10 @@ def validate_backend_options(spec: VersionSpec, /, *, model: str | None = None) 
     if spec.backend not in SCHEMAS:
         raise unknown_kind(spec.backend, where)
     check_options(spec.backend, spec.options, where)
+    if spec.backend == "openai":
+        from rollwise.backends.openai import OpenAIBackend
+
+        _build_checked(OpenAIBackend, spec, model)
     if spec.backend in ("http", "rest"):
         # The HTTP and REST backends check their address, timeout, paths and headers as
         # they are built; building one opens nothing, so a bad value is caught before
@@ -103,7 +107,22 @@ def create_backend(
     if kind == "rest":
         module = importlib.import_module("rollwise.backends.rest")
         return cast(Backend, module.RestBackend(name, options, base_dir))
+    if kind == "openai":
+        from rollwise.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(name, options, base_dir)
     raise AssertionError(f"kind {kind!r} is in SCHEMAS but has no constructor")
+
+
+def _build_checked(build: Any, spec: VersionSpec, model: str | None) -> None:
+    """Build a backend only to check its options (building opens nothing)."""
+    try:
+        build(spec.name, spec.options, Path("."))
+    except ConfigError as error:
+        message = str(error)
+        if model is not None and message.startswith("versions."):
+            message = f"models.{model}.{message}"
+        raise ConfigError(message) from None
 
 
 def _speaks_grpc(kind: str, options: Mapping[str, Any]) -> bool:

@@ -51,6 +51,7 @@ def status(
 ) -> None:
     """Versions, health, fleet readiness, weights, requests, errors, latency, shadow
     agreement and mirrored requests dropped, per version."""
+    from rollwise.llm_status import llm_table
     from rollwise.status_table import status_notes, status_table
     from rollwise.views import waiting_lines
 
@@ -62,6 +63,9 @@ def status(
     for info in models:
         table = status_table(info)
         console.print(table)
+        llm = llm_table(info)
+        if llm is not None:
+            console.print(llm)
         rollout = info.get("rollout")
         if rollout:
             console.print(

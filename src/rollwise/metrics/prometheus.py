@@ -28,6 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from rollwise.metrics.llm_prometheus import llm_families
 from rollwise.metrics.recorder import MetricKey, VersionWindow
 
 # Prometheus buckets (seconds), coarser than the internal log-spaced histogram.
@@ -105,6 +106,7 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = [
             *self._traffic(),
+            *llm_families(self._totals(), LATENCY_BUCKETS_S),
             *self._routing(),
             self._dropped(),
             *self._gc(),

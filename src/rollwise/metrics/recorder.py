@@ -64,6 +64,36 @@ class VersionWindow:
     sq_error_sum: float = 0.0
     quartic_error_sum: float = 0.0
     """Sum of error⁴, which an interval for the RMSE needs."""
+    satisfaction: int = 0
+    """Answers rated by a user (thumbs as 1/0 or a score in [0, 1]), apart from labels."""
+    satisfaction_sum: float = 0.0
+    satisfaction_sq_sum: float = 0.0
+    judged: int = 0
+    """Mirrored answers a judge comparator preferred one way (ties not among them)."""
+    wins: int = 0
+    """Of ``judged``, those where the judge preferred this (shadow) version's answer."""
+    ties: int = 0
+    compare_dropped: int = 0
+    """Comparisons by an endpoint (embedding, judge) dropped: queue full, or failed."""
+    # LLM endpoints (``openai`` versions; see rollwise.metrics.llm): per answered request.
+    llm_answers: int = 0
+    ttft_ms: LogHistogram = field(default_factory=LogHistogram)
+    ttft_sum_ms: float = 0.0
+    itl_requests: int = 0
+    """Answers with two content chunks or more: those with an inter-token latency."""
+    itl_sum_ms: float = 0.0
+    itl_sq_sum_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens_estimated: int = 0
+    """Answers whose tokens were approximated from the stream (no ``usage``)."""
+    tokens_per_s_sum: float = 0.0
+    tokens_per_s_sq_sum: float = 0.0
+    cost_sum: float = 0.0
+    cost_sq_sum: float = 0.0
+    finish_length: int = 0
+    finish_content_filter: int = 0
+    empty_answers: int = 0
 
     def record_call(self, latency_ms: float, *, failed: bool, timed_out: bool) -> None:
         """One call to the version: its latency, and whether it failed or timed out."""
@@ -106,6 +136,7 @@ class VersionWindow:
         for name in _SCALARS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency_ms.update(other.latency_ms)
+        self.ttft_ms.update(other.ttft_ms)
         for name, count in other.outputs.items():
             self.outputs[name] = self.outputs.get(name, 0) + count
         self.output_values.update(other.output_values)
@@ -117,7 +148,16 @@ class VersionWindow:
 
     @property
     def empty(self) -> bool:
-        return not (self.requests or self.dropped or self.feedback or self.compared)
+        return not (
+            self.requests
+            or self.dropped
+            or self.feedback
+            or self.compared
+            or self.satisfaction
+            or self.judged
+            or self.ties
+            or self.compare_dropped
+        )
 
     def to_payload(self) -> dict[str, Any]:
         """A compact JSON-able form; zero fields are left out."""
@@ -132,6 +172,8 @@ class VersionWindow:
             payload["outputs"] = dict(self.outputs)
         if self.output_values.count:
             payload["output_values"] = _json_keys(self.output_values.to_dict())
+        if self.ttft_ms.count:
+            payload["ttft_ms"] = _json_keys(self.ttft_ms.to_dict())
         return payload
 
     @classmethod
@@ -146,6 +188,8 @@ class VersionWindow:
             window.outputs = {str(k): int(v) for k, v in payload["outputs"].items()}
         if "output_values" in payload:
             window.output_values = LogHistogram.from_dict(payload["output_values"])
+        if "ttft_ms" in payload:
+            window.ttft_ms = LogHistogram.from_dict(payload["ttft_ms"])
         return window
 
     def summary(self) -> dict[str, Any]:
@@ -170,11 +214,21 @@ class VersionWindow:
             result["compared"] = self.compared
             result["agreement"] = self.agreed / self.compared if self.compared else None
             result["dropped"] = self.dropped
+        if self.judged or self.ties or self.compare_dropped:
+            result["judged"] = self.judged
+            result["win_rate"] = self.wins / self.judged if self.judged else None
+            result["ties"] = self.ties
+            result["compare_dropped"] = self.compare_dropped
         if self.feedback:
             result["feedback"] = self.feedback
             result["accuracy"] = self.correct / self.feedback
             result["mae"] = self.abs_error_sum / self.feedback
             result["rmse"] = (self.sq_error_sum / self.feedback) ** 0.5
+        if self.satisfaction:
+            result["satisfaction_count"] = self.satisfaction
+            result["satisfaction"] = self.satisfaction_sum / self.satisfaction
+        if self.llm_answers:
+            result.update(_llm_summary(self))
         return result
 
 
@@ -197,7 +251,52 @@ _SCALARS = (
     "abs_error_sum",
     "sq_error_sum",
     "quartic_error_sum",
+    "satisfaction",
+    "satisfaction_sum",
+    "satisfaction_sq_sum",
+    "judged",
+    "wins",
+    "ties",
+    "compare_dropped",
+    "llm_answers",
+    "ttft_sum_ms",
+    "itl_requests",
+    "itl_sum_ms",
+    "itl_sq_sum_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens_estimated",
+    "tokens_per_s_sum",
+    "tokens_per_s_sq_sum",
+    "cost_sum",
+    "cost_sq_sum",
+    "finish_length",
+    "finish_content_filter",
+    "empty_answers",
 )
+
+
+def _llm_summary(window: VersionWindow) -> dict[str, Any]:
+    """The LLM figures of a window with answered LLM requests."""
+    n = window.llm_answers
+    ttft = window.ttft_ms
+    return {
+        "llm_answers": n,
+        "ttft_p50_ms": ttft.quantile(0.5) if ttft.count else None,
+        "ttft_p95_ms": ttft.quantile(0.95) if ttft.count else None,
+        "ttft_p99_ms": ttft.quantile(0.99) if ttft.count else None,
+        "ttft_mean_ms": window.ttft_sum_ms / ttft.count if ttft.count else None,
+        "itl_mean_ms": window.itl_sum_ms / window.itl_requests if window.itl_requests else None,
+        "prompt_tokens": window.prompt_tokens,
+        "completion_tokens": window.completion_tokens,
+        "tokens_estimated": window.tokens_estimated,
+        "tokens_per_s": window.tokens_per_s_sum / n,
+        "cost_total": window.cost_sum,
+        "cost_per_request": window.cost_sum / n,
+        "finish_length_rate": window.finish_length / n,
+        "finish_content_filter_rate": window.finish_content_filter / n,
+        "empty_answer_rate": window.empty_answers / n,
+    }
 
 
 def _json_keys(counts: Mapping[int, int]) -> dict[str, int]:

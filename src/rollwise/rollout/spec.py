@@ -330,8 +330,12 @@ def _shadow(options: Mapping[str, Any], gates: tuple[Gate, ...], where: str) -> 
     _known(follow, ("strategy", strategy.value), f"{where}.then")
     # Agreement is measured only on mirrored requests: it validates the shadow part,
     # and the strategy that follows is judged by the other gates.
-    served_gates = tuple(g for g in gates if g.metric is not Metric.SHADOW_AGREEMENT)
+    served_gates = tuple(g for g in gates if g.metric not in _MIRROR_ONLY)
     return steps + _compile(strategy, follow.get(strategy.value), served_gates, f"{where}.then")
+
+
+_MIRROR_ONLY = (Metric.SHADOW_AGREEMENT, Metric.WIN_RATE)
+"""Metrics measured on mirrored requests only."""
 
 
 def _experiment(options: Mapping[str, Any], where: str) -> Experiment:
@@ -362,7 +366,9 @@ def _experiment(options: Mapping[str, Any], where: str) -> Experiment:
         raise ConfigError(f"{where}.power: must be in [0.5, 1), got {power!r}")
     baseline = _number(options, "baseline", where) if "baseline" in options else None
     proportion = metric in (Metric.ERROR_RATE, Metric.ACCURACY)
-    if baseline is None and not proportion:
+    # Ratings lie in [0, 1], whose standard deviation is at most 0.5: planning with it
+    # never plans too few samples (planned_samples).
+    if baseline is None and not proportion and metric is not Metric.SATISFACTION:
         raise ConfigError(
             f"{where}.baseline: {metric.value} needs the standard deviation of one "
             "observation to plan the test"
@@ -458,7 +464,7 @@ def _check_measurable(steps: list[Step], where: str) -> None:
             case MirrorStep(percent=m) | Preview(mirror=m):
                 mirror = m
     mirrored = mirror > 0 and weight == 0
-    if not mirrored and all(g.metric is Metric.SHADOW_AGREEMENT for g in step.gates):
+    if not mirrored and all(g.metric in _MIRROR_ONLY for g in step.gates):
         raise ConfigError(
             f"{where}: shadow agreement is measured on mirrored requests only, and the "
             "candidate is not mirrored here; add another gate or a mirror step before"

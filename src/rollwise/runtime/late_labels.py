@@ -41,6 +41,9 @@ class FeedbackSums:
     abs_error: float = 0.0
     sq_error: float = 0.0
     quartic_error: float = 0.0
+    satisfaction: int = 0
+    satisfaction_sum: float = 0.0
+    satisfaction_sq_sum: float = 0.0
 
     @classmethod
     def of(cls, score: Score) -> FeedbackSums:
@@ -52,6 +55,9 @@ class FeedbackSums:
         self.abs_error += other.abs_error
         self.sq_error += other.sq_error
         self.quartic_error += other.quartic_error
+        self.satisfaction += other.satisfaction
+        self.satisfaction_sum += other.satisfaction_sum
+        self.satisfaction_sq_sum += other.satisfaction_sq_sum
 
     def add_to(self, window: VersionWindow) -> None:
         window.feedback += self.count
@@ -59,6 +65,9 @@ class FeedbackSums:
         window.abs_error_sum += self.abs_error
         window.sq_error_sum += self.sq_error
         window.quartic_error_sum += self.quartic_error
+        window.satisfaction += self.satisfaction
+        window.satisfaction_sum += self.satisfaction_sum
+        window.satisfaction_sq_sum += self.satisfaction_sq_sum
 
     def window(self) -> VersionWindow:
         window = VersionWindow()

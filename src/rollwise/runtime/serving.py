@@ -23,8 +23,10 @@ from dataclasses import dataclass
 
 from rollwise.backends.base import InferenceRequest, InferenceResponse
 from rollwise.backends.exchange import ProxyRequest, Verdict, judge
+from rollwise.backends.llm_request import LlmRequest
 from rollwise.domain import BUCKETS, Role, VersionHealth
 from rollwise.errors import BackendError, BackendTimeout, BackendUnavailable, ValidationError
+from rollwise.metrics.llm import record_llm
 from rollwise.metrics.recorder import VersionWindow
 from rollwise.routing import ModelTable, known_version
 from rollwise.runtime.context import Context
@@ -175,7 +177,12 @@ class Serving:
         response: InferenceResponse,
     ) -> None:
         outputs = response.primary()
-        window.record_outputs(outputs, self.ctx.models[model].task == "classification")
+        usage = response.parameters.get("llm")
+        if usage is not None:
+            # An LLM's answer is text, not a class to count: its measures instead.
+            record_llm(window, usage)
+        else:
+            window.record_outputs(outputs, self.ctx.models[model].task == "classification")
         self.telemetry.predictions.log(request_id, model, version, role, outputs, self.ctx.clock())
 
     def exchanged(
@@ -215,7 +222,7 @@ class Serving:
     def mirror(
         self,
         table: ModelTable,
-        request: InferenceRequest | ProxyRequest,
+        request: InferenceRequest | ProxyRequest | LlmRequest,
         request_id: str,
         served: Outcome | None,
     ) -> None:

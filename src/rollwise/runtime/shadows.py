@@ -41,6 +41,7 @@ from rollwise.backends.base import Backend, InferenceRequest, InferenceResponse
 from rollwise.backends.exchange import ProxyRequest
 from rollwise.backends.executor import enter_shadow_lane
 from rollwise.backends.inprocess import InProcessBackend
+from rollwise.backends.llm_request import LlmRequest
 from rollwise.backends.shadow_host import (
     HostedModel,
     Outcome,
@@ -52,10 +53,12 @@ from rollwise.backends.shadow_host import (
 )
 from rollwise.domain import Role
 from rollwise.errors import BackendTimeout, ValidationError
+from rollwise.metrics.llm import record_llm
 from rollwise.metrics.scoring import compare_outputs
 from rollwise.routing import ModelTable
 from rollwise.runtime.context import Context
 from rollwise.runtime.telemetry import Telemetry
+from rollwise.runtime.text_comparer import TextComparer, request_text, text_rows
 from rollwise.runtime.versions import Versions
 
 START_EVERY_S = 0.02
@@ -99,7 +102,7 @@ class ShadowJob:
 
     model: str
     version: str
-    request: InferenceRequest | ProxyRequest
+    request: InferenceRequest | ProxyRequest | LlmRequest
     request_id: str
     served: InferenceResponse | None
     """None when the served version failed or refused: nothing to compare with."""
@@ -153,6 +156,8 @@ class Shadows:
         self._swept_s = 0.0
         self.monotonic: Callable[[], float] = time.monotonic
         """The clock of ``HOST_WAIT_S`` (tests put a fake one here)."""
+        self.texts = TextComparer(ctx.config.comparators, telemetry.metrics, ctx.later)
+        """Text answers' comparators (``runtime.text_comparer``), for models with one."""
 
     @property
     def held(self) -> int:
@@ -163,7 +168,7 @@ class Shadows:
     def offer(
         self,
         table: ModelTable,
-        request: InferenceRequest | ProxyRequest,
+        request: InferenceRequest | ProxyRequest | LlmRequest,
         request_id: str,
         served: InferenceResponse | None,
     ) -> None:
@@ -372,16 +377,38 @@ class Shadows:
         if model is None:  # the model left the catalog meanwhile
             return
         outputs = answer.response.primary()
-        window.record_outputs(outputs, model.task == "classification")
+        usage = answer.response.parameters.get("llm")
+        if usage is not None:
+            # An LLM's answer is text, not a class to count: its measures instead.
+            record_llm(window, usage)
+        else:
+            window.record_outputs(outputs, model.task == "classification")
         self.telemetry.predictions.log(
             job.request_id, job.model, job.version, Role.SHADOW, outputs, answer.at_s
         )
         if job.served is not None:
+            if self._compare_texts(job, outputs):
+                return
             compared, agreed = compare_outputs(
                 job.served.primary(), outputs, model.agreement_tolerance
             )
             window.compared += compared
             window.agreed += agreed
+
+    def _compare_texts(self, job: ShadowJob, outputs: Any) -> bool:
+        """Hand text answers to the model's comparator; False when it has none or the
+        answers are not text (compared as outputs then)."""
+        texts = self.texts
+        if job.served is None or not texts.has(job.model):
+            return False
+        stable, candidate = text_rows(job.served.primary()), text_rows(outputs)
+        if stable is None or candidate is None or len(stable) != len(candidate):
+            return False
+        for row, (a, b) in enumerate(zip(stable, candidate, strict=True)):
+            texts.compare_texts(
+                job.model, job.version, a, b, request_text=request_text(job.request, row)
+            )
+        return True
 
     def _drop(self, key: ShadowKey) -> None:
         self.telemetry.metrics.window(key[0], key[1], Role.SHADOW).dropped += 1
@@ -422,3 +449,4 @@ class Shadows:
             self._host_had_s.clear()
             self._host_late.clear()
             await self.host.close()
+        await self.texts.close()

@@ -27,6 +27,7 @@ from rollwise.metrics.recorder import (
     merge_windows,
     windows_by_version,
 )
+from rollwise.metrics.satisfaction import NO_LABEL, NO_SCORE, stored_label
 from rollwise.metrics.scoring import ClassKey, Score, check_labels, class_keys, labels_for, score
 from rollwise.metrics.series import Grid, Series, add_window, bucket_payloads, build_series
 from rollwise.runtime.context import Context
@@ -63,8 +64,13 @@ class Telemetry:
         request_id: str,
         label: Any,
         classes: Collection[ClassKey] | None = None,
+        satisfaction: float | None = None,
     ) -> dict[str, Any]:
         """Join a label to the answers given to ``request_id`` and score them.
+
+        ``label`` is ``NO_LABEL`` when the caller sent only a ``satisfaction`` (a rating
+        in [0, 1], see ``rollwise.metrics.satisfaction``), which is counted for the
+        answer the caller saw (not a shadow's), whatever its outputs.
 
         ``classes`` (see ``ModelClasses``) are what a classification label may be; the
         label is refused (``ValidationError``) before anything is stored or counted
@@ -83,7 +89,8 @@ class Telemetry:
                 f"(predictions are kept {hours:g} h)"
             )
         served = next((r for r in records if r.role is Role.SERVED), records[0])
-        if not served.outputs:
+        has_label = label is not NO_LABEL
+        if has_label and not served.outputs:
             # A rest version without output_path, or an answer its output_path did not
             # fit: there is no prediction to hold the label against.
             raise ValidationError(
@@ -91,28 +98,46 @@ class Telemetry:
                 f"could read (version {served.version}: a rest version needs output_path "
                 "for its answers to be scored); the label was not stored"
             )
-        labels = labels_for(label, len(served.outputs))
-        check_labels(labels, model.task, classes)
         # Score first: a label that cannot be scored is refused before it is stored, so
         # the caller can correct it and send it again.
         scores: dict[tuple[str, Role], tuple[Score, float]] = {}
+        if has_label:
+            labels = labels_for(label, len(served.outputs))
+            check_labels(labels, model.task, classes)
         for record in records:
             key = (record.version, record.role)
             if key not in scores:
-                scores[key] = (score(record.outputs, labels, model.task), record.at_s)
+                figures = score(record.outputs, labels, model.task) if has_label else NO_SCORE
+                scores[key] = (figures, record.at_s)
         stored = await ctx.db(
-            ctx.store.record_feedback, FeedbackRecord(request_id, model_name, label, ctx.clock())
+            ctx.store.record_feedback,
+            FeedbackRecord(request_id, model_name, stored_label(label, satisfaction), ctx.clock()),
         )
         if not stored:
             raise Conflict(f"request {request_id!r} already has feedback")
         result: dict[str, Any] = {"request_id": request_id, "model": model_name, "versions": {}}
         for (version, role), (figures, predicted_at_s) in scores.items():
-            self._count_label(model_name, version, role, FeedbackSums.of(figures), predicted_at_s)
-            result["versions"][f"{version}/{role.value}"] = {
-                "correct": figures.correct,
-                "count": figures.count,
-                "abs_error": figures.abs_error,
-            }
+            sums = FeedbackSums.of(figures)
+            # The user saw the answer that was returned, never a shadow's: a rating is
+            # the served (or previewed) version's alone.
+            rated = satisfaction is not None and role is not Role.SHADOW
+            if not has_label and not rated:
+                continue
+            if rated and satisfaction is not None:
+                sums.satisfaction = 1
+                sums.satisfaction_sum = satisfaction
+                sums.satisfaction_sq_sum = satisfaction * satisfaction
+            self._count_label(model_name, version, role, sums, predicted_at_s)
+            shown: dict[str, Any] = {}
+            if has_label:
+                shown = {
+                    "correct": figures.correct,
+                    "count": figures.count,
+                    "abs_error": figures.abs_error,
+                }
+            if rated:
+                shown["satisfaction"] = satisfaction
+            result["versions"][f"{version}/{role.value}"] = shown
         return result
 
     def _count_label(

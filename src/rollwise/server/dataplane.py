@@ -34,11 +34,13 @@ from rollwise.errors import (
     RollwiseError,
     ValidationError,
 )
+from rollwise.metrics.satisfaction import NO_LABEL, parse_satisfaction
 from rollwise.runtime.gateway import Gateway
 from rollwise.runtime.telemetry import ModelClasses
 from rollwise.server.auth import Authenticator, CallerLimit
 from rollwise.server.errors import error_reply
 from rollwise.server.guard import Refusal, check_origin
+from rollwise.server.openai_routes import OpenAIRoutes
 from rollwise.server.payloads import (
     BadRequest,
     encode_oip_response,
@@ -204,6 +206,13 @@ class DataPlane:
             sticky=self._sticky,
             fail=self._fail,
         )
+        self.openai = OpenAIRoutes(
+            gateway,
+            auth,
+            max_body_bytes=self.max_body,
+            new_id=self._request_id,
+            sticky=self._sticky,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -230,6 +239,9 @@ class DataPlane:
                     return
         if scope["type"] == "http" and scope["path"].startswith("/proxy/"):
             await self.proxy(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.openai(scope, receive, send)
             return
         await self.fallback(scope, receive, send)
 
@@ -382,10 +394,20 @@ class DataPlane:
                 raise ValidationError(
                     "'request_id' must be the X-Request-Id of an earlier prediction"
                 )
-            if "label" not in data:
-                raise ValidationError("'label' is missing: send the true answer for that request")
+            if "label" not in data and "satisfaction" not in data:
+                raise ValidationError(
+                    "'label' is missing: send the true answer for that request, or a "
+                    "'satisfaction' (true/false or a number in [0, 1])"
+                )
+            satisfaction: float | None = None
+            if "satisfaction" in data:
+                satisfaction = parse_satisfaction(data["satisfaction"])
             result = await self.gateway.telemetry.feedback(
-                model, request_id, data["label"], self.classes.of(model)
+                model,
+                request_id,
+                data.get("label", NO_LABEL),
+                self.classes.of(model),
+                satisfaction,
             )
         except RollwiseError as error:
             refusal = error

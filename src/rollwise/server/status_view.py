@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from rollwise.analysis.horizon import waiting_gates
+from rollwise.analysis.text_compare import win_rate_interval
 from rollwise.domain import Role, VersionHealth
 from rollwise.fleet import FleetReadiness
 from rollwise.metrics.recorder import VersionWindow
@@ -83,4 +84,10 @@ def fleet_view(readiness: FleetReadiness) -> dict[str, Any]:
 
 
 def _summary(window: VersionWindow | None) -> dict[str, Any] | None:
-    return window.summary() if window is not None and not window.empty else None
+    if window is None or window.empty:
+        return None
+    summary = window.summary()
+    if window.judged:
+        # The judge's verdicts as a share with its 95 % Wilson interval (ties excluded).
+        summary["win_rate_interval"] = win_rate_interval(window.wins, window.judged).to_dict()
+    return summary

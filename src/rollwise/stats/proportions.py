@@ -74,7 +74,11 @@ def wilson_interval(x: int, n: int, alpha: float = 0.05) -> Interval:
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2.0 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    return Interval(max(0.0, centre - half), min(1.0, centre + half), 1.0 - alpha)
+    # At x = 0 or x = n the interval ends exactly at 0 or 1 (centre ∓ half), which
+    # rounding would miss by an ulp and so exclude the rate observed.
+    low = 0.0 if x == 0 else max(0.0, centre - half)
+    high = 1.0 if x == n else min(1.0, centre + half)
+    return Interval(low, high, 1.0 - alpha)
 
 
 def one_proportion_ztest(

@@ -26,7 +26,7 @@ def test_every_kind_has_a_schema() -> None:
     assert (
         set(SCHEMAS)
         == set(BACKEND_KINDS)
-        == {"sklearn", "onnx", "python", "http", "rest", "fake", "mlflow"}
+        == {"sklearn", "onnx", "python", "http", "rest", "openai", "fake", "mlflow"}
     )
 
 
@@ -105,7 +105,7 @@ def test_a_bad_value_is_named_with_its_key_and_what_is_allowed(
 def test_an_unknown_kind_lists_the_valid_kinds() -> None:
     assert refusal("torch", {}) == (
         "models.iris.versions.v1.backend: unknown backend 'torch'; "
-        "valid kinds are sklearn, onnx, python, http, rest, fake, mlflow"
+        "valid kinds are sklearn, onnx, python, http, rest, openai, fake, mlflow"
     )
 
 

@@ -110,6 +110,19 @@ def test_a_metric_reads_predictions_unless_it_is_about_answering(metric: Metric)
         Metric.LATENCY_P95,
         Metric.LATENCY_P99,
         Metric.LATENCY_MEAN,
+        # A rating joins its request by id, whatever the answer: no prediction read.
+        Metric.SATISFACTION,
+        # LLM figures are measured on the answers as they pass, not read as predictions.
+        Metric.TTFT_P50,
+        Metric.TTFT_P95,
+        Metric.TTFT_P99,
+        Metric.TTFT_MEAN,
+        Metric.ITL_MEAN,
+        Metric.TOKENS_PER_S,
+        Metric.COST_PER_REQUEST,
+        Metric.FINISH_LENGTH_RATE,
+        Metric.FINISH_CONTENT_FILTER_RATE,
+        Metric.EMPTY_ANSWER_RATE,
     }
     if metric.external:
         # Read from outside rollwise (prometheus, web): no predictions of its own.
