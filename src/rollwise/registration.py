@@ -19,7 +19,8 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rollwise.domain import VersionSpec
-from rollwise.errors import Forbidden
+from rollwise.errors import ConfigError, Forbidden
+from rollwise.secrets_env import check_spec_env_name
 
 __all__ = [
     "DEFAULT_BACKENDS",
@@ -30,9 +31,19 @@ __all__ = [
 ]
 
 DEFAULT_BACKENDS: tuple[str, ...] = ("sklearn", "onnx", "http", "rest", "mlflow", "fake")
-"""Every backend but ``python``, which imports and runs code named in the request."""
+"""Every backend but ``python``, which imports and runs code named in the request, and
+``openai``, whose ``api_key_env`` names an environment variable of the gateway's."""
 
-KNOWN_BACKENDS: tuple[str, ...] = ("sklearn", "onnx", "python", "http", "rest", "mlflow", "fake")
+KNOWN_BACKENDS: tuple[str, ...] = (
+    "sklearn",
+    "onnx",
+    "python",
+    "http",
+    "rest",
+    "openai",
+    "mlflow",
+    "fake",
+)
 """The backend kinds a config may name here. Listed rather than imported from
 ``rollwise.backends``: the config module imports this one, and checking a config must not
 import the backends (a test keeps the two lists in step)."""
@@ -130,12 +141,19 @@ def check_registration(model: str, spec: VersionSpec, policy: RegistrationPolicy
         if key in options:
             _check_paths(key, options[key], policy)
     if "url" in options:
-        # The http and rest backends' url is the upstream server they send requests to;
-        # on the other backends it is where the artifact is downloaded from.
-        upstream = spec.backend in ("http", "rest")
+        # The http, rest and openai backends' url is the upstream server they send
+        # requests to; on the other backends it is where the artifact is downloaded from.
+        upstream = spec.backend in ("http", "rest", "openai")
         _check_url(options["url"], policy, artifact=not upstream, options=options)
     if spec.backend == "mlflow":
         _check_mlflow_uri(options.get("uri"))
+    if "api_key_env" in options:
+        # Named through the API, a variable could be any of the gateway's secrets
+        # (ROLLWISE_TOKENS, a cloud key), sent to the url the same request names.
+        try:
+            check_spec_env_name(str(options["api_key_env"]), "api_key_env")
+        except ConfigError as error:
+            raise _refuse("backends", str(error)) from None
 
 
 def _refuse(rule: str, why: str) -> Forbidden:

@@ -5,7 +5,7 @@ Two sources, written in a gate of a rollout spec::
     {metric: prometheus, query: 'sum(rate(x{version="{{version}}"}[{{window}}]))',
      max_ratio: 1.2, address: http://prometheus:9090, timeout_s: 5}
     {metric: web, url: http://checks/api/ok, method: POST, json_path: $.ok,
-     timeout_s: 5, bearer_token_env: CHECKS_TOKEN}
+     timeout_s: 5, bearer_token_env: ROLLWISE_SECRET_CHECKS_TOKEN}
 
 A Prometheus query (and a web URL) is a template: ``{{model}}``, ``{{version}}`` (the
 version the figure is for: each arm in turn for a relative bound, else the candidate),
@@ -18,6 +18,11 @@ The answer must be one number: a Prometheus ``scalar`` or a ``vector`` of exactl
 sample (aggregate with ``sum``/``max`` to get there); a web answer is JSON, and
 ``json_path`` (jsonpath-ng, default ``$``) must match exactly one number or boolean.
 Anything else is a *problem*, described in words, and the gate stays inconclusive.
+
+A web gate's secret comes from the environment: ``bearer_token_env`` must name a variable
+starting with ``ROLLWISE_SECRET_``, and its ``headers`` may not hold a literal credential
+(see :mod:`rollwise.secrets_env`), because specs are written by operators and shown to
+viewers.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rollwise.errors import ConfigError
+from rollwise.secrets_env import SPEC_ENV_PREFIX, check_literal_header, check_spec_env_name
 
 PLACEHOLDERS = ("model", "version", "stable", "candidate", "window")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -289,11 +295,18 @@ def parse_web(data: Mapping[str, Any], *, implicit_bound: bool, where: str) -> W
         isinstance(k, str) and isinstance(v, str) for k, v in raw_headers.items()
     ):
         raise ConfigError(f"{where}: headers must map names to text, got {raw_headers!r}")
-    token_env = data.get("bearer_token_env")
-    if token_env is not None and (not isinstance(token_env, str) or not token_env.strip()):
-        raise ConfigError(
-            f"{where}: bearer_token_env must name an environment variable, got {token_env!r}"
+    for name in raw_headers:
+        # Same rule as hook headers: a literal credential would be stored and shown.
+        check_literal_header(
+            name, f"{where}.headers.{name}", f"bearer_token_env: {SPEC_ENV_PREFIX}CHECKS_TOKEN"
         )
+    token_env = data.get("bearer_token_env")
+    if token_env is not None:
+        if not isinstance(token_env, str) or not token_env.strip():
+            raise ConfigError(
+                f"{where}: bearer_token_env must name an environment variable, got {token_env!r}"
+            )
+        check_spec_env_name(token_env, f"{where}.bearer_token_env")
     timeout_s = _timeout(data, where)
     return WebSource(
         url,

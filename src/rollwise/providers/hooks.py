@@ -171,11 +171,13 @@ class HookCalls:
         return self._pool.submit(work)
 
     def _post(self) -> Post:
-        if self.post is None:
-            # Redirects are not followed: the hook named in the spec answers for itself.
-            self._client = httpx.Client(follow_redirects=False)
-            self.post = httpx_post(self._client)
-        return self.post
+        # Called from the pool's threads: one client for all of them, made once.
+        with self._lock:
+            if self.post is None:
+                # Redirects are not followed: the hook named in the spec answers for itself.
+                self._client = httpx.Client(follow_redirects=False)
+                self.post = httpx_post(self._client)
+            return self.post
 
     def poll(
         self, rollout_id: int, spec: RolloutSpec, status: RolloutStatus, now: float
@@ -261,9 +263,27 @@ class HookCalls:
 
     def close(self) -> None:
         """Stop taking calls; those running end by their own timeouts."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-        if self._client is not None:
-            self._client.close()
-            self._client = self.post = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # The calls already running end by their own timeouts, on the client, which
+            # is closed once they have.
+            pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            client, self._client = self._client, None
+            if client is not None:
+                self.post = None
+        if client is not None:
+            if pool is not None:
+                threading.Thread(
+                    target=_close_after,
+                    args=(pool, client),
+                    name="rollwise-hook-close",
+                    daemon=True,
+                ).start()
+            else:
+                client.close()
+
+
+def _close_after(pool: ThreadPoolExecutor, client: httpx.Client) -> None:
+    pool.shutdown(wait=True)
+    client.close()

@@ -96,7 +96,10 @@ class GateReader:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(
-                    target=loop.run_forever, name="rollwise-gate-reader", daemon=True
+                    target=_run_until_stopped,
+                    args=(loop,),
+                    name="rollwise-gate-reader",
+                    daemon=True,
                 ).start()
                 self._loop = loop
             return self._loop
@@ -183,7 +186,10 @@ class GateReader:
         if address is None:
             raise _Problem("no Prometheus address (gate address or providers.prometheus.url)")
         query = render(source.query, context.values(version))
-        headers = {**settings.headers, **_bearer(settings.bearer_token_env)}
+        # The config's headers and token are for the config's server only: a gate's own
+        # address comes from a spec, and an operator must not have them sent elsewhere.
+        own = settings.url is not None and address.rstrip("/") == settings.url.rstrip("/")
+        headers = {**settings.headers, **_bearer(settings.bearer_token_env)} if own else {}
         assert self._client is not None
         async with self._client.stream(
             "GET", f"{address}/api/v1/query", params={"query": query}, headers=headers
@@ -208,6 +214,14 @@ class GateReader:
         if isinstance(value, str):
             raise _Problem(value)
         return value
+
+
+def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    """The reader's loop, closed once ``close`` stops it (its selector and sockets)."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
 
 
 def requests_for(

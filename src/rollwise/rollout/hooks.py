@@ -9,6 +9,8 @@ A header's value is written literally or read from the environment
 (``{env: NAME}``) when the call is made; headers that carry credentials
 (``Authorization``, names with ``token``, ``secret``, ``key``, ``password`` or
 ``cookie``) must come from the environment, because specs are stored and shown in events.
+``NAME`` must start with ``ROLLWISE_SECRET_`` (see :mod:`rollwise.secrets_env`): any other
+name would let an operator send the gateway's own secrets to a URL of their choosing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from rollwise.errors import ConfigError
+from rollwise.secrets_env import SPEC_ENV_PREFIX, check_literal_header, check_spec_env_name
 
 
 class HookKind(StrEnum):
@@ -45,7 +48,6 @@ DEFAULT_RETRIES = 2
 DEFAULT_CONFIRM_INTERVAL_S = 5.0
 MAX_RETRIES = 10
 """Retries back off (0.5 s, 1 s, 2 s, ... at most 8 s): more than this is a typo."""
-_SECRET_WORDS = ("authorization", "token", "secret", "key", "password", "cookie")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +277,7 @@ def _url(options: Mapping[str, Any], where: str) -> str:
     if "@" in host:
         raise ConfigError(
             f"{where}.url: credentials in the URL would be stored and shown; put them in a "
-            "header from the environment ({env: NAME})"
+            f"header from the environment ({{env: {SPEC_ENV_PREFIX}NAME}})"
         )
     return url
 
@@ -319,14 +321,11 @@ def _headers(data: Any, where: str) -> tuple[Header, ...]:
                     f"{here}: must be text or {{env: NAME}} (an environment variable), "
                     f"got {dict(value)!r}"
                 )
+            check_spec_env_name(env, here)
             headers.append(Header(name, env=env))
             continue
         if not isinstance(value, str):
             raise ConfigError(f"{here}: must be text or {{env: NAME}}, got {value!r}")
-        if any(word in name.lower() for word in _SECRET_WORDS):
-            raise ConfigError(
-                f"{here}: a credential must come from the environment, e.g. "
-                f"{{env: HOOK_TOKEN}}; a literal value would be stored and shown in events"
-            )
+        check_literal_header(name, here, f"{{env: {SPEC_ENV_PREFIX}HOOK_TOKEN}}")
         headers.append(Header(name, value=value))
     return tuple(headers)

@@ -24,6 +24,7 @@ from rollwise.readiness import StoreReadiness
 from rollwise.registration import RegistrationPolicy, check_registration
 from rollwise.rollout import RolloutStatus
 from rollwise.runtime.context import Context
+from rollwise.secrets_env import mask_option_headers
 from rollwise.store.base import RolloutRow
 from rollwise.store.jsontext import fingerprint
 
@@ -107,7 +108,8 @@ class Registry:
             data={
                 "version": name,
                 "backend": version.spec.backend,
-                "options": dict(version.spec.options),
+                # Viewers read events: an upstream's API key in headers must not show.
+                "options": mask_option_headers(version.spec.options),
                 "spec_sha256": version.spec_sha256,
                 "artifact_sha256": version.artifact_sha256,
                 "resolved": dict(version.resolved),

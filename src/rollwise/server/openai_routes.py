@@ -65,6 +65,18 @@ log = logging.getLogger("rollwise.dataplane")
 PREFIX = "/v1/"
 MAX_USER_BYTES = 256
 """The longest ``user`` field taken as a sticky key (as for any sticky key)."""
+
+VERSION_FAULT_STATUSES: dict[int, str] = {
+    401: "the version's API key was refused",
+    403: "the version's API key may not use this model",
+    404: "the upstream has no such model: check the version's model option",
+    407: "a proxy refused the version's credentials",
+    429: "the version's quota or rate limit is used up",
+}
+"""Upstream answers that say nothing about the caller's request: rollwise sends the
+upstream its own key and model name, never the application's ``Authorization``, so
+these are the version's failures (502), counted against it in gates."""
+
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _TYPES = {
@@ -346,8 +358,22 @@ class OpenAIRoutes:
         answer_head: list[tuple[bytes, bytes]],
     ) -> None:
         """An upstream's 4xx is passed on as it is (the caller's mistake); its 5xx is
-        the version's failure, answered 502."""
+        the version's failure, answered 502. So are the 4xx that only the version can
+        cause (``VERSION_FAULT_STATUSES``), without the upstream's words, which may
+        quote the version's key."""
         status = stream.status
+        if status in VERSION_FAULT_STATUSES:
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            faulted = BackendError(
+                f"version {version!r} of model {table.model!r} failed: upstream answered "
+                f"HTTP {status} ({VERSION_FAULT_STATUSES[status]})",
+                version=version,
+            )
+            self.serving.exchanged(
+                table, version, role, request_id, latency_ms, status, faulted, None
+            )
+            await _fail(send, faulted, request_id, answer_head[:-1])
+            return
         if judge(status) is Verdict.REFUSED:
             failure: RollwiseError | None = None
             body = b""

@@ -19,6 +19,7 @@ from rollwise.domain import RegisteredVersion, Replica, ReplicaVersion
 from rollwise.errors import NotFound, ValidationError
 from rollwise.fleet import fleet_readiness, replica_live
 from rollwise.runtime.gateway import Gateway
+from rollwise.secrets_env import mask_option_headers
 from rollwise.server.auth import Principal
 from rollwise.server.params import read_json
 from rollwise.server.status_view import fleet_view
@@ -141,7 +142,10 @@ def version_view(
     replicas: Sequence[Replica],
     states: Sequence[ReplicaVersion],
 ) -> dict[str, Any]:
-    """A registered version with its state on every replica and across the fleet."""
+    """A registered version with its state on every replica and across the fleet.
+
+    Viewers read this, and a ``headers`` option may hold an upstream's API key, so its
+    values are masked (in ``requested`` too, which keeps the options as written)."""
     readiness = fleet_readiness(
         version.model,
         version.name,
@@ -154,8 +158,8 @@ def version_view(
         "model": version.model,
         "name": version.name,
         "backend": version.spec.backend,
-        "options": dict(version.spec.options),
-        "requested": dict(version.requested),
+        "options": mask_option_headers(version.spec.options),
+        "requested": mask_option_headers(version.requested),
         "source": version.source.value,
         "spec_sha256": version.spec_sha256,
         "artifact_sha256": version.artifact_sha256,

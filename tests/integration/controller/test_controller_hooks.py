@@ -34,7 +34,7 @@ from support.rollouts import (
 )
 
 MODELS = ("prehook", "failing", "pausing", "confirmed")
-TOKEN_VARIABLE = "ROLLWISE_TEST_HOOK_TOKEN"
+TOKEN_VARIABLE = "ROLLWISE_SECRET_TEST_HOOK_TOKEN"
 TOKEN = "Bearer hook-secret-7"
 PAYLOAD_FIELDS = {
     "hook",

@@ -163,7 +163,7 @@ def test_an_unreachable_check_is_a_problem_not_a_pass() -> None:
 def test_a_post_carries_the_rollout_context_and_the_token_from_the_environment(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WEB_GATE_TEST_TOKEN", "s3cret-token")
+    monkeypatch.setenv("ROLLWISE_SECRET_WEB_GATE_TEST_TOKEN", "s3cret-token")
     before = len(receiver.seen)
 
     reading = _read(
@@ -173,7 +173,7 @@ def test_a_post_carries_the_rollout_context_and_the_token_from_the_environment(
             "method": "POST",
             "json_path": "$.healthy",
             "headers": {"X-Team": "ml"},
-            "bearer_token_env": "WEB_GATE_TEST_TOKEN",
+            "bearer_token_env": "ROLLWISE_SECRET_WEB_GATE_TEST_TOKEN",
         }
     )
 
@@ -190,11 +190,11 @@ def test_a_missing_token_variable_is_a_problem(receiver: Receiver) -> None:
         {
             "metric": "web",
             "url": receiver.url + "/yes",
-            "bearer_token_env": "WEB_GATE_TEST_UNSET_VARIABLE",
+            "bearer_token_env": "ROLLWISE_SECRET_WEB_GATE_TEST_UNSET",
         }
     )
 
-    assert "WEB_GATE_TEST_UNSET_VARIABLE" in reading.problem
+    assert "ROLLWISE_SECRET_WEB_GATE_TEST_UNSET" in reading.problem
 
 
 # -- through a real gateway's controller --------------------------------------------------

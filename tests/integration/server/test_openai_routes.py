@@ -253,6 +253,22 @@ def test_an_upstream_500_is_a_502_and_its_400_is_passed_on(gateway: GatewayProce
         assert streamed.value.status_code == 502
 
 
+@pytest.mark.parametrize("status", [401, 403, 404, 429], ids=lambda status: f"upstream {status}")
+def test_an_upstream_refusal_only_the_version_can_cause_is_its_failure(
+    gateway: GatewayProcess, status: int
+) -> None:
+    # rollwise sends the upstream the version's own key and model name: an upstream that
+    # refuses those, or is out of quota, says nothing about the caller's request.
+    prompt = [{"role": "user", "content": f"please FAIL {status} now"}]
+    with sync_client(gateway) as client, pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="chat", messages=prompt)
+    assert caught.value.status_code == 502
+    assert caught.value.type == "server_error"
+    assert f"upstream answered HTTP {status}" in caught.value.message
+    # The upstream's own words (which may quote the version's key) are not passed on.
+    assert "FAIL" not in caught.value.message
+
+
 def test_a_body_that_is_not_json_is_a_400_in_openais_shape(gateway: GatewayProcess) -> None:
     reply = httpx.post(f"{gateway.url}/v1/chat/completions", content=b"{nope")
     assert reply.status_code == 400

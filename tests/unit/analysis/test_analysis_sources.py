@@ -230,6 +230,34 @@ QUERY = 'sum(rate(x{version="{{version}}"}[{{window}}]))'
             id="a header that is a number",
         ),
         pytest.param(
+            {"metric": "web", "url": "http://x", "headers": {"Authorization": "Bearer abc"}},
+            "gates[2].headers.Authorization: a credential must come from the environment, "
+            "e.g. bearer_token_env: ROLLWISE_SECRET_CHECKS_TOKEN",
+            id="a literal Authorization header",
+        ),
+        pytest.param(
+            {"metric": "web", "url": "http://x", "headers": {"X-Api-Key": "abc"}},
+            "gates[2].headers.X-Api-Key: a credential must come from the environment",
+            id="a literal api key header",
+        ),
+        pytest.param(
+            {"metric": "web", "url": "http://x", "bearer_token_env": "ROLLWISE_TOKENS"},
+            "gates[2].bearer_token_env: environment variable 'ROLLWISE_TOKENS' may not be "
+            "named in a rollout spec: only variables whose names start with ROLLWISE_SECRET_ "
+            "can be (an admin puts a secret there for specs to use)",
+            id="a token variable without the prefix",
+        ),
+        pytest.param(
+            {"metric": "web", "url": "http://x", "bearer_token_env": "ROLLWISE_SECRET_"},
+            "environment variable 'ROLLWISE_SECRET_' may not be named",
+            id="the bare prefix",
+        ),
+        pytest.param(
+            {"metric": "web", "url": "http://x", "bearer_token_env": "rollwise_secret_x"},
+            "environment variable 'rollwise_secret_x' may not be named",
+            id="the prefix in lower case",
+        ),
+        pytest.param(
             {"metric": "web", "url": "http://x", "min_samples": -1},
             "min_samples must be >= 0",
             id="negative min_samples",
@@ -289,7 +317,7 @@ def test_a_web_gate_without_a_bound_wants_true() -> None:
                 "json_path": "$.score",
                 "headers": {"X-Team": "ml"},
                 "timeout_s": 1.0,
-                "bearer_token_env": "TOKEN",
+                "bearer_token_env": "ROLLWISE_SECRET_TOKEN",
                 "max": 0.3,
             },
             id="every web key",

@@ -351,3 +351,25 @@ def test_a_policy_built_by_hand_with_no_folders_allows_the_config_folder(base: P
     rules = RegistrationPolicy(base_dir=base)
     check_registration("iris", version("sklearn", path="models/iris.skops"), rules)
     assert "artifact_dirs" in refusal(version("sklearn", path="/etc/passwd"), rules)
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        pytest.param("ROLLWISE_SECRET_LLM_KEY", True, id="a variable an admin put there"),
+        pytest.param("ROLLWISE_TOKENS", False, id="the gateway's own tokens"),
+        pytest.param("AWS_SECRET_ACCESS_KEY", False, id="any other secret"),
+    ],
+)
+def test_an_api_key_variable_named_through_the_api_must_be_meant_for_it(
+    name: str, allowed: bool
+) -> None:
+    policy = RegistrationPolicy(base_dir=Path("/srv"), backends=("openai",))
+    spec = VersionSpec(
+        "v2", "openai", {"url": "http://llm:8000/v1", "model": "m", "api_key_env": name}
+    )
+    if allowed:
+        check_registration("chat", spec, policy)
+        return
+    with pytest.raises(Forbidden, match=f"environment variable '{name}' may not be named"):
+        check_registration("chat", spec, policy)

@@ -49,7 +49,10 @@ def canary_spec(hooks: Any) -> dict[str, Any]:
                     "timeout_s": 30,
                     "retries": 0,
                     "on_failure": "pause",
-                    "headers": {"X-Suite": "smoke", "Authorization": {"env": "HOOK_TOKEN"}},
+                    "headers": {
+                        "X-Suite": "smoke",
+                        "Authorization": {"env": "ROLLWISE_SECRET_HOOK"},
+                    },
                 }
             },
             Webhook(
@@ -57,7 +60,10 @@ def canary_spec(hooks: Any) -> dict[str, Any]:
                     HOOK,
                     30.0,
                     0,
-                    (Header("X-Suite", value="smoke"), Header("Authorization", env="HOOK_TOKEN")),
+                    (
+                        Header("X-Suite", value="smoke"),
+                        Header("Authorization", env="ROLLWISE_SECRET_HOOK"),
+                    ),
                 ),
                 OnFailure.PAUSE,
             ),
@@ -134,6 +140,18 @@ def test_hook_steps_parse(step: dict[str, Any], expected: Any) -> None:
             {"webhook": {"url": HOOK, "headers": {"X-Api-Key": {"env": ""}}}},
             "steps[0].webhook.headers.X-Api-Key: must be text or {env: NAME}",
             id="an empty environment variable name",
+        ),
+        pytest.param(
+            {"webhook": {"url": HOOK, "headers": {"Authorization": {"env": "ROLLWISE_TOKENS"}}}},
+            "steps[0].webhook.headers.Authorization: environment variable 'ROLLWISE_TOKENS' may "
+            "not be named in a rollout spec: only variables whose names start with "
+            "ROLLWISE_SECRET_ can be (an admin puts a secret there for specs to use)",
+            id="the admin tokens named in a header",
+        ),
+        pytest.param(
+            {"confirm": {"url": HOOK, "headers": {"X-Home": {"env": "HOME"}}}},
+            "steps[0].confirm.headers.X-Home: environment variable 'HOME' may not be named",
+            id="any other variable named in a confirm header",
         ),
         pytest.param(
             {"webhook": {"url": HOOK, "headers": {"X-Count": 3}}},
@@ -270,7 +288,7 @@ def test_hook_steps_read_in_a_dry_run(step: Any, text: str) -> None:
 
 def test_hook_steps_round_trip_through_their_dict() -> None:
     raw = steps_spec(
-        {"webhook": {"url": HOOK, "headers": {"X-Token": {"env": "T"}}}},
+        {"webhook": {"url": HOOK, "headers": {"X-Token": {"env": "ROLLWISE_SECRET_T"}}}},
         {"set_weight": 10},
         {"confirm": {"url": HOOK, "max_wait_s": 30}},
         {"set_weight": 100},
@@ -280,3 +298,31 @@ def test_hook_steps_round_trip_through_their_dict() -> None:
     again = parse_rollout_spec(steps_spec(*(s.to_dict() for s in spec.steps)))
 
     assert again.steps == spec.steps
+
+
+@pytest.mark.parametrize(
+    ("variable", "allowed"),
+    [
+        pytest.param("ROLLWISE_SECRET_CI_TOKEN", True, id="the prefix"),
+        pytest.param("ROLLWISE_SECRET_x", True, id="the prefix, any rest"),
+        pytest.param("ROLLWISE_TOKENS", False, id="the admin tokens"),
+        pytest.param("AWS_SECRET_ACCESS_KEY", False, id="a cloud credential"),
+        pytest.param("CI_TOKEN", False, id="an unprefixed name"),
+        pytest.param("ROLLWISE_SECRET_", False, id="the bare prefix"),
+        pytest.param("rollwise_secret_ci", False, id="the prefix in lower case"),
+        pytest.param("X_ROLLWISE_SECRET_CI", False, id="the prefix not at the start"),
+    ],
+)
+def test_hooks_may_only_name_prefixed_variables(variable: str, allowed: bool) -> None:
+    hook = {"url": HOOK, "headers": {"Authorization": {"env": variable}}}
+    spec = canary_spec({"pre_rollout": [hook]})
+    if allowed:
+        parse_rollout_spec(spec)
+        return
+    with pytest.raises(ConfigError) as error:
+        parse_rollout_spec(spec)
+    assert str(error.value) == (
+        "rollout.hooks.pre_rollout[0].headers.Authorization: environment variable "
+        f"{variable!r} may not be named in a rollout spec: only variables whose names start "
+        "with ROLLWISE_SECRET_ can be (an admin puts a secret there for specs to use)"
+    )
