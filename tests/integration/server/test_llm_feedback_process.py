@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -206,11 +207,15 @@ def test_an_ab_test_on_satisfaction_picks_the_version_users_like_more(
     with Client(gateway.url, OPERATOR) as client:
         client.apply(spec)
         seen: Counter[str] = Counter()
-        for _ in range(10):
+        # Users keep coming until the test decides: a fast machine sends a round in well
+        # under a controller tick, before the split may even have started.
+        deadline = time.monotonic() + 90.0
+        rollout = client.rollout("rated")
+        while rollout["status"]["phase"] in ("pending", "progressing"):
+            assert time.monotonic() < deadline, f"no decision within 90 s: {rollout['status']}"
             seen += asyncio.run(_users(gateway, "rated", {"a": 0.3, "b": 0.85}, 120))
-            if client.rollout("rated")["status"]["phase"] not in ("pending", "progressing"):
-                break
-        rollout = wait_until_ended(client, "rated", timeout_s=30)
+            time.sleep(0.2)
+            rollout = client.rollout("rated")
     assert seen["b"] > 0
     assert rollout["status"]["phase"] == "promoted", rollout["status"]
     assert versions(gateway, "rated")["b"]["weight"] == 100
