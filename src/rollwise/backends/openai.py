@@ -40,6 +40,7 @@ from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMet
 from rollwise.backends.exchange import Verdict, judge
 from rollwise.backends.llm_request import ROUTES, LlmRequest
 from rollwise.backends.options import check_options, http_pool_limits
+from rollwise.backends.rest import parse_base_url
 from rollwise.backends.upstream_conn import connect_error
 from rollwise.backends.upstream_stream import BodyStream, StreamingPool
 from rollwise.errors import BackendError, BackendLoadError, ConfigError, RequestRejected
@@ -67,7 +68,12 @@ class OpenAIBackend:
         self.name = name
         where = f"versions.{name}"
         check_options(self.kind, {k: v for k, v in options.items() if k != "backend"}, where)
-        self.url, self._origin, self.prefix = _parse_url(options.get("url"), f"{where}.url")
+        self.url, self._origin, self.prefix = parse_base_url(
+            options.get("url"),
+            f"{where}.url",
+            example="http://host:port/v1 or https://host/v1",
+            credentials="put the key in the environment variable named by api_key_env",
+        )
         self.model = str(options["model"])
         env = options.get("api_key_env")
         if env is not None and not _ENV_NAME.fullmatch(env):
@@ -260,24 +266,3 @@ async def error_detail(stream: BodyStream) -> str:
     if len(text) > _DETAIL_LIMIT:
         text = text[: _DETAIL_LIMIT - 1] + "…"
     return text or "(empty body)"
-
-
-def _parse_url(value: Any, key: str) -> tuple[str, str, str]:
-    """(url without a trailing slash, origin, path prefix) of the ``url`` option."""
-    example = "http://host:port/v1 or https://host/v1"
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key}: must be a base URL like {example}, got {value!r}")
-    url = value.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{key}: must be a base URL like {example}, got {value!r}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError(
-            f"{key}: must have no query, fragment or credentials (put the key in the "
-            f"environment variable named by api_key_env), got {value!r}"
-        )
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError:
-        raise ConfigError(f"{key}: bad port in {value!r}") from None
-    return url, f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")

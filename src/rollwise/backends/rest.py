@@ -84,7 +84,7 @@ class RestBackend:
     def __init__(self, name: str, options: Mapping[str, Any], base_dir: Path) -> None:
         self.name = name
         where = f"versions.{name}"
-        self.url, self._origin, self.prefix = _parse_url(options.get("url"), f"{where}.url")
+        self.url, self._origin, self.prefix = parse_base_url(options.get("url"), f"{where}.url")
         check_options(self.kind, {k: v for k, v in options.items() if k != "backend"}, where)
         self.health_path = _parse_path(options.get("health_path"), f"{where}.health_path")
         self.timeout_s = float(options.get("timeout_s", DEFAULT_TIMEOUT_S))
@@ -315,9 +315,15 @@ def _bounded(text: str) -> str:
 # -- options ------------------------------------------------------------------------------------
 
 
-def _parse_url(value: Any, key: str) -> tuple[str, str, str]:
-    """(url without a trailing slash, origin, path prefix) of the ``url`` option."""
-    example = "http://host:port or https://host[:port][/path]"
+def parse_base_url(
+    value: Any,
+    key: str,
+    *,
+    example: str = "http://host:port or https://host[:port][/path]",
+    credentials: str = "put credentials in headers",
+) -> tuple[str, str, str]:
+    """(url without a trailing slash, origin, path prefix) of a version's ``url``
+    option; ``example`` and ``credentials`` say in a refusal what to write instead."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{key}: must be a URL like {example}, got {value!r}")
     url = value.strip().rstrip("/")
@@ -326,8 +332,7 @@ def _parse_url(value: Any, key: str) -> tuple[str, str, str]:
         raise ConfigError(f"{key}: must be a URL like {example}, got {value!r}")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigError(
-            f"{key}: must have no query, fragment or credentials (put credentials in "
-            f"headers), got {value!r}"
+            f"{key}: must have no query, fragment or credentials ({credentials}), got {value!r}"
         )
     try:
         parts.port  # noqa: B018 - parsing the port is the check
