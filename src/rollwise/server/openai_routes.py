@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,13 +52,7 @@ from rollwise.runtime.gateway import Gateway
 from rollwise.server.auth import Authenticator
 from rollwise.server.errors import status_of
 from rollwise.server.payloads import BadRequest
-
-Scope = Any
-Message = Any
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Sticky = Callable[[Scope, str, dict[str, Any], dict[bytes, bytes]], str | None]
-"""The data plane's sticky key reader: (scope, model, JSON fields, header map) -> key."""
+from rollwise.server.proxy import Receive, Scope, Send, Sticky
 
 log = logging.getLogger("rollwise.dataplane")
 
