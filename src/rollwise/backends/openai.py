@@ -40,7 +40,7 @@ from rollwise.backends.base import InferenceRequest, InferenceResponse, ModelMet
 from rollwise.backends.exchange import Verdict, judge
 from rollwise.backends.llm_request import ROUTES, LlmRequest
 from rollwise.backends.options import check_options, http_pool_limits
-from rollwise.backends.rest import parse_base_url
+from rollwise.backends.rest import error_detail, parse_base_url
 from rollwise.backends.upstream_conn import connect_error
 from rollwise.backends.upstream_stream import BodyStream, StreamingPool
 from rollwise.errors import BackendError, BackendLoadError, ConfigError, RequestRejected
@@ -53,7 +53,6 @@ DEFAULT_TIMEOUT_S = 60.0
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 """The most of a whole (non-streamed) answer read for a shadow."""
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DETAIL_LIMIT = 300
 _FIELDS = b"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
 
 
@@ -242,27 +241,3 @@ def llm_response(usage: LlmUsage) -> InferenceResponse:
     prediction log keeps and a comparator reads), its measures in ``parameters``."""
     text = Tensor("text", (1,), "BYTES", [usage.text])
     return InferenceResponse(outputs=(text,), parameters={"llm": usage})
-
-
-async def error_detail(stream: BodyStream) -> str:
-    """The start of an error answer's body, for a message; the rest is left unread and
-    the connection closed."""
-    parts: list[bytes] = []
-    size = 0
-    failure: BackendError | None = None
-    try:
-        while size < _DETAIL_LIMIT * 4:
-            chunk = await stream.read()
-            if not chunk:
-                break
-            parts.append(chunk)
-            size += len(chunk)
-    except BackendError as error:
-        failure = error
-    stream.close()
-    text = b"".join(parts)[: _DETAIL_LIMIT * 4].decode("utf-8", "replace").strip()
-    if not text and failure is not None:
-        return str(failure)
-    if len(text) > _DETAIL_LIMIT:
-        text = text[: _DETAIL_LIMIT - 1] + "…"
-    return text or "(empty body)"

@@ -149,7 +149,7 @@ class RestBackend:
         stream = await self.open(request)
         verdict = judge(stream.status)
         if verdict is not Verdict.ANSWERED:
-            detail = await _detail(stream)
+            detail = await error_detail(stream)
             if verdict is Verdict.REFUSED:
                 raise RequestRejected(
                     f"version {self.name!r} refused the request (HTTP {stream.status}): {detail}",
@@ -286,7 +286,7 @@ class RestBackend:
         writer.close()
 
 
-async def _detail(stream: BodyStream) -> str:
+async def error_detail(stream: BodyStream) -> str:
     """The start of an answer's body, for an error message; the rest is left unread and
     the connection closed (an error's body is not worth reading through)."""
     parts: list[bytes] = []

@@ -34,7 +34,8 @@ import orjson
 
 from rollwise.backends.exchange import Verdict, answer_fields, judge
 from rollwise.backends.llm_request import ROUTES, LlmRequest
-from rollwise.backends.openai import MAX_ANSWER_BYTES, OpenAIBackend, error_detail, llm_response
+from rollwise.backends.openai import MAX_ANSWER_BYTES, OpenAIBackend, llm_response
+from rollwise.backends.rest import error_detail
 from rollwise.domain import ModelSpec, Role
 from rollwise.errors import (
     AuthError,
